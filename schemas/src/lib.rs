@@ -1,0 +1,52 @@
+//! The llmq wire protocol.
+//!
+//! Producers in any language talk to llmq only through these messages, so this crate is
+//! pure data: no I/O, no NATS client, nothing a producer would not also need. Every
+//! message carries `v` ([`PROTOCOL_VERSION`]) so a worker can dead-letter a message from
+//! a newer protocol instead of misreading it, and every type derives a JSON Schema
+//! (exported to `schemas/json/` and checked against the types by a test).
+
+pub mod cancel;
+pub mod catalog;
+pub mod completion;
+pub mod dlq;
+pub mod error;
+pub mod event;
+pub mod job;
+pub mod json_schema;
+pub mod outcome;
+pub mod request;
+pub mod subject;
+pub mod timestamp;
+pub mod usage;
+
+pub use cancel::CancelRequest;
+pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};
+pub use completion::{ChatCompletion, Choice, CompletionUsage, ResponseMessage};
+pub use dlq::DlqReason;
+pub use error::{ErrorType, JobError};
+pub use event::{DeadLettered, Delta, ReplyEvent, Restart, Started};
+pub use job::{Job, JobId, Tier};
+pub use outcome::{Attempt, AttemptRoute, Outcome, OutcomeStatus, Partial, Timings};
+pub use request::{
+    ChatRequest, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Stop,
+    Tool, ToolCall, ToolCallDelta, ToolChoice,
+};
+pub use subject::{ModelName, SubjectError, Subjects, Tenant};
+pub use timestamp::Timestamp;
+pub use usage::{AttemptUsage, Cost, CostBreakdown, Usage, UsageEvent, UsageSource};
+
+/// The protocol version this crate writes. Readers accept any `v` up to this one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Header set by producers on every job publish: JetStream drops a second publish with the
+/// same id inside the stream's duplicate window, so a retried publish never queues twice.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+pub(crate) fn protocol_version() -> u32 {
+    PROTOCOL_VERSION
+}

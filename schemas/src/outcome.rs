@@ -1,0 +1,150 @@
+//! A job's one final outcome: what the producer reads, whatever happened on the way.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::completion::ChatCompletion;
+use crate::error::{ErrorType, JobError};
+use crate::job::{JobId, Tier};
+use crate::request::ToolCall;
+use crate::timestamp::Timestamp;
+use crate::usage::{Cost, Usage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Succeeded,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OutcomeStatus::Succeeded => "succeeded",
+            OutcomeStatus::Failed => "failed",
+            OutcomeStatus::Expired => "expired",
+            OutcomeStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The final outcome, stored once per job at `<prefix>.results.<tenant>.<job_id>` and sent
+/// to the job's `reply_to` as the `final` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Outcome {
+    pub v: u32,
+    pub job_id: JobId,
+    pub status: OutcomeStatus,
+    /// The logical model the job asked for.
+    pub model: String,
+    pub tenant: String,
+    pub tier: Tier,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// The `chat.completion` object, when `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ChatCompletion>,
+    /// Why the job did not succeed, otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    /// Present only when the job failed after its last attempt had streamed some output:
+    /// that output, which is partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+    /// Every provider call made for the job, in order.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// Summed over every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    pub timings: Timings,
+    pub worker_id: String,
+}
+
+impl Outcome {
+    /// The answer's text when succeeded.
+    pub fn text(&self) -> Option<&str> {
+        self.response.as_ref().map(ChatCompletion::text)
+    }
+}
+
+/// Output of an attempt that failed part-way: never mixed into a later attempt's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Partial {
+    /// The attempt that produced it.
+    pub attempt: u32,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// How an attempt came to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptRoute {
+    /// The first attempt, on the deployment the weights picked.
+    Primary,
+    /// The same deployment again after a retryable error.
+    Retry,
+    /// Another deployment of the same logical model.
+    DeploymentFallback,
+    /// A deployment of a model in the `fallbacks` list.
+    ModelFallback,
+    /// A model in `context_window_fallbacks`, after a context-window error.
+    ContextWindowFallback,
+    /// A model in `content_policy_fallbacks`, after a content-filter error.
+    ContentPolicyFallback,
+}
+
+/// One provider call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Attempt {
+    /// 1-based, counted over the whole job processing.
+    pub n: u32,
+    pub route: AttemptRoute,
+    /// The logical model this attempt served (differs from the job's on a model fallback).
+    pub model: String,
+    /// Provider name from the worker's config.
+    pub provider: String,
+    pub upstream_model: String,
+    /// Absent when the attempt succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Where the time went. Durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Timings {
+    /// From `submitted_at` to the worker picking the job up (when the producer set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
+    /// From pick-up to the first token of the attempt that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// From pick-up to the outcome.
+    pub total_ms: u64,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}

@@ -1,0 +1,12 @@
+//! The llmq test harness: real parts, really started.
+//!
+//! - [`nats::TestNats`]: a real nats-server (JetStream on) on a random loopback port with
+//!   its own temp store, killed on drop.
+//! - [`mock`]: a real HTTP server speaking the providers' wire formats, with scripted faults.
+//! - [`worker`]: the gateway worker, in-process through its library `run`, or as a child
+//!   process for kill tests.
+//!
+//! Integration tests (`it/`) and the benchmark binary both build on these.
+
+pub mod mock;
+pub mod nats;
