@@ -1,1 +1,116 @@
-fn main() {}
+//! `gateway-worker --config worker.toml`: loads the config, sets up logging, runs the
+//! worker until SIGINT or SIGTERM, and exits with a code that says what went wrong.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway_worker::config;
+use gateway_worker::{RunError, run};
+
+/// The llmq gateway worker: holds provider keys, runs chat-completion jobs from NATS
+/// JetStream, streams results back.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Environment: LLMQ__<SECTION>__<KEY> overrides a config value \
+(e.g. LLMQ__WORKER__MAX_INFLIGHT=64, LLMQ__NATS__URL=nats://nats:4222). Provider keys are read \
+from the variables or files the config names (api_key_env / api_key_file).\n\n\
+Exit codes: 0 clean shutdown; 64 invalid config; 69 NATS unreachable, too old, or its \
+streams could not be set up; 70 internal error."
+)]
+struct Cli {
+    /// The TOML config file.
+    #[arg(short, long, env = "LLMQ_CONFIG", default_value = "llmq.toml")]
+    config: PathBuf,
+    /// Load and validate the config, print a summary, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+const EX_CONFIG: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(&cli.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!(
+                "gateway-worker: invalid config {}:\n{err}",
+                cli.config.display()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if cli.check_config {
+        // Building the router builds every adapter and HTTP client: all a config can get
+        // wrong without a network.
+        gateway_worker::providers::http_client::install_crypto_provider();
+        if let Err(err) = gateway_worker::routing::Router::build(&config) {
+            eprintln!(
+                "gateway-worker: invalid config {}:\n{err}",
+                cli.config.display()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+        println!(
+            "config ok: {} provider(s), {} model(s), prefix {:?}",
+            config.providers.len(),
+            config.models.len(),
+            config.jetstream.prefix
+        );
+        return ExitCode::SUCCESS;
+    }
+    gateway_worker::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("gateway-worker: cannot start the async runtime: {err}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let result = runtime.block_on(run(config, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "worker failed");
+            eprintln!("gateway-worker: {err}");
+            ExitCode::from(match err {
+                RunError::Config(_) => EX_CONFIG,
+                RunError::Connect(_) | RunError::Setup(_) => EX_UNAVAILABLE,
+                RunError::Admin(_) | RunError::Metrics(_) => EX_SOFTWARE,
+            })
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the worker");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -46,7 +46,3 @@ pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
-
-pub(crate) fn protocol_version() -> u32 {
-    PROTOCOL_VERSION
-}

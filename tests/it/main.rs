@@ -1,3 +1,9 @@
 //! llmq integration tests: one binary, one module per area, all against a real nats-server.
 
+// Tests and their helpers may fail loudly.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+mod core;
 mod harness_smoke;
+mod reliability;
+mod submitter;

@@ -5,8 +5,14 @@
 //! - [`mock`]: a real HTTP server speaking the providers' wire formats, with scripted faults.
 //! - [`worker`]: the gateway worker, in-process through its library `run`, or as a child
 //!   process for kill tests.
+//! - [`stack`]: one test's world (server, mock, temp dir) and intent-named helpers.
 //!
 //! Integration tests (`it/`) and the benchmark binary both build on these.
 
+// Test equipment: a broken setup must stop the test loudly.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
 pub mod mock;
 pub mod nats;
+pub mod stack;
+pub mod worker;

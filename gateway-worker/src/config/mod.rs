@@ -1,0 +1,494 @@
+//! The worker's configuration: one typed tree.
+//!
+//! Loaded from a TOML file with `LLMQ__`-prefixed environment overrides
+//! (`LLMQ__WORKER__MAX_INFLIGHT=64` sets `worker.max_inflight`), parsed strictly (an
+//! unknown key is an error, not a silently ignored typo), then validated as a whole with
+//! errors that name the field. Secrets are resolved at load time from the environment or
+//! files named in the config, never from the TOML itself, so a config file can be
+//! committed and a key can never end up in it.
+
+mod load;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use llmq_schemas::ErrorType;
+use serde::Deserialize;
+
+pub use load::{ConfigError, load, load_str};
+pub use secret::ApiKey;
+pub use validate::validate;
+
+pub use llmq_submitter::NatsOptions;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub nats: NatsOptions,
+    #[serde(default)]
+    pub jetstream: JetStreamConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub cooldown: CooldownConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Prices per provider and upstream model, USD per million tokens. Entries here
+    /// override the shipped defaults.
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
+}
+
+/// Streams, consumers and buckets. Every worker of a fleet must agree on these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamConfig {
+    /// Subject prefix; stream names derive from it (`llmq` -> `LLMQ_JOBS`).
+    pub prefix: String,
+    /// Stream replicas: 1 for a single server, 3 for a cluster.
+    pub replicas: usize,
+    /// Jobs queue limits; a full queue refuses new jobs (discard new).
+    pub jobs_max_msgs: i64,
+    pub jobs_max_bytes: i64,
+    #[serde(with = "humantime_serde")]
+    pub jobs_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub results_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub usage_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    /// How long JetStream remembers a `Nats-Msg-Id` for deduplication.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long a job may go without an ack or progress before it is redelivered.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries after which a job is dead-lettered.
+    pub max_deliver: i64,
+    /// Fleet-wide cap on jobs in flight per (model, tier) consumer.
+    pub max_ack_pending: i64,
+    /// A consumer no worker has pulled from for this long is removed by the server (its
+    /// queued jobs stay in the stream).
+    #[serde(with = "humantime_serde")]
+    pub consumer_inactive_threshold: Duration,
+    /// How long a cancel request is remembered.
+    #[serde(with = "humantime_serde")]
+    pub cancel_ttl: Duration,
+    /// How often a worker refreshes its catalog entry.
+    #[serde(with = "humantime_serde")]
+    pub catalog_heartbeat: Duration,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "llmq".into(),
+            replicas: 1,
+            jobs_max_msgs: 1_000_000,
+            jobs_max_bytes: 4 * 1024 * 1024 * 1024,
+            jobs_max_age: Duration::from_secs(7 * 86_400),
+            results_max_age: Duration::from_secs(7 * 86_400),
+            usage_max_age: Duration::from_secs(35 * 86_400),
+            dlq_max_age: Duration::from_secs(30 * 86_400),
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            max_ack_pending: 20_000,
+            consumer_inactive_threshold: Duration::from_secs(3600),
+            cancel_ttl: Duration::from_secs(86_400),
+            catalog_heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Unique per worker process; defaults to `<hostname>-<pid>-<random>`.
+    pub id: Option<String>,
+    /// Jobs this worker holds at once, across all models.
+    pub max_inflight: usize,
+    /// Share of `max_inflight` that batch-tier jobs may hold, so interactive jobs always
+    /// find room.
+    pub batch_share: f64,
+    /// Most jobs requested from one consumer in one pull.
+    pub fetch_batch: usize,
+    /// How long one pull request waits for jobs before it is renewed.
+    #[serde(with = "humantime_serde")]
+    pub fetch_expires: Duration,
+    /// On SIGTERM: how long in-flight jobs may take to finish before they are handed back.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Deadline for jobs that carry none, per tier.
+    #[serde(with = "humantime_serde")]
+    pub interactive_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub batch_deadline: Duration,
+    /// How often to look for queued jobs of models no live worker serves.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            max_inflight: 1024,
+            batch_share: 0.5,
+            fetch_batch: 64,
+            fetch_expires: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            interactive_deadline: Duration::from_secs(600),
+            batch_deadline: Duration::from_secs(86_400),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`; `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive (`info`, `gateway_worker=debug,info`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Retries on the same deployment, before moving on to the next one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First backoff; doubles per retry, minus up to 25 % jitter.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// A provider's retry-after is honoured up to this; a longer one sends the job to
+    /// the next deployment instead of waiting.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Most provider calls for one processing of a job, over all deployments.
+    pub max_attempts: u32,
+    /// When every deployment is cooling down, a job waits inside the worker up to this
+    /// long; a longer wait hands it back to the queue with a delay (nak).
+    #[serde(with = "humantime_serde")]
+    pub max_in_worker_wait: Duration,
+    /// Retries on the same deployment per error class.
+    pub per_class: RetryCounts,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+            max_attempts: 8,
+            max_in_worker_wait: Duration::from_secs(5),
+            per_class: RetryCounts::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryCounts {
+    pub rate_limited: u32,
+    pub overloaded: u32,
+    pub timeout: u32,
+    pub server: u32,
+    pub network: u32,
+    pub malformed_response: u32,
+}
+
+impl Default for RetryCounts {
+    fn default() -> Self {
+        Self {
+            rate_limited: 2,
+            overloaded: 2,
+            timeout: 1,
+            server: 2,
+            network: 2,
+            malformed_response: 1,
+        }
+    }
+}
+
+impl RetryCounts {
+    /// Retries allowed for a class; 0 for classes that are never retried.
+    pub fn for_class(&self, class: ErrorType) -> u32 {
+        match class {
+            ErrorType::RateLimited => self.rate_limited,
+            ErrorType::Overloaded => self.overloaded,
+            ErrorType::Timeout => self.timeout,
+            ErrorType::Server => self.server,
+            ErrorType::Network => self.network,
+            ErrorType::MalformedResponse => self.malformed_response,
+            _ => 0,
+        }
+    }
+}
+
+/// When a deployment is skipped for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CooldownConfig {
+    /// Cooldown after a 429 that carried no retry hint.
+    #[serde(with = "humantime_serde")]
+    pub rate_limit_default: Duration,
+    /// Failure share of recent calls above which a deployment cools down.
+    pub failure_threshold: f64,
+    /// Calls in the window before the failure share counts.
+    pub min_calls: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a deployment over the failure threshold (or answering auth, not-found or
+    /// quota errors) is skipped.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+impl Default for CooldownConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_default: Duration::from_secs(5),
+            failure_threshold: 0.5,
+            min_calls: 5,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    OpenaiCompatible,
+    Azure,
+    Anthropic,
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai_compatible",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// The public endpoint, when the kind has one.
+    pub fn default_base_url(&self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::OpenaiCompatible | ProviderKind::Azure => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Defaults to the kind's public endpoint; required for `azure` and
+    /// `openai_compatible`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the key (e.g. a mounted secret); surrounding whitespace is trimmed.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The resolved key. Never read from the config text: filled from `api_key_env` or
+    /// `api_key_file` at load, or set directly by code that builds a config.
+    #[serde(skip)]
+    pub api_key: Option<ApiKey>,
+    /// Upstream requests in flight at once, per worker.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Extra non-secret headers sent on every request (OpenRouter's `HTTP-Referer`, ...).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `azure`: the `api-version` query parameter. `anthropic`: the `anthropic-version`
+    /// header (default `2023-06-01`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `openai`: `OpenAI-Organization` / `OpenAI-Project` headers.
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `openai_compatible`: whether the server understands
+    /// `stream_options.include_usage` (vLLM, Groq and OpenRouter do; some do not).
+    #[serde(default = "default_true")]
+    pub stream_usage: bool,
+}
+
+fn default_max_concurrency() -> usize {
+    64
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ProviderConfig {
+    /// A provider with defaults for everything but kind, URL and key.
+    pub fn new(kind: ProviderKind, base_url: impl Into<String>, api_key: Option<ApiKey>) -> Self {
+        Self {
+            kind,
+            base_url: Some(base_url.into()),
+            api_key_env: None,
+            api_key_file: None,
+            api_key,
+            max_concurrency: default_max_concurrency(),
+            timeouts: Timeouts::default(),
+            headers: BTreeMap::new(),
+            api_version: None,
+            organization: None,
+            project: None,
+            stream_usage: true,
+        }
+    }
+
+    /// The base URL without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .as_deref()
+            .or(self.kind.default_base_url())
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Streaming: from sending the request to the first output token.
+    #[serde(with = "humantime_serde")]
+    pub first_token: Duration,
+    /// Streaming: longest silence between two stream events once output has started.
+    #[serde(with = "humantime_serde")]
+    pub inter_token: Duration,
+    /// One attempt, start to end.
+    #[serde(with = "humantime_serde")]
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_token: Duration::from_secs(60),
+            inter_token: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub deployments: Vec<DeploymentConfig>,
+    /// Logical models to try, in order, when every deployment of this one failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Logical models to try when the prompt does not fit this model's context window.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Logical models to try when this model's provider refuses the content.
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
+    /// Token cap for providers that require one (Anthropic) when the job sets none.
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// A key of `[providers]`.
+    pub provider: String,
+    /// The provider's model name (Azure: the deployment id).
+    pub model: String,
+    /// Relative share of this model's traffic.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// A provider *kind* (`openai`, `anthropic`, ...) or a provider name from
+    /// `[providers]`; a name match wins over a kind match.
+    pub provider: String,
+    pub model: String,
+    pub input: f64,
+    /// Defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Defaults to `input`.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    pub output: f64,
+}

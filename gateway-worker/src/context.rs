@@ -1,0 +1,38 @@
+//! What every job task shares: built once at start-up, read-only afterwards (interior
+//! state such as cooldowns and cancels guards itself).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use llmq_schemas::Subjects;
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::nats::Setup;
+use crate::pricing::PriceTable;
+use crate::retry::RetryPolicy;
+use crate::routing::{Cooldowns, Router};
+
+#[derive(Debug)]
+pub struct WorkerContext {
+    pub config: Arc<Config>,
+    pub worker_id: String,
+    pub subjects: Subjects,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub setup: Setup,
+    pub router: Router,
+    pub cooldowns: Cooldowns,
+    pub retry: RetryPolicy,
+    pub prices: PriceTable,
+    pub cancels: Arc<CancelRegistry>,
+}
+
+impl WorkerContext {
+    /// How long a durable publish (outcome, usage, dead letter) keeps retrying through a
+    /// broker outage before the job is handed back instead.
+    pub fn publish_window(&self) -> Duration {
+        self.config.jetstream.ack_wait.max(Duration::from_secs(10))
+    }
+}

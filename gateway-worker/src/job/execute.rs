@@ -1,0 +1,507 @@
+//! The attempts for one processing of a job: retries, fallbacks, cooldowns.
+//!
+//! Order of business, as LiteLLM users expect it: retry the same deployment on transient
+//! errors (its budget per error class), then the model's other deployments, then its
+//! `fallbacks` models; a context-window error switches to `context_window_fallbacks`, a
+//! content-filter error to `content_policy_fallbacks`. A rate-limited deployment is left
+//! for another one at once when there is one. Deployments cooling down are skipped; if
+//! that leaves nothing, the job waits (briefly in the worker, longer back in the queue).
+//! Every wait stops at the job's deadline, and a cancel aborts the upstream request.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmq_schemas::{
+    Attempt, AttemptRoute, ChatRequest, Cost, ErrorType, JobError, Partial, Usage, UsageSource,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::reply::ReplySink;
+use crate::context::WorkerContext;
+use crate::metrics;
+use crate::providers::call::Upstream;
+use crate::providers::{CallSpec, Completion, ProviderError, execute as call_provider};
+use crate::retry::RetryDecision;
+use crate::routing::{Candidate, ModelRoute};
+
+/// How the attempts ended.
+#[derive(Debug)]
+pub enum Execution {
+    Succeeded(Box<Completion>),
+    Failed {
+        error: JobError,
+        partial: Option<Partial>,
+    },
+    Cancelled,
+    /// The deadline came first.
+    Expired {
+        error: JobError,
+    },
+    /// Every deployment left is cooling down for longer than the worker waits: hand the
+    /// job back for at least this long.
+    CoolingDown(Duration),
+}
+
+/// One provider call's contribution to billing.
+#[derive(Debug, Clone)]
+pub struct CallUsage {
+    pub attempt: u32,
+    pub provider: String,
+    pub upstream_model: String,
+    pub usage: Usage,
+    pub source: UsageSource,
+    pub cost: Cost,
+}
+
+#[derive(Debug)]
+pub struct ExecutionReport {
+    pub execution: Execution,
+    pub attempts: Vec<Attempt>,
+    pub usage: Vec<CallUsage>,
+    /// From pick-up to the first token of the attempt that succeeded.
+    pub ttft: Option<Duration>,
+}
+
+/// What one processing needs to know about the job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSpec<'a> {
+    pub request: &'a ChatRequest,
+    pub stream: bool,
+    pub picked_at: Instant,
+    pub deadline: Instant,
+}
+
+pub async fn execute(
+    ctx: &WorkerContext,
+    job: JobSpec<'_>,
+    model: &Arc<ModelRoute>,
+    cancel: &CancellationToken,
+    reply: &mut ReplySink,
+) -> ExecutionReport {
+    let mut run = Run {
+        ctx,
+        job,
+        cancel,
+        attempts: Vec::new(),
+        usage: Vec::new(),
+        ttft: None,
+        last_error: None,
+        last_partial: None,
+        waited: Duration::ZERO,
+    };
+    let execution = run.go(model, reply).await;
+    ExecutionReport {
+        execution,
+        attempts: run.attempts,
+        usage: run.usage,
+        ttft: run.ttft,
+    }
+}
+
+struct Run<'a> {
+    ctx: &'a WorkerContext,
+    job: JobSpec<'a>,
+    cancel: &'a CancellationToken,
+    attempts: Vec<Attempt>,
+    usage: Vec<CallUsage>,
+    ttft: Option<Duration>,
+    last_error: Option<ProviderError>,
+    last_partial: Option<Partial>,
+    /// Time spent waiting in the worker for cooldowns to end.
+    waited: Duration,
+}
+
+/// The job's model and which special fallback lists it has used (each is used once).
+struct Fallbacks<'a> {
+    model: &'a Arc<ModelRoute>,
+    used_context: &'a mut bool,
+    used_policy: &'a mut bool,
+}
+
+/// Where to go after an attempt failed.
+enum Next {
+    SameDeployment,
+    OtherCandidate,
+    Replan(Vec<Candidate>),
+    End(Execution),
+}
+
+impl Run<'_> {
+    async fn go(&mut self, model: &Arc<ModelRoute>, reply: &mut ReplySink) -> Execution {
+        let router = &self.ctx.router;
+        let mut plan: VecDeque<Candidate> = router.plan(model, &mut rand::rng()).into();
+        let mut used_context_fallbacks = false;
+        let mut used_policy_fallbacks = false;
+        loop {
+            let mut shortest_cooldown: Option<Duration> = None;
+            while let Some(candidate) = plan.pop_front() {
+                if let Some(left) = self.ctx.cooldowns.remaining(candidate.deployment.index) {
+                    shortest_cooldown = Some(shortest_cooldown.map_or(left, |s| s.min(left)));
+                    continue;
+                }
+                let mut route = candidate.route;
+                let mut retries = 0;
+                loop {
+                    if self.attempts.len() as u32 >= self.ctx.retry.max_attempts() {
+                        return self.failed();
+                    }
+                    if let Some(execution) = self.attempt(&candidate, route, reply).await {
+                        return execution;
+                    }
+                    let fallbacks = Fallbacks {
+                        model,
+                        used_context: &mut used_context_fallbacks,
+                        used_policy: &mut used_policy_fallbacks,
+                    };
+                    match self
+                        .after_failure(&candidate, &plan, retries, fallbacks)
+                        .await
+                    {
+                        Next::SameDeployment => {
+                            retries += 1;
+                            route = AttemptRoute::Retry;
+                        }
+                        Next::OtherCandidate => break,
+                        Next::Replan(candidates) => {
+                            plan = candidates.into();
+                            break;
+                        }
+                        Next::End(execution) => return execution,
+                    }
+                }
+            }
+            // The plan ran out. If deployments were skipped for cooling down, wait for
+            // the first to come back; otherwise the last error stands.
+            let Some(wait) = shortest_cooldown else {
+                return self.failed();
+            };
+            let budget = self
+                .ctx
+                .retry
+                .max_in_worker_wait()
+                .saturating_sub(self.waited);
+            if wait > budget {
+                return Execution::CoolingDown(wait);
+            }
+            match self.sleep(wait).await {
+                Ok(()) => self.waited += wait,
+                Err(execution) => return execution,
+            }
+            plan = router.plan(model, &mut rand::rng()).into();
+            used_context_fallbacks = false;
+            used_policy_fallbacks = false;
+        }
+    }
+
+    /// One provider call. `Some` ends the job (success, cancel, deadline); `None` says the
+    /// attempt failed (see `last_error`) and the caller decides where to go next.
+    async fn attempt(
+        &mut self,
+        candidate: &Candidate,
+        route: AttemptRoute,
+        reply: &mut ReplySink,
+    ) -> Option<Execution> {
+        let provider = &candidate.deployment.provider;
+        let permit = tokio::select! {
+            permit = Arc::clone(&provider.permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Some(self.internal("provider semaphore closed")),
+            },
+            () = self.cancel.cancelled() => return Some(Execution::Cancelled),
+            () = tokio::time::sleep_until(self.job.deadline) => return Some(self.expired()),
+        };
+        let n = self.attempts.len() as u32 + 1;
+        if route != AttemptRoute::Primary && route != AttemptRoute::Retry {
+            metrics::fallback(route_label(route));
+        }
+        let model_name = candidate.model.name.to_string();
+        reply
+            .started(
+                n,
+                &provider.name,
+                &candidate.deployment.upstream_model,
+                &model_name,
+            )
+            .await;
+        let upstream = Upstream {
+            client: &provider.client,
+            adapter: provider.adapter.as_ref(),
+            timeouts: &provider.timeouts,
+            secret: provider.key.as_ref().map(|k| k.expose()),
+        };
+        let spec = CallSpec {
+            request: self.job.request,
+            upstream_model: &candidate.deployment.upstream_model,
+            stream: self.job.stream,
+            default_max_tokens: candidate.model.default_max_tokens,
+        };
+        metrics::provider_in_flight(&provider.name, 1.0);
+        let report = tokio::select! {
+            report = call_provider(upstream, spec, reply) => Some(report),
+            () = self.cancel.cancelled() => None,
+            () = tokio::time::sleep_until(self.job.deadline) => None,
+        };
+        metrics::provider_in_flight(&provider.name, -1.0);
+        drop(permit);
+        let Some(report) = report else {
+            // The upstream request was dropped mid-flight (connection closed).
+            let cancelled = self.cancel.is_cancelled();
+            self.attempts.push(Attempt {
+                n,
+                route,
+                model: model_name,
+                provider: provider.name.clone(),
+                upstream_model: candidate.deployment.upstream_model.clone(),
+                error: Some(if cancelled {
+                    ErrorType::Cancelled
+                } else {
+                    ErrorType::DeadlineExceeded
+                }),
+                error_message: Some(
+                    if cancelled {
+                        "aborted: cancelled"
+                    } else {
+                        "aborted: deadline"
+                    }
+                    .into(),
+                ),
+                http_status: None,
+                latency_ms: 0,
+                ttft_ms: None,
+                usage: None,
+            });
+            return Some(if cancelled {
+                Execution::Cancelled
+            } else {
+                self.expired()
+            });
+        };
+
+        let error_class = report.result.as_ref().err().map(|e| e.class);
+        metrics::attempt(
+            &provider.name,
+            error_class,
+            report.latency.as_secs_f64(),
+            report.ttft.map(|t| t.as_secs_f64()),
+        );
+        if let Some((usage, source)) = report.usage {
+            let cost = self.ctx.prices.cost(
+                &provider.name,
+                provider.kind,
+                &candidate.deployment.upstream_model,
+                &usage,
+            );
+            metrics::tokens(
+                &provider.name,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_prompt_tokens,
+            );
+            if let Some(usd) = cost.total_usd() {
+                metrics::cost(&provider.name, usd);
+            }
+            self.usage.push(CallUsage {
+                attempt: n,
+                provider: provider.name.clone(),
+                upstream_model: candidate.deployment.upstream_model.clone(),
+                usage,
+                source,
+                cost,
+            });
+        }
+        self.attempts.push(Attempt {
+            n,
+            route,
+            model: model_name,
+            provider: provider.name.clone(),
+            upstream_model: candidate.deployment.upstream_model.clone(),
+            error: error_class,
+            error_message: report.result.as_ref().err().map(|e| e.message.clone()),
+            http_status: report.http_status,
+            latency_ms: millis(report.latency),
+            ttft_ms: report.ttft.map(millis),
+            usage: report.usage.map(|(usage, _)| usage),
+        });
+
+        match report.result {
+            Ok(completion) => {
+                self.ctx
+                    .cooldowns
+                    .record_success(candidate.deployment.index);
+                self.ttft = report.ttft.map(|ttft| {
+                    // Time to first token of the job, not of the attempt.
+                    self.job.picked_at.elapsed().saturating_sub(report.latency) + ttft
+                });
+                Some(Execution::Succeeded(Box::new(completion)))
+            }
+            Err(err) => {
+                tracing::info!(
+                    attempt = n,
+                    provider = %provider.name,
+                    upstream_model = %candidate.deployment.upstream_model,
+                    error = %err,
+                    "attempt failed"
+                );
+                if report.deltas_sent {
+                    reply.restart(n, err.class, &err.message).await;
+                }
+                if let Some(cooldown) = self
+                    .ctx
+                    .cooldowns
+                    .record_failure(candidate.deployment.index, &err)
+                {
+                    metrics::cooldown(&provider.name, err.class);
+                    tracing::info!(deployment = %candidate.deployment.label(), ?cooldown, "deployment cooling down");
+                }
+                self.last_partial = report.partial.map(|(content, tool_calls)| Partial {
+                    attempt: n,
+                    content,
+                    tool_calls,
+                });
+                self.last_error = Some(err);
+                None
+            }
+        }
+    }
+
+    /// Decides where the job goes after a failed attempt.
+    async fn after_failure(
+        &mut self,
+        candidate: &Candidate,
+        plan: &VecDeque<Candidate>,
+        retries: u32,
+        fallbacks: Fallbacks<'_>,
+    ) -> Next {
+        let Some(err) = self.last_error.clone() else {
+            return Next::OtherCandidate;
+        };
+        let router = &self.ctx.router;
+        match err.class {
+            ErrorType::ContextWindowExceeded => {
+                return if !*fallbacks.used_context
+                    && !fallbacks.model.context_window_fallbacks.is_empty()
+                {
+                    *fallbacks.used_context = true;
+                    Next::Replan(router.plan_for(
+                        &candidate.model.context_window_fallbacks,
+                        AttemptRoute::ContextWindowFallback,
+                        &mut rand::rng(),
+                    ))
+                } else {
+                    Next::End(self.failed())
+                };
+            }
+            ErrorType::ContentFiltered => {
+                return if !*fallbacks.used_policy
+                    && !fallbacks.model.content_policy_fallbacks.is_empty()
+                {
+                    *fallbacks.used_policy = true;
+                    Next::Replan(router.plan_for(
+                        &candidate.model.content_policy_fallbacks,
+                        AttemptRoute::ContentPolicyFallback,
+                        &mut rand::rng(),
+                    ))
+                } else {
+                    Next::End(self.failed())
+                };
+            }
+            _ => {}
+        }
+        match self.ctx.retry.decide(&err, retries, rand::random::<f64>()) {
+            RetryDecision::Stop => Next::End(self.failed()),
+            RetryDecision::NextDeployment => Next::OtherCandidate,
+            RetryDecision::SameAfter(delay) => {
+                let elsewhere = plan
+                    .iter()
+                    .any(|c| self.ctx.cooldowns.remaining(c.deployment.index).is_none());
+                // A rate-limited or cooling deployment: another one now beats waiting.
+                if elsewhere
+                    && (err.class == ErrorType::RateLimited
+                        || self
+                            .ctx
+                            .cooldowns
+                            .remaining(candidate.deployment.index)
+                            .is_some())
+                {
+                    return Next::OtherCandidate;
+                }
+                if delay > self.ctx.retry.max_in_worker_wait() {
+                    return if elsewhere {
+                        Next::OtherCandidate
+                    } else {
+                        Next::End(Execution::CoolingDown(delay))
+                    };
+                }
+                match self.sleep(delay).await {
+                    Ok(()) => Next::SameDeployment,
+                    Err(execution) => Next::End(execution),
+                }
+            }
+        }
+    }
+
+    /// Waits unless the deadline or a cancel comes first.
+    async fn sleep(&self, delay: Duration) -> Result<(), Execution> {
+        if Instant::now() + delay > self.job.deadline {
+            return Err(self.expired());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = self.cancel.cancelled() => Err(Execution::Cancelled),
+        }
+    }
+
+    fn failed(&mut self) -> Execution {
+        match self.last_error.take() {
+            Some(err) => Execution::Failed {
+                error: job_error(&err, self.attempts.last()),
+                partial: self.last_partial.take(),
+            },
+            None => self.internal("no deployment could be tried"),
+        }
+    }
+
+    fn expired(&self) -> Execution {
+        let message = match &self.last_error {
+            Some(err) => format!("the job's deadline passed while retrying; last error: {err}"),
+            None => "the job's deadline passed before it could finish".to_owned(),
+        };
+        Execution::Expired {
+            error: JobError::new(ErrorType::DeadlineExceeded, message),
+        }
+    }
+
+    fn internal(&self, message: &str) -> Execution {
+        Execution::Failed {
+            error: JobError::new(ErrorType::Internal, message),
+            partial: None,
+        }
+    }
+}
+
+fn job_error(err: &ProviderError, attempt: Option<&Attempt>) -> JobError {
+    JobError {
+        kind: err.class,
+        message: err.message.clone(),
+        provider: attempt.map(|a| a.provider.clone()),
+        provider_status: err.status,
+        provider_code: err.code.clone(),
+    }
+}
+
+fn route_label(route: AttemptRoute) -> &'static str {
+    match route {
+        AttemptRoute::Primary => "primary",
+        AttemptRoute::Retry => "retry",
+        AttemptRoute::DeploymentFallback => "deployment_fallback",
+        AttemptRoute::ModelFallback => "model_fallback",
+        AttemptRoute::ContextWindowFallback => "context_window_fallback",
+        AttemptRoute::ContentPolicyFallback => "content_policy_fallback",
+    }
+}
+
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

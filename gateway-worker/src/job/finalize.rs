@@ -1,0 +1,262 @@
+//! Turning a processing into the job's outcome, stored exactly once.
+//!
+//! The results stream keeps one message per job subject and refuses a second one, so the
+//! server, not the workers, decides which outcome is final when two processings race (a
+//! worker presumed dead that was only slow, a cancel racing completion). The loser
+//! replies with the stored winner, so a producer never sees two different outcomes.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use bytes::Bytes;
+use llmq_schemas::{
+    Attempt, AttemptUsage, ChatCompletion, Cost, JobError, Outcome, OutcomeStatus,
+    PROTOCOL_VERSION, Partial, Tenant, Timestamp, Timings, Usage, UsageEvent, UsageSource,
+};
+
+use super::disposition::Disposition;
+use super::execute::{CallUsage, millis};
+use super::process::JobRun;
+use super::reply::ReplySink;
+use crate::context::WorkerContext;
+use crate::metrics;
+use crate::nats::publish::{ERR_MAX_MSGS_PER_SUBJECT, PublishFailure, publish_durable};
+
+/// Everything a processing produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: OutcomeStatus,
+    pub response: Option<ChatCompletion>,
+    pub error: Option<JobError>,
+    pub partial: Option<Partial>,
+    pub attempts: Vec<Attempt>,
+    pub usage: Vec<CallUsage>,
+    pub ttft: Option<Duration>,
+}
+
+impl Finished {
+    /// An outcome reached without calling a provider.
+    pub fn without_attempts(status: OutcomeStatus, error: JobError) -> Self {
+        Self {
+            status,
+            response: None,
+            error: Some(error),
+            partial: None,
+            attempts: Vec::new(),
+            usage: Vec::new(),
+            ttft: None,
+        }
+    }
+}
+
+/// Stores the outcome, replies, records usage. `Done` once the outcome is stored.
+pub async fn finalize(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    finished: Finished,
+    reply: &mut ReplySink,
+) -> Disposition {
+    let outcome = build_outcome(ctx, run, &finished);
+    let usage = build_usage_event(ctx, run, &outcome, &finished.usage);
+    let stored = match store_outcome(ctx, &run.tenant, &outcome).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::warn!(job_id = %run.job.id, error = %err, "outcome not stored; handing the job back");
+            return Disposition::Requeue {
+                delay: Some(Duration::from_secs(1)),
+                reason: "outcome_not_stored",
+            };
+        }
+    };
+    if stored.status != outcome.status {
+        tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
+    }
+    reply.finished(&stored).await;
+    publish_usage(ctx, run, &usage).await;
+    metrics::job_finished(
+        &run.job.model,
+        run.tier,
+        stored.status,
+        run.picked_at.elapsed().as_secs_f64(),
+    );
+    tracing::info!(
+        job_id = %run.job.id,
+        status = %stored.status,
+        attempts = outcome.attempts.len(),
+        total_ms = outcome.timings.total_ms,
+        "job finished"
+    );
+    Disposition::Done
+}
+
+fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outcome {
+    let (usage, cost, _) = totals(&finished.usage);
+    let called = !finished.usage.is_empty();
+    Outcome {
+        v: PROTOCOL_VERSION,
+        job_id: run.job.id,
+        status: finished.status,
+        model: run.job.model.clone(),
+        tenant: run.tenant.to_string(),
+        tier: run.tier,
+        custom_id: run.job.custom_id.clone(),
+        metadata: run.job.metadata.clone(),
+        response: finished.response.clone(),
+        error: finished.error.clone(),
+        partial: finished.partial.clone(),
+        attempts: finished.attempts.clone(),
+        usage: called.then_some(usage),
+        cost: called.then_some(cost),
+        timings: Timings {
+            queued_ms: run.queued.map(millis),
+            ttft_ms: finished.ttft.map(millis),
+            total_ms: millis(run.picked_at.elapsed()),
+            started_at: run.started_at,
+            finished_at: Timestamp::now(),
+        },
+        worker_id: ctx.worker_id.clone(),
+    }
+}
+
+fn totals(calls: &[CallUsage]) -> (Usage, Cost, UsageSource) {
+    let mut usage = Usage::default();
+    let mut cost = Cost::zero();
+    let mut source = if calls.is_empty() {
+        UsageSource::None
+    } else {
+        UsageSource::Reported
+    };
+    for call in calls {
+        usage.add(&call.usage);
+        cost = cost.plus(&call.cost);
+        if call.source == UsageSource::Estimated {
+            source = UsageSource::Estimated;
+        }
+    }
+    (usage, cost, source)
+}
+
+fn build_usage_event(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    outcome: &Outcome,
+    calls: &[CallUsage],
+) -> UsageEvent {
+    let (usage, cost, usage_source) = totals(calls);
+    let last = outcome.attempts.last();
+    UsageEvent {
+        v: PROTOCOL_VERSION,
+        id: uuid::Uuid::now_v7(),
+        job_id: run.job.id,
+        tenant: run.tenant.to_string(),
+        model: run.job.model.clone(),
+        tier: run.tier,
+        provider: last.map(|a| a.provider.clone()),
+        upstream_model: last.map(|a| a.upstream_model.clone()),
+        status: outcome.status,
+        usage,
+        usage_source,
+        cost,
+        attempts: calls
+            .iter()
+            .map(|call| AttemptUsage {
+                attempt: call.attempt,
+                provider: call.provider.clone(),
+                upstream_model: call.upstream_model.clone(),
+                usage: call.usage,
+                usage_source: call.source,
+                cost: call.cost.clone(),
+            })
+            .collect(),
+        timings: outcome.timings.clone(),
+        worker_id: ctx.worker_id.clone(),
+        custom_id: run.job.custom_id.clone(),
+        at: Timestamp::now(),
+    }
+}
+
+/// Stores `outcome` unless the job has one already; returns the stored outcome.
+async fn store_outcome(
+    ctx: &WorkerContext,
+    tenant: &Tenant,
+    outcome: &Outcome,
+) -> Result<Outcome, PublishFailure> {
+    let subject = ctx.subjects.result(tenant, outcome.job_id);
+    let payload = serde_json::to_vec(outcome).map_err(|err| PublishFailure::Refused {
+        code: None,
+        message: format!("cannot encode the outcome: {err}"),
+    })?;
+    let msg_id = format!("outcome-{}", outcome.job_id);
+    let result = publish_durable(
+        &ctx.js,
+        &subject,
+        &msg_id,
+        None,
+        Bytes::from(payload),
+        ctx.publish_window(),
+        "results",
+    )
+    .await;
+    let already_stored = match &result {
+        Ok(ack) => ack.duplicate,
+        Err(PublishFailure::Refused { code, .. }) => *code == Some(ERR_MAX_MSGS_PER_SUBJECT),
+        Err(PublishFailure::GaveUp(_)) => false,
+    };
+    if !already_stored {
+        return result.map(|_| outcome.clone());
+    }
+    match load_outcome(ctx, tenant, outcome.job_id).await {
+        Ok(Some(stored)) => Ok(stored),
+        Ok(None) => result.map(|_| outcome.clone()),
+        Err(message) => Err(PublishFailure::Refused {
+            code: None,
+            message,
+        }),
+    }
+}
+
+/// The stored outcome of a job, if it has one.
+pub async fn load_outcome(
+    ctx: &WorkerContext,
+    tenant: &Tenant,
+    job_id: llmq_schemas::JobId,
+) -> Result<Option<Outcome>, String> {
+    let subject = ctx.subjects.result(tenant, job_id);
+    match ctx.setup.results.direct_get_last_for_subject(subject).await {
+        Ok(message) => serde_json::from_slice(&message.payload)
+            .map(Some)
+            .map_err(|err| format!("stored outcome of {job_id} is not readable: {err}")),
+        Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+async fn publish_usage(ctx: &WorkerContext, run: &JobRun, event: &UsageEvent) {
+    let Ok(payload) = serde_json::to_vec(event) else {
+        return;
+    };
+    let Ok(model) = llmq_schemas::ModelName::parse(&run.job.model) else {
+        return;
+    };
+    let subject = ctx.subjects.usage(&run.tenant, &model);
+    let result = publish_durable(
+        &ctx.js,
+        &subject,
+        &event.id.to_string(),
+        None,
+        Bytes::from(payload.clone()),
+        ctx.publish_window(),
+        "usage",
+    )
+    .await;
+    if let Err(err) = result {
+        // The outcome (stored) carries the same usage and cost; the event is logged whole
+        // so billing can be repaired from the logs.
+        tracing::error!(
+            job_id = %run.job.id,
+            error = %err,
+            usage_event = %String::from_utf8_lossy(&payload),
+            "usage event not stored"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Every metric the worker exports, declared once, with bounded labels only.
+//!
+//! Labels are models and providers from the config, tiers, outcome statuses and error
+//! classes: all finite sets. Never a tenant, job id or error text.
+
+use std::sync::OnceLock;
+
+use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const JOBS_RECEIVED: &str = "llmq_jobs_received_total";
+pub const JOBS_FINISHED: &str = "llmq_jobs_finished_total";
+pub const JOB_DURATION: &str = "llmq_job_duration_seconds";
+pub const QUEUE_WAIT: &str = "llmq_job_queue_wait_seconds";
+pub const JOBS_IN_FLIGHT: &str = "llmq_jobs_in_flight";
+pub const REDELIVERIES: &str = "llmq_job_redeliveries_total";
+pub const OUTCOMES_RESENT: &str = "llmq_outcomes_resent_total";
+pub const DEAD_LETTERS: &str = "llmq_dead_letters_total";
+pub const REQUEUES: &str = "llmq_jobs_requeued_total";
+pub const ATTEMPTS: &str = "llmq_provider_attempts_total";
+pub const PROVIDER_LATENCY: &str = "llmq_provider_latency_seconds";
+pub const PROVIDER_TTFT: &str = "llmq_provider_ttft_seconds";
+pub const PROVIDER_IN_FLIGHT: &str = "llmq_provider_requests_in_flight";
+pub const FALLBACKS: &str = "llmq_fallbacks_total";
+pub const COOLDOWNS: &str = "llmq_deployment_cooldowns_total";
+pub const TOKENS: &str = "llmq_tokens_total";
+pub const COST: &str = "llmq_cost_microusd_total";
+pub const PUBLISH_RETRIES: &str = "llmq_publish_retries_total";
+
+/// Installs the Prometheus recorder once per process (tests run several workers in one
+/// process; they share it) and returns the handle `/metrics` renders.
+pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency_buckets = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                300.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)
+                .map_err(|err| err.to_string())?
+                .install_recorder()
+                .map_err(|err| err.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        JOBS_RECEIVED,
+        Unit::Count,
+        "Job deliveries received, per model and tier."
+    );
+    describe_counter!(
+        JOBS_FINISHED,
+        Unit::Count,
+        "Jobs that reached a final outcome, per model, tier and status."
+    );
+    describe_histogram!(
+        JOB_DURATION,
+        Unit::Seconds,
+        "From pick-up to outcome, per model and status."
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "From submission to pick-up, per model and tier."
+    );
+    describe_gauge!(JOBS_IN_FLIGHT, Unit::Count, "Jobs this worker holds now.");
+    describe_counter!(
+        REDELIVERIES,
+        Unit::Count,
+        "Deliveries of a job that had been delivered before."
+    );
+    describe_counter!(
+        OUTCOMES_RESENT,
+        Unit::Count,
+        "Redelivered jobs answered from the stored outcome without a provider call."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Messages moved to the dead-letter stream, per reason."
+    );
+    describe_counter!(
+        REQUEUES,
+        Unit::Count,
+        "Jobs handed back to the queue (nak), per reason."
+    );
+    describe_counter!(
+        ATTEMPTS,
+        Unit::Count,
+        "Provider calls, per provider and result (ok or error class)."
+    );
+    describe_histogram!(
+        PROVIDER_LATENCY,
+        Unit::Seconds,
+        "Provider call duration, per provider."
+    );
+    describe_histogram!(
+        PROVIDER_TTFT,
+        Unit::Seconds,
+        "Streaming: time to first token, per provider."
+    );
+    describe_gauge!(
+        PROVIDER_IN_FLIGHT,
+        Unit::Count,
+        "Provider requests in flight, per provider."
+    );
+    describe_counter!(
+        FALLBACKS,
+        Unit::Count,
+        "Attempts routed away from the primary deployment, per route."
+    );
+    describe_counter!(
+        COOLDOWNS,
+        Unit::Count,
+        "Deployment cooldowns started, per provider and cause."
+    );
+    describe_counter!(
+        TOKENS,
+        Unit::Count,
+        "Tokens, per provider and kind (prompt, completion, cached)."
+    );
+    describe_counter!(
+        COST,
+        Unit::Count,
+        "Cost of priced usage in millionths of a US dollar, per provider."
+    );
+    describe_counter!(
+        PUBLISH_RETRIES,
+        Unit::Count,
+        "Durable publishes retried after a timeout, per stream."
+    );
+}
+
+pub fn job_received(model: &str, tier: Tier, redelivered: bool) {
+    counter!(JOBS_RECEIVED, "model" => model.to_owned(), "tier" => tier.as_str()).increment(1);
+    if redelivered {
+        counter!(REDELIVERIES, "model" => model.to_owned()).increment(1);
+    }
+}
+
+pub fn job_finished(model: &str, tier: Tier, status: OutcomeStatus, seconds: f64) {
+    counter!(JOBS_FINISHED, "model" => model.to_owned(), "tier" => tier.as_str(), "status" => status.as_str())
+        .increment(1);
+    histogram!(JOB_DURATION, "model" => model.to_owned(), "status" => status.as_str())
+        .record(seconds);
+}
+
+pub fn queue_wait(model: &str, tier: Tier, seconds: f64) {
+    histogram!(QUEUE_WAIT, "model" => model.to_owned(), "tier" => tier.as_str()).record(seconds);
+}
+
+pub fn jobs_in_flight(delta: f64) {
+    gauge!(JOBS_IN_FLIGHT).increment(delta);
+}
+
+pub fn outcome_resent() {
+    counter!(OUTCOMES_RESENT).increment(1);
+}
+
+pub fn dead_letter(reason: &'static str) {
+    counter!(DEAD_LETTERS, "reason" => reason).increment(1);
+}
+
+pub fn requeued(reason: &'static str) {
+    counter!(REQUEUES, "reason" => reason).increment(1);
+}
+
+pub fn attempt(provider: &str, error: Option<ErrorType>, seconds: f64, ttft: Option<f64>) {
+    let result = error.map_or("ok", |e| e.as_str());
+    counter!(ATTEMPTS, "provider" => provider.to_owned(), "result" => result).increment(1);
+    histogram!(PROVIDER_LATENCY, "provider" => provider.to_owned()).record(seconds);
+    if let Some(ttft) = ttft {
+        histogram!(PROVIDER_TTFT, "provider" => provider.to_owned()).record(ttft);
+    }
+}
+
+pub fn provider_in_flight(provider: &str, delta: f64) {
+    gauge!(PROVIDER_IN_FLIGHT, "provider" => provider.to_owned()).increment(delta);
+}
+
+pub fn fallback(route: &'static str) {
+    counter!(FALLBACKS, "route" => route).increment(1);
+}
+
+pub fn cooldown(provider: &str, cause: ErrorType) {
+    counter!(COOLDOWNS, "provider" => provider.to_owned(), "cause" => cause.as_str()).increment(1);
+}
+
+pub fn tokens(provider: &str, prompt: u64, completion: u64, cached: u64) {
+    for (kind, n) in [
+        ("prompt", prompt),
+        ("completion", completion),
+        ("cached", cached),
+    ] {
+        counter!(TOKENS, "provider" => provider.to_owned(), "kind" => kind).increment(n);
+    }
+}
+
+pub fn cost(provider: &str, usd: f64) {
+    // Counters are integers: count millionths of a dollar.
+    let micro = (usd * 1e6).round();
+    if micro.is_finite() && micro > 0.0 {
+        counter!(COST, "provider" => provider.to_owned()).increment(micro as u64);
+    }
+}
+
+pub fn publish_retry(stream: &'static str) {
+    counter!(PUBLISH_RETRIES, "stream" => stream).increment(1);
+}

@@ -1,0 +1,230 @@
+//! Create-or-update of every stream, bucket and consumer, idempotently.
+//!
+//! Every worker runs this at start-up, any number at once: creating a stream or consumer
+//! with an identical config is a no-op on the server, so the fleet converges on the config
+//! of the most recent worker. A stream whose immutable settings (retention, storage)
+//! differ from what llmq needs is an error that says so, not a silent mismatch.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use llmq_schemas::{ModelName, Subjects, Tier};
+
+use crate::config::JetStreamConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create or update stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("cannot create or update key-value bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("cannot create or update consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+}
+
+/// Handles to what [`ensure`] set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub jobs: stream::Stream,
+    pub results: stream::Stream,
+    pub usage: stream::Stream,
+    pub dlq: stream::Stream,
+    pub catalog: kv::Store,
+    pub cancels: kv::Store,
+}
+
+/// Streams and buckets; consumers are made per model with [`ensure_consumer`].
+pub async fn ensure(
+    js: &Context,
+    subjects: &Subjects,
+    config: &JetStreamConfig,
+) -> Result<Setup, SetupError> {
+    let file = |name: String, subjects: Vec<String>, max_age: Duration| stream::Config {
+        name,
+        subjects,
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        max_age,
+        duplicate_window: config.duplicate_window.min(max_age),
+        allow_direct: true,
+        ..Default::default()
+    };
+    let jobs = stream::Config {
+        retention: RetentionPolicy::WorkQueue,
+        discard: DiscardPolicy::New,
+        max_messages: config.jobs_max_msgs,
+        max_bytes: config.jobs_max_bytes,
+        description: Some(
+            "llmq jobs: one message per job, removed when its outcome is stored".into(),
+        ),
+        ..file(
+            subjects.jobs_stream(),
+            subjects.jobs_stream_subjects(),
+            config.jobs_max_age,
+        )
+    };
+    // One outcome per job, enforced by the server: a second publish to a job's result
+    // subject is refused, whichever worker makes it.
+    let results = stream::Config {
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::New,
+        discard_new_per_subject: true,
+        description: Some("llmq outcomes: exactly one per job".into()),
+        ..file(
+            subjects.results_stream(),
+            subjects.results_stream_subjects(),
+            config.results_max_age,
+        )
+    };
+    let usage = stream::Config {
+        description: Some("llmq usage events: one per processing of a job".into()),
+        ..file(
+            subjects.usage_stream(),
+            subjects.usage_stream_subjects(),
+            config.usage_max_age,
+        )
+    };
+    let dlq = stream::Config {
+        description: Some(
+            "llmq dead letters: original bytes and headers, reason in headers".into(),
+        ),
+        ..file(
+            subjects.dlq_stream(),
+            subjects.dlq_stream_subjects(),
+            config.dlq_max_age,
+        )
+    };
+    let jobs = ensure_stream(js, jobs).await?;
+    let results = ensure_stream(js, results).await?;
+    let usage = ensure_stream(js, usage).await?;
+    let dlq = ensure_stream(js, dlq).await?;
+    let catalog = ensure_bucket(
+        js,
+        kv::Config {
+            bucket: subjects.catalog_bucket(),
+            description: "llmq live workers and the models they serve".into(),
+            history: 1,
+            // An entry not refreshed for three heartbeats is a dead worker's.
+            max_age: config.catalog_heartbeat * 3,
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let cancels = ensure_bucket(
+        js,
+        kv::Config {
+            bucket: subjects.cancel_bucket(),
+            description: "llmq cancel requests, key <tenant>.<job id>".into(),
+            history: 1,
+            max_age: config.cancel_ttl,
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Setup {
+        jobs,
+        results,
+        usage,
+        dlq,
+        catalog,
+        cancels,
+    })
+}
+
+async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Stream, SetupError> {
+    let name = config.name.clone();
+    let err = |message: String| SetupError::Stream {
+        stream: name.clone(),
+        message,
+    };
+    // Two workers creating at once: one may lose the race with "already in use"; the
+    // second round finds the stream and updates it.
+    let mut last = String::new();
+    for _ in 0..3 {
+        match js.create_or_update_stream(config.clone()).await {
+            Ok(info) => {
+                check_immutable(&info.config, &config).map_err(&err)?;
+                return js.get_stream(&name).await.map_err(|e| err(e.to_string()));
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(err(last))
+}
+
+fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<(), String> {
+    if found.retention != wanted.retention || found.storage != wanted.storage {
+        return Err(format!(
+            "it exists with retention {:?} and storage {:?}, llmq needs {:?} and {:?}: \
+             delete it or use another jetstream.prefix",
+            found.retention, found.storage, wanted.retention, wanted.storage
+        ));
+    }
+    Ok(())
+}
+
+async fn ensure_bucket(js: &Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+    let bucket = config.bucket.clone();
+    let mut last = String::new();
+    for _ in 0..3 {
+        match js.create_or_update_key_value(config.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SetupError::Bucket {
+        bucket,
+        message: last,
+    })
+}
+
+/// The durable pull consumer for one (model, tier), shared by every worker.
+pub fn consumer_config(
+    subjects: &Subjects,
+    model: &ModelName,
+    tier: Tier,
+    config: &JetStreamConfig,
+) -> pull::Config {
+    let name = Subjects::consumer_name(model, tier);
+    pull::Config {
+        durable_name: Some(name.clone()),
+        name: Some(name),
+        description: Some(format!("llmq {tier} jobs for model {model}")),
+        filter_subject: subjects.jobs_filter(model, tier),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        // One more than the worker's own limit: the worker sees the last delivery and
+        // dead-letters it itself; the server's advisory is the backstop.
+        max_deliver: config.max_deliver + 1,
+        max_ack_pending: config.max_ack_pending,
+        inactive_threshold: config.consumer_inactive_threshold,
+        num_replicas: config.replicas,
+        ..Default::default()
+    }
+}
+
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: pull::Config,
+) -> Result<jetstream::consumer::PullConsumer, SetupError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let mut last = String::new();
+    for _ in 0..3 {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SetupError::Consumer {
+        consumer: name,
+        message: last,
+    })
+}

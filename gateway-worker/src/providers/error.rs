@@ -1,0 +1,227 @@
+//! The one provider error type, with its retry classification on it.
+//!
+//! Every adapter turns whatever its provider sent (status, headers, body, a broken
+//! stream) into a `ProviderError` with one [`ErrorType`] class. The retry module and the
+//! router decide only from the class and the hints here, so provider quirks stay in the
+//! adapters and the policy stays in one place.
+
+use std::fmt;
+use std::time::Duration;
+
+use llmq_schemas::ErrorType;
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstToken,
+    InterToken,
+    Total,
+}
+
+impl TimeoutKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::FirstToken => "first_token",
+            TimeoutKind::InterToken => "inter_token",
+            TimeoutKind::Total => "total",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderError {
+    pub class: ErrorType,
+    /// Safe to show to producers: built from the provider's error message, never from
+    /// request headers.
+    pub message: String,
+    /// HTTP status, when the provider answered.
+    pub status: Option<u16>,
+    /// The provider's own error code or type (`insufficient_quota`, `overloaded_error`).
+    pub code: Option<String>,
+    /// Server-directed delay before trying this deployment again.
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry`, which overrides the class's default when present.
+    pub should_retry: Option<bool>,
+    pub timeout: Option<TimeoutKind>,
+}
+
+impl ProviderError {
+    pub fn new(class: ErrorType, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            status: None,
+            code: None,
+            retry_after: None,
+            should_retry: None,
+            timeout: None,
+        }
+    }
+
+    pub fn timeout(kind: TimeoutKind, after: Duration) -> Self {
+        Self {
+            timeout: Some(kind),
+            ..Self::new(
+                ErrorType::Timeout,
+                format!(
+                    "{} timeout after {}",
+                    kind.as_str(),
+                    humantime::format_duration(after)
+                ),
+            )
+        }
+    }
+
+    pub fn network(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::Network, message)
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::MalformedResponse, message)
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new(ErrorType::Cancelled, "cancelled by the producer")
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn with_code(mut self, code: Option<String>) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Whether trying the same deployment again can help.
+    pub fn is_retryable(&self) -> bool {
+        if let Some(should_retry) = self.should_retry {
+            return should_retry && self.class != ErrorType::Cancelled;
+        }
+        matches!(
+            self.class,
+            ErrorType::RateLimited
+                | ErrorType::Overloaded
+                | ErrorType::Timeout
+                | ErrorType::Server
+                | ErrorType::Network
+                | ErrorType::MalformedResponse
+        )
+    }
+
+    /// Whether another deployment (or fallback model) may succeed where this one failed.
+    /// Request errors would fail everywhere; cancellation ends the job.
+    pub fn allows_fallback(&self) -> bool {
+        !matches!(
+            self.class,
+            ErrorType::InvalidRequest | ErrorType::Cancelled | ErrorType::DeadlineExceeded
+        )
+    }
+
+    /// Whether the error says something about the deployment's health (for cooldowns),
+    /// as opposed to the request's content.
+    pub fn counts_against_deployment(&self) -> bool {
+        matches!(
+            self.class,
+            ErrorType::RateLimited
+                | ErrorType::Overloaded
+                | ErrorType::Timeout
+                | ErrorType::Server
+                | ErrorType::Network
+                | ErrorType::MalformedResponse
+                | ErrorType::Auth
+                | ErrorType::NotFound
+                | ErrorType::QuotaExhausted
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The class for an HTTP status when the body says nothing more specific.
+    pub fn class_for_status(status: u16) -> ErrorType {
+        match status {
+            400 | 413 | 422 => ErrorType::InvalidRequest,
+            401 | 403 => ErrorType::Auth,
+            404 => ErrorType::NotFound,
+            408 => ErrorType::Timeout,
+            429 => ErrorType::RateLimited,
+            529 => ErrorType::Overloaded,
+            409 | 500..=599 => ErrorType::Server,
+            _ => ErrorType::Server,
+        }
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.class)?;
+        if let Some(status) = self.status {
+            write!(f, " (HTTP {status})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classes() {
+        for class in [
+            ErrorType::RateLimited,
+            ErrorType::Overloaded,
+            ErrorType::Timeout,
+            ErrorType::Server,
+            ErrorType::Network,
+            ErrorType::MalformedResponse,
+        ] {
+            assert!(ProviderError::new(class, "x").is_retryable(), "{class}");
+        }
+        for class in [
+            ErrorType::InvalidRequest,
+            ErrorType::Auth,
+            ErrorType::NotFound,
+            ErrorType::ContextWindowExceeded,
+            ErrorType::ContentFiltered,
+            ErrorType::QuotaExhausted,
+            ErrorType::Cancelled,
+        ] {
+            assert!(!ProviderError::new(class, "x").is_retryable(), "{class}");
+        }
+    }
+
+    #[test]
+    fn x_should_retry_overrides_the_class() {
+        let mut err = ProviderError::new(ErrorType::Server, "x");
+        err.should_retry = Some(false);
+        assert!(!err.is_retryable());
+        let mut err = ProviderError::new(ErrorType::InvalidRequest, "x");
+        err.should_retry = Some(true);
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn status_defaults() {
+        assert_eq!(ProviderError::class_for_status(429), ErrorType::RateLimited);
+        assert_eq!(ProviderError::class_for_status(529), ErrorType::Overloaded);
+        assert_eq!(ProviderError::class_for_status(503), ErrorType::Server);
+        assert_eq!(ProviderError::class_for_status(403), ErrorType::Auth);
+        assert_eq!(
+            ProviderError::class_for_status(400),
+            ErrorType::InvalidRequest
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Pulling jobs: only as many as this worker can run now.
+//!
+//! One loop per (model, tier) consumer. A loop holds permits before it asks the server
+//! for jobs, and asks for no more than it holds, so an idle worker never hoards jobs
+//! that another worker could run (the server counts a fetched job as delivered). The
+//! request size adapts: one job at a time while the queue is quiet (so idle loops do not
+//! sit on capacity), doubling up to `fetch_batch` while batches come back full.
+//! Batch-tier jobs also need a permit of their own, capped at a share of the worker,
+//! so interactive jobs always find room.
+//!
+//! Each job runs in a task that owns its permit and keeps the message alive with
+//! in-progress acks every third of `ack_wait`; a job whose worker died is redelivered
+//! after at most `ack_wait`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use llmq_schemas::Tier;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::WorkerContext;
+use crate::job::{Disposition, apply, process};
+use crate::metrics;
+use crate::routing::ModelRoute;
+
+/// The worker's job slots.
+#[derive(Debug)]
+pub struct Capacity {
+    all: Arc<Semaphore>,
+    batch: Arc<Semaphore>,
+}
+
+/// A job slot; released on drop.
+#[derive(Debug)]
+pub struct Slot {
+    _all: OwnedSemaphorePermit,
+    _batch: Option<OwnedSemaphorePermit>,
+}
+
+impl Capacity {
+    pub fn new(max_inflight: usize, batch_share: f64) -> Arc<Self> {
+        let batch = ((max_inflight as f64 * batch_share).floor() as usize).max(1);
+        Arc::new(Self {
+            all: Arc::new(Semaphore::new(max_inflight)),
+            batch: Arc::new(Semaphore::new(batch)),
+        })
+    }
+
+    async fn acquire(&self, tier: Tier) -> Option<Slot> {
+        let batch = match tier {
+            Tier::Batch => Some(Arc::clone(&self.batch).acquire_owned().await.ok()?),
+            Tier::Interactive => None,
+        };
+        let all = Arc::clone(&self.all).acquire_owned().await.ok()?;
+        Some(Slot {
+            _all: all,
+            _batch: batch,
+        })
+    }
+
+    fn try_acquire(&self, tier: Tier) -> Option<Slot> {
+        let batch = match tier {
+            Tier::Batch => Some(Arc::clone(&self.batch).try_acquire_owned().ok()?),
+            Tier::Interactive => None,
+        };
+        let all = Arc::clone(&self.all).try_acquire_owned().ok()?;
+        Some(Slot {
+            _all: all,
+            _batch: batch,
+        })
+    }
+
+    /// Slots in use.
+    pub fn in_use(&self, max_inflight: usize) -> usize {
+        max_inflight - self.all.available_permits()
+    }
+}
+
+/// Stops for the loops and the jobs.
+#[derive(Debug, Clone)]
+pub struct Stops {
+    /// No more fetching; jobs already fetched but not started are handed back.
+    pub fetching: CancellationToken,
+    /// The grace period is over: running jobs are handed back too.
+    pub hard: CancellationToken,
+}
+
+/// Runs one consumer loop until `stops.fetching`.
+pub async fn consume(
+    ctx: Arc<WorkerContext>,
+    model: Arc<ModelRoute>,
+    tier: Tier,
+    consumer: PullConsumer,
+    capacity: Arc<Capacity>,
+    tracker: TaskTracker,
+    stops: Stops,
+) {
+    let max_batch = ctx.config.worker.fetch_batch;
+    let expires = ctx.config.worker.fetch_expires;
+    let mut want = 1usize;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let first = tokio::select! {
+            slot = capacity.acquire(tier) => slot,
+            () = stops.fetching.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        // A model whose providers are all busy would only queue jobs here.
+        tokio::select! {
+            () = provider_room(&model) => {}
+            () = stops.fetching.cancelled() => break,
+        }
+        let mut slots = vec![first];
+        let room = model
+            .providers()
+            .iter()
+            .map(|p| p.permits.available_permits())
+            .sum::<usize>()
+            .max(1);
+        while slots.len() < want.min(room) {
+            match capacity.try_acquire(tier) {
+                Some(slot) => slots.push(slot),
+                None => break,
+            }
+        }
+        let asked = slots.len();
+        let mut batch = match consumer
+            .batch()
+            .max_messages(asked)
+            .expires(expires)
+            .messages()
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(error = %err, model = %model.name, %tier, "fetch failed; retrying");
+                drop(slots);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stops.fetching.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut received = 0;
+        while let Some(next) = batch.next().await {
+            let message = match next {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::debug!(error = %err, model = %model.name, "pull request ended with an error");
+                    break;
+                }
+            };
+            received += 1;
+            if stops.fetching.is_cancelled() {
+                // Fetched but not started: back to the queue for another worker now.
+                apply(
+                    &message,
+                    Disposition::Requeue {
+                        delay: None,
+                        reason: "shutdown",
+                    },
+                )
+                .await;
+                continue;
+            }
+            let Some(slot) = slots.pop() else {
+                apply(
+                    &message,
+                    Disposition::Requeue {
+                        delay: None,
+                        reason: "over_capacity",
+                    },
+                )
+                .await;
+                continue;
+            };
+            tracker.spawn(run_job(
+                Arc::clone(&ctx),
+                message,
+                Arc::clone(&model),
+                slot,
+                stops.hard.clone(),
+            ));
+        }
+        want = if received >= asked {
+            (asked * 2).min(max_batch)
+        } else {
+            received.max(1)
+        };
+    }
+}
+
+/// Waits until one of the model's providers has a free request slot.
+async fn provider_room(model: &ModelRoute) {
+    let providers = model.providers();
+    if providers.iter().any(|p| p.permits.available_permits() > 0) {
+        return;
+    }
+    let waits = providers
+        .iter()
+        .map(|p| Box::pin(Arc::clone(&p.permits).acquire_owned()));
+    let (_permit, _, _) = futures::future::select_all(waits).await;
+}
+
+async fn run_job(
+    ctx: Arc<WorkerContext>,
+    message: Message,
+    model: Arc<ModelRoute>,
+    slot: Slot,
+    hard_stop: CancellationToken,
+) {
+    metrics::jobs_in_flight(1.0);
+    let every = ctx.config.jetstream.ack_wait / 3;
+    let disposition = tokio::select! {
+        disposition = process(&ctx, &message, Some(&model), &hard_stop) => disposition,
+        () = keep_alive(&message, every) => Disposition::Requeue { delay: None, reason: "keep_alive_ended" },
+    };
+    apply(&message, disposition).await;
+    metrics::jobs_in_flight(-1.0);
+    drop(slot);
+}
+
+/// Tells the server the job is still being worked on, so a long generation is not
+/// redelivered to another worker. Never returns.
+async fn keep_alive(message: &Message, every: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticker.tick().await;
+        if let Err(err) = message.ack_with(AckKind::Progress).await {
+            tracing::debug!(error = %err, "in-progress ack not sent");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The `submitter` command line: one file per subcommand, sharing the connection options
+//! and the exit-code table.
+
+mod cancel;
+mod chat;
+mod dlq;
+pub mod exit;
+mod global;
+mod models;
+pub mod print;
+mod result;
+mod table;
+mod time_arg;
+mod usage;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::{CliError, Exit};
+
+const EXAMPLES: &str = "\
+Examples:
+  submitter chat --model chat-fast 'Write a haiku about queues'
+  submitter chat --model chat-fast --stream --system 'Be brief' 'Explain JetStream'
+  submitter chat --model gpt-4.1 --tier batch --no-wait --messages-file convo.json
+  echo '[{\"role\":\"user\",\"content\":\"hi\"}]' | submitter chat --model m --messages-file -
+  submitter result 0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69 --wait 5m --json
+  submitter cancel 0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69 --reason 'not needed'
+  submitter models
+  submitter dlq list
+  submitter dlq replay --all
+  submitter usage --since 7d --all-tenants
+  LLMQ_NATS_URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
+
+Logging: set RUST_LOG (e.g. RUST_LOG=llmq_submitter=debug); logs go to stderr.";
+
+fn after_help() -> String {
+    format!("{EXAMPLES}\n\n{}", Exit::help_table())
+}
+
+/// Submit chat-completion jobs to llmq workers over NATS, and inspect results, the model
+/// catalog, dead letters and usage.
+#[derive(Debug, Parser)]
+#[command(name = "submitter", version, after_help = after_help())]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: global::GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one chat completion and print the answer.
+    #[command(after_help = Exit::help_table())]
+    Chat(chat::ChatArgs),
+    /// Print a job's stored outcome.
+    #[command(after_help = Exit::help_table())]
+    Result(result::ResultArgs),
+    /// Ask for a job to be cancelled.
+    #[command(after_help = Exit::help_table())]
+    Cancel(cancel::CancelArgs),
+    /// List the models live workers serve.
+    #[command(after_help = Exit::help_table())]
+    Models(models::ModelsArgs),
+    /// Inspect and replay dead-lettered jobs.
+    #[command(subcommand, after_help = Exit::help_table())]
+    Dlq(dlq::DlqCommand),
+    /// Sum token usage and cost per tenant and model.
+    #[command(after_help = Exit::help_table())]
+    Usage(usage::UsageArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit, CliError> {
+    let options = cli.global.client_options()?;
+    match cli.command {
+        Command::Chat(args) => chat::run(args, options).await,
+        Command::Result(args) => result::run(args, options).await,
+        Command::Cancel(args) => cancel::run(args, options).await,
+        Command::Models(args) => models::run(args, options).await,
+        Command::Dlq(command) => dlq::run(command, options).await,
+        Command::Usage(args) => usage::run(args, options).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_examples_and_exit_codes() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Examples:"), "{help}");
+        assert!(help.contains("5  rejected at submit"), "{help}");
+    }
+
+    #[test]
+    fn global_options_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "submitter",
+            "models",
+            "--tenant",
+            "acme",
+            "--url",
+            "nats://n:4222",
+        ])
+        .unwrap();
+        let options = cli.global.client_options().unwrap();
+        assert_eq!(options.tenant, "acme");
+        assert_eq!(options.nats.url, "nats://n:4222");
+    }
+}

@@ -1,0 +1,109 @@
+//! `submitter usage`: tokens and cost per tenant and model over a time window.
+
+use clap::Args;
+use llmq_schemas::Timestamp;
+use llmq_submitter::{Client, ClientOptions, UsageQuery, UsageRow};
+
+use super::print::{note, out, out_json};
+use super::table::{Align, Table};
+use super::time_arg::parse_instant;
+use super::{CliError, Exit};
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Start of the window: a duration ago (24h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h", value_parser = parse_instant)]
+    pub since: Timestamp,
+    /// End of the window (default: now).
+    #[arg(long, value_name = "WHEN", value_parser = parse_instant)]
+    pub until: Option<Timestamp>,
+    /// Every tenant, not just --tenant.
+    #[arg(long)]
+    pub all_tenants: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, CliError> {
+    options.check_catalog = false;
+    let client = Client::connect(options).await?;
+    let report = client
+        .usage_report(UsageQuery {
+            since: args.since,
+            until: args.until,
+            tenant: None,
+            all_tenants: args.all_tenants,
+        })
+        .await?;
+    if args.json {
+        out_json(&report)?;
+        return Ok(Exit::Success);
+    }
+    let scope = report.tenant.as_deref().unwrap_or("all tenants");
+    note(format!(
+        "usage of {scope} from {} to {}",
+        report.since, report.until
+    ));
+    if report.rows.is_empty() {
+        note("no usage in this window");
+        return Ok(Exit::Success);
+    }
+    let mut table = Table::new(&[
+        ("TENANT", Align::Left),
+        ("MODEL", Align::Left),
+        ("JOBS", Align::Right),
+        ("SUCCEEDED", Align::Right),
+        ("FAILED", Align::Right),
+        ("PROMPT", Align::Right),
+        ("COMPLETION", Align::Right),
+        ("CACHED", Align::Right),
+        ("REASONING", Align::Right),
+        ("COST USD", Align::Right),
+    ]);
+    for row in report.rows.iter().chain(std::iter::once(&report.total)) {
+        table.row(cells(row));
+    }
+    out(&table.render())?;
+    if report.total.has_unknown_prices() {
+        note(format!(
+            "+ unknown price: {} job processing(s) used models without a price ({}); their cost \
+             is not in COST USD",
+            report.total.unknown_price_events,
+            report.total.missing_prices.join(", ")
+        ));
+    }
+    if report.total.estimated_events > 0 {
+        note(format!(
+            "{} processing(s) had estimated token counts (the provider reported none)",
+            report.total.estimated_events
+        ));
+    }
+    if report.undecodable > 0 {
+        note(format!(
+            "{} undecodable usage message(s) skipped",
+            report.undecodable
+        ));
+    }
+    Ok(Exit::Success)
+}
+
+fn cells(row: &UsageRow) -> Vec<String> {
+    let cost = if row.has_unknown_prices() {
+        format!("{:.6} + unknown price", row.cost_usd)
+    } else {
+        format!("{:.6}", row.cost_usd)
+    };
+    vec![
+        row.tenant.clone(),
+        row.model.clone(),
+        row.jobs.to_string(),
+        row.succeeded.to_string(),
+        row.failed.to_string(),
+        row.prompt_tokens.to_string(),
+        row.completion_tokens.to_string(),
+        row.cached_prompt_tokens.to_string(),
+        row.reasoning_tokens.to_string(),
+        cost,
+    ]
+}

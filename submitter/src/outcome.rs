@@ -1,0 +1,122 @@
+//! Reading a job's stored outcome from the results stream.
+//!
+//! The results stream keeps one message per subject (`<prefix>.results.<tenant>.<job>`),
+//! so "the outcome" is the last message on the job's subject: a direct get, answerable by
+//! any replica. Waiting for one that is not there yet uses an ordered consumer on that
+//! subject (deliver last per subject), which delivers the stored one at once or the next
+//! one as it is stored, and survives reconnects, without polling.
+
+use std::time::Duration;
+
+use async_nats::StatusCode;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use futures::StreamExt;
+use llmq_schemas::{JobId, Outcome};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::{ClientError, WaitError};
+
+impl Client {
+    /// The job's outcome, if one is stored.
+    pub async fn get_outcome(&self, job_id: JobId) -> Result<Option<Outcome>, ClientError> {
+        let subject = self.result_subject(job_id);
+        let stream = self.results_stream().await?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => decode_outcome(&message.payload, job_id).map(Some),
+            Err(err) => match err.kind() {
+                DirectGetErrorKind::NotFound => Ok(None),
+                DirectGetErrorKind::ErrorResponse(status, _)
+                    if status == StatusCode::NO_RESPONDERS =>
+                {
+                    Err(self.results_missing())
+                }
+                DirectGetErrorKind::TimedOut => Err(ClientError::Timeout {
+                    operation: "reading the results stream",
+                }),
+                _ => Err(ClientError::nats("reading the results stream", err)),
+            },
+        }
+    }
+
+    /// Waits up to `timeout` for the job's outcome, returning at once if it is stored.
+    pub async fn wait_outcome(
+        &self,
+        job_id: JobId,
+        timeout: Duration,
+    ) -> Result<Outcome, WaitError> {
+        let deadline = Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.watch_outcome(job_id)).await {
+            Ok(result) => result,
+            Err(_) => Err(WaitError::Timeout { waited: timeout }),
+        }
+    }
+
+    async fn watch_outcome(&self, job_id: JobId) -> Result<Outcome, WaitError> {
+        let stream = self.results_stream().await?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.result_subject(job_id),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| {
+                let name = self.inner.subjects.results_stream();
+                self.consumer_error(err, &name, "watching the results stream")
+            })?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ClientError::nats("watching the results stream", err))?;
+        match messages.next().await {
+            Some(Ok(message)) => Ok(decode_outcome(&message.payload, job_id)?),
+            Some(Err(err)) => Err(ClientError::nats("watching the results stream", err).into()),
+            None => Err(WaitError::Closed),
+        }
+    }
+
+    pub(crate) fn result_subject(&self, job_id: JobId) -> String {
+        self.inner.subjects.result(&self.inner.tenant, job_id)
+    }
+
+    async fn results_stream(&self) -> Result<Stream<()>, ClientError> {
+        self.inner
+            .js
+            .get_stream_no_info(self.inner.subjects.results_stream())
+            .await
+            .map_err(|err| ClientError::nats("opening the results stream", err))
+    }
+
+    fn results_missing(&self) -> ClientError {
+        ClientError::not_set_up(
+            self.inner.subjects.prefix(),
+            format!("stream {}", self.inner.subjects.results_stream()),
+        )
+    }
+
+    /// Maps a consumer-creation error, telling a missing stream apart.
+    pub(crate) fn consumer_error(
+        &self,
+        err: async_nats::jetstream::stream::ConsumerError,
+        stream: &str,
+        operation: &'static str,
+    ) -> ClientError {
+        use async_nats::jetstream::stream::ConsumerErrorKind;
+        match err.kind() {
+            ConsumerErrorKind::JetStream(api) if crate::error::is_stream_not_found(&api) => {
+                ClientError::not_set_up(self.inner.subjects.prefix(), format!("stream {stream}"))
+            }
+            ConsumerErrorKind::TimedOut => ClientError::Timeout { operation },
+            _ => ClientError::nats(operation, err),
+        }
+    }
+}
+
+fn decode_outcome(payload: &[u8], job_id: JobId) -> Result<Outcome, ClientError> {
+    serde_json::from_slice(payload).map_err(|source| ClientError::Decode {
+        what: format!("the stored outcome of job {job_id}"),
+        source,
+    })
+}

@@ -1,0 +1,310 @@
+//! Turning a job's reply events into the text generated so far.
+//!
+//! Deltas are not simply concatenated: an attempt that fails after streaming is followed
+//! by a `restart` and its text must be dropped, and core NATS may lose a delta, which
+//! only the `seq` numbers reveal. Every consumer of `--stream`-style output needs the same
+//! rules, so they live here.
+
+use llmq_schemas::{ErrorType, ReplyEvent};
+
+/// The text of the current attempt, built from events.
+#[derive(Debug, Clone, Default)]
+pub struct StreamText {
+    text: String,
+    reasoning: String,
+    /// Highest `seq` seen; seqs run over the whole job, across attempts.
+    last_seq: u64,
+    /// The attempt the text belongs to (0 before any event).
+    attempt: u32,
+    /// Deltas applied in the current attempt.
+    deltas: u64,
+    /// The next delta starts a later attempt at an unknown seq: no gap check for it.
+    baseline_pending: bool,
+    /// Deltas of the current attempt known to be missing.
+    missed: u64,
+    restarts: u32,
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextUpdate<'e> {
+    /// Nothing changed the text (`started`, a delta without content, a duplicate).
+    Unchanged,
+    /// Text was appended: print it.
+    Appended(&'e str),
+    /// The text so far was discarded because an attempt failed after streaming (or a
+    /// later attempt's event showed that the restart event was lost). [`StreamText::text`]
+    /// now holds the next attempt's text, if any arrived with this event.
+    Restarted {
+        failed_attempt: u32,
+        reason: Option<ErrorType>,
+        message: Option<&'e str>,
+    },
+    /// Deltas `expected..got` were lost in transit; `content` (possibly empty) was still
+    /// appended. The final outcome holds the complete text.
+    Gap {
+        expected: u64,
+        got: u64,
+        content: &'e str,
+    },
+    /// The final outcome (or a dead-letter notice): nothing more follows.
+    Finished,
+}
+
+impl StreamText {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply<'e>(&mut self, event: &'e ReplyEvent) -> TextUpdate<'e> {
+        match event {
+            ReplyEvent::Started(started) => match self.enter_attempt(started.attempt) {
+                Some(failed_attempt) => TextUpdate::Restarted {
+                    failed_attempt,
+                    reason: None,
+                    message: None,
+                },
+                None => TextUpdate::Unchanged,
+            },
+            ReplyEvent::Delta(delta) => {
+                if delta.seq <= self.last_seq {
+                    return TextUpdate::Unchanged;
+                }
+                let discarded = self.enter_attempt(delta.attempt);
+                let expected = self.last_seq + 1;
+                self.last_seq = delta.seq;
+                if delta.attempt < self.attempt {
+                    // A late delta of an attempt already given up on.
+                    return TextUpdate::Unchanged;
+                }
+                let check_gap = !std::mem::take(&mut self.baseline_pending);
+                self.deltas += 1;
+                let content = delta.content.as_deref().unwrap_or("");
+                self.text.push_str(content);
+                if let Some(reasoning) = &delta.reasoning {
+                    self.reasoning.push_str(reasoning);
+                }
+                if let Some(failed_attempt) = discarded {
+                    return TextUpdate::Restarted {
+                        failed_attempt,
+                        reason: None,
+                        message: None,
+                    };
+                }
+                if check_gap && delta.seq > expected {
+                    self.missed += delta.seq - expected;
+                    return TextUpdate::Gap {
+                        expected,
+                        got: delta.seq,
+                        content,
+                    };
+                }
+                if content.is_empty() {
+                    TextUpdate::Unchanged
+                } else {
+                    TextUpdate::Appended(content)
+                }
+            }
+            ReplyEvent::Restart(restart) => {
+                self.attempt = self.attempt.max(restart.attempt);
+                self.clear();
+                TextUpdate::Restarted {
+                    failed_attempt: restart.attempt,
+                    reason: Some(restart.reason),
+                    message: Some(&restart.message),
+                }
+            }
+            ReplyEvent::Final(_) | ReplyEvent::DeadLettered(_) => TextUpdate::Finished,
+        }
+    }
+
+    /// The current attempt's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The current attempt's reasoning text, for providers that stream it.
+    pub fn reasoning(&self) -> &str {
+        &self.reasoning
+    }
+
+    /// Deltas of the current attempt known to be lost.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Whether no delta of the current attempt is known to be missing.
+    pub fn is_complete(&self) -> bool {
+        self.missed == 0
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Moves to `attempt` if it is later than the current one; returns the attempt whose
+    /// output was discarded, if it had any.
+    fn enter_attempt(&mut self, attempt: u32) -> Option<u32> {
+        if attempt <= self.attempt {
+            return None;
+        }
+        let discarded = (self.deltas > 0).then_some(self.attempt);
+        if discarded.is_some() {
+            self.clear();
+        }
+        self.attempt = attempt;
+        // Attempt 1 starts at seq 1; a later one continues from wherever the last ended.
+        self.baseline_pending = attempt > 1;
+        discarded
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.reasoning.clear();
+        self.deltas = 0;
+        self.missed = 0;
+        self.restarts += 1;
+        self.baseline_pending = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmq_schemas::{Delta, Restart, Started};
+    use uuid::Uuid;
+
+    const JOB: Uuid = Uuid::nil();
+
+    fn started(attempt: u32) -> ReplyEvent {
+        ReplyEvent::Started(Started {
+            v: 1,
+            job_id: JOB,
+            attempt,
+            provider: "p".into(),
+            upstream_model: "u".into(),
+            model: "m".into(),
+        })
+    }
+
+    fn delta(seq: u64, attempt: u32, text: &str) -> ReplyEvent {
+        ReplyEvent::Delta(Delta {
+            v: 1,
+            job_id: JOB,
+            seq,
+            attempt,
+            content: Some(text.into()),
+            reasoning: None,
+            tool_calls: None,
+        })
+    }
+
+    fn restart(attempt: u32) -> ReplyEvent {
+        ReplyEvent::Restart(Restart {
+            v: 1,
+            job_id: JOB,
+            attempt,
+            reason: ErrorType::Network,
+            message: "stream cut".into(),
+        })
+    }
+
+    #[test]
+    fn appends_deltas_in_order() {
+        let mut text = StreamText::new();
+        assert_eq!(text.apply(&started(1)), TextUpdate::Unchanged);
+        assert_eq!(text.apply(&delta(1, 1, "Hel")), TextUpdate::Appended("Hel"));
+        assert_eq!(text.apply(&delta(2, 1, "lo")), TextUpdate::Appended("lo"));
+        assert_eq!(text.text(), "Hello");
+        assert!(text.is_complete());
+    }
+
+    #[test]
+    fn restart_discards_the_failed_attempt() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "wrong "));
+        text.apply(&delta(2, 1, "answer"));
+        assert!(matches!(
+            text.apply(&restart(1)),
+            TextUpdate::Restarted {
+                failed_attempt: 1,
+                reason: Some(ErrorType::Network),
+                ..
+            }
+        ));
+        assert_eq!(text.text(), "");
+        text.apply(&started(2));
+        assert_eq!(
+            text.apply(&delta(3, 2, "right")),
+            TextUpdate::Appended("right")
+        );
+        assert_eq!(text.text(), "right");
+        assert_eq!(text.restarts(), 1);
+        assert!(text.is_complete());
+    }
+
+    #[test]
+    fn a_lost_restart_is_detected_from_the_next_attempt() {
+        let mut text = StreamText::new();
+        text.apply(&delta(1, 1, "stale"));
+        assert!(matches!(
+            text.apply(&started(2)),
+            TextUpdate::Restarted {
+                failed_attempt: 1,
+                reason: None,
+                ..
+            }
+        ));
+        assert_eq!(text.text(), "");
+        text.apply(&delta(2, 2, "fresh"));
+        assert_eq!(text.text(), "fresh");
+
+        // Started lost as well: the delta's attempt number tells.
+        let mut text = StreamText::new();
+        text.apply(&delta(1, 1, "stale"));
+        assert!(matches!(
+            text.apply(&delta(5, 2, "fresh")),
+            TextUpdate::Restarted { .. }
+        ));
+        assert_eq!(text.text(), "fresh");
+        assert!(text.is_complete(), "the gap 2..5 was the failed attempt's");
+    }
+
+    #[test]
+    fn gaps_are_counted_and_duplicates_ignored() {
+        let mut text = StreamText::new();
+        text.apply(&delta(1, 1, "a"));
+        assert_eq!(
+            text.apply(&delta(4, 1, "d")),
+            TextUpdate::Gap {
+                expected: 2,
+                got: 4,
+                content: "d"
+            }
+        );
+        assert_eq!(text.missed(), 2);
+        assert!(!text.is_complete());
+        assert_eq!(text.apply(&delta(3, 1, "late")), TextUpdate::Unchanged);
+        assert_eq!(text.apply(&delta(4, 1, "dup")), TextUpdate::Unchanged);
+        assert_eq!(text.text(), "ad");
+        // A restart makes the old gaps irrelevant.
+        text.apply(&restart(1));
+        text.apply(&delta(5, 2, "x"));
+        assert!(text.is_complete());
+    }
+
+    #[test]
+    fn a_gap_at_the_very_start_is_seen() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        assert!(matches!(
+            text.apply(&delta(3, 1, "c")),
+            TextUpdate::Gap {
+                expected: 1,
+                got: 3,
+                ..
+            }
+        ));
+    }
+}

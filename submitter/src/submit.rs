@@ -1,0 +1,119 @@
+//! Putting a job on the queue.
+//!
+//! The job is checked before it leaves the process (a model name that cannot be a subject
+//! token, no messages, a deadline already past, a model no live worker serves), because
+//! a job refused later sits in the queue or the dead-letter stream instead of failing
+//! where the caller can still act on it.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use llmq_schemas::{HEADER_MSG_ID, Job, JobId, ModelName, PROTOCOL_VERSION, Timestamp};
+
+use crate::client::Client;
+use crate::error::SubmitError;
+use crate::handle::JobHandle;
+use crate::publish::{PublishFailure, publish_acked};
+
+impl Client {
+    /// Publishes `job` and returns a handle that receives its events.
+    ///
+    /// Sets `v`, `submitted_at` (unless set) and `reply_to` (this client's inbox; any value
+    /// the caller set is replaced). The handle is registered before the publish, so no
+    /// event can arrive before anyone listens.
+    pub async fn submit(&self, mut job: Job) -> Result<JobHandle, SubmitError> {
+        let model = self.prepare(&mut job).await?;
+        job.reply_to = Some(self.inner.inbox.reply_subject(job.id));
+        let handle = JobHandle::register(self.clone(), job.id)?;
+        self.publish_job(&model, &job).await?;
+        Ok(handle)
+    }
+
+    /// Publishes `job` without waiting for its events: the outcome is read later with
+    /// [`get_outcome`](Self::get_outcome) or [`wait_outcome`](Self::wait_outcome).
+    ///
+    /// A `reply_to` the caller set is kept (someone else may listen there) if it is a safe
+    /// reply subject; otherwise the job is refused.
+    pub async fn submit_detached(&self, mut job: Job) -> Result<JobId, SubmitError> {
+        let model = self.prepare(&mut job).await?;
+        if let Some(reply_to) = &job.reply_to
+            && !self.inner.subjects.is_safe_reply_to(reply_to)
+        {
+            return Err(SubmitError::InvalidJob(format!(
+                "reply_to {reply_to:?} is not a literal subject outside llmq's and the system's \
+                 subjects"
+            )));
+        }
+        self.publish_job(&model, &job).await?;
+        Ok(job.id)
+    }
+
+    async fn prepare(&self, job: &mut Job) -> Result<ModelName, SubmitError> {
+        job.v = PROTOCOL_VERSION;
+        let model =
+            ModelName::parse(&job.model).map_err(|err| SubmitError::InvalidJob(err.to_string()))?;
+        if job.request.messages.is_empty() {
+            return Err(SubmitError::InvalidJob(
+                "the request has no messages".into(),
+            ));
+        }
+        if let Some(deadline) = job.deadline
+            && deadline.has_passed()
+        {
+            return Err(SubmitError::InvalidJob(format!(
+                "the deadline {deadline} has already passed"
+            )));
+        }
+        job.submitted_at.get_or_insert_with(Timestamp::now);
+        if self.inner.options.check_catalog {
+            self.check_model(&job.model, job.tier).await?;
+        }
+        Ok(model)
+    }
+
+    async fn publish_job(&self, model: &ModelName, job: &Job) -> Result<(), SubmitError> {
+        let inner = &self.inner;
+        let subject = inner.subjects.job(model, job.tier, &inner.tenant);
+        let payload = serde_json::to_vec(job)
+            .map(Bytes::from)
+            .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_MSG_ID, job.id.to_string());
+        let ack = publish_acked(
+            &inner.js_publish,
+            &subject,
+            headers,
+            payload,
+            inner.options.publish_retries,
+        )
+        .await
+        .map_err(|failure| self.submit_error(failure))?;
+        if ack.duplicate {
+            tracing::debug!(job_id = %job.id, "job was already queued; JetStream dropped the copy");
+        }
+        Ok(())
+    }
+
+    fn submit_error(&self, failure: PublishFailure) -> SubmitError {
+        let subjects = &self.inner.subjects;
+        match failure {
+            PublishFailure::NoStream => SubmitError::NotSetUp {
+                prefix: subjects.prefix().to_owned(),
+                missing: format!("stream {}", subjects.jobs_stream()),
+            },
+            PublishFailure::Full { detail } => SubmitError::QueueFull {
+                stream: subjects.jobs_stream(),
+                detail,
+            },
+            PublishFailure::TooLarge { detail } => {
+                SubmitError::InvalidJob(format!("the job is too large: {detail}"))
+            }
+            PublishFailure::Rejected { code, description } => {
+                SubmitError::Rejected { code, description }
+            }
+            PublishFailure::Timeout { attempts } => SubmitError::Timeout { attempts },
+            PublishFailure::Connection { attempts, source } => {
+                SubmitError::Connection { attempts, source }
+            }
+        }
+    }
+}

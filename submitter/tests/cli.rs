@@ -1,0 +1,108 @@
+//! The `submitter` binary's exit codes, as scripts see them.
+
+// Helpers, not only `#[test]` functions, may fail the test loudly.
+#![allow(clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn submitter(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_submitter"))
+        .args(args)
+        // The caller's environment must not point the test at a real deployment.
+        .env_remove("LLMQ_NATS_URL")
+        .env_remove("LLMQ_PREFIX")
+        .env_remove("LLMQ_TENANT")
+        .env_remove("LLMQ_NATS_USER")
+        .env_remove("LLMQ_NATS_PASSWORD")
+        .env_remove("LLMQ_NATS_TOKEN")
+        .env_remove("LLMQ_NATS_CREDS")
+        .output()
+        .expect("run the submitter binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A loopback URL nothing listens on: bind a port, then free it.
+fn unreachable_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = listener.local_addr().expect("local address").port();
+    drop(listener);
+    format!("nats://127.0.0.1:{port}")
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["chat"][..],                 // no --model
+        &["chat", "--model", "m"][..], // nothing to ask (own validation)
+        &["chat", "--model", "m", "--stream", "--json", "hi"][..],
+        &["result", "not-a-uuid"][..],
+        &["dlq", "replay"][..], // neither SEQ nor --all
+        &["usage", "--since", "last tuesday"][..],
+        &["frobnicate"][..],
+    ] {
+        let output = submitter(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn an_invalid_tenant_is_a_usage_error_before_connecting() {
+    let url = unreachable_url();
+    let output = submitter(&["models", "--url", &url, "--tenant", "a.b"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("tenant"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_unreachable_server_exits_4() {
+    let url = unreachable_url();
+    for args in [
+        &["models", "--url", &url][..],
+        &["chat", "--url", &url, "--model", "m", "hello"][..],
+        &[
+            "result",
+            "--url",
+            &url,
+            "0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69",
+        ][..],
+    ] {
+        let output = submitter(args);
+        assert_eq!(
+            output.status.code(),
+            Some(4),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let text = stderr(&output);
+        assert!(
+            text.starts_with("error: cannot connect to NATS at"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let output = submitter(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "0  success",
+        "2  usage error",
+        "3  the job ended but did not succeed",
+        "4  connection or server error",
+        "5  rejected at submit",
+        "6  not found",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}

@@ -1,0 +1,333 @@
+//! Retries, fallbacks and cooldowns.
+
+use std::time::{Duration, Instant};
+
+use llmq_schemas::{AttemptRoute, ErrorType, OutcomeStatus};
+use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, RetryHint, ScriptedFault, mock_text};
+use llmq_tests::nats::NatsOptions;
+use llmq_tests::stack::{Stack, chat_job, run_job, two_mock_providers};
+
+fn routes(outcome: &llmq_schemas::Outcome) -> Vec<(AttemptRoute, String, Option<ErrorType>)> {
+    outcome
+        .attempts
+        .iter()
+        .map(|a| (a.route, a.upstream_model.clone(), a.error))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transient_server_error_is_retried_on_the_same_deployment() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.simple_setup()).await;
+    let client = stack.client().await;
+    stack
+        .mock
+        .push_faults([ScriptedFault::any(Fault::ServiceUnavailable)]);
+    let outcome = run_job(&client, chat_job("chat", "retry me")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "mock-model".into(),
+                Some(ErrorType::Server)
+            ),
+            (AttemptRoute::Retry, "mock-model".into(), None),
+        ]
+    );
+    assert_eq!(outcome.attempts[0].http_status, Some(503));
+    assert_eq!(outcome.text(), Some(mock_text("retry me", 12).as_str()));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rate_limited_deployment_hands_over_at_once_and_cools_down() {
+    let stack = Stack::start().await;
+    let setup = stack.setup(&format!(
+        r#"{}
+[models.chat]
+deployments = [
+  {{ provider = "mock", model = "primary", weight = 100 }},
+  {{ provider = "mock2", model = "secondary", weight = 0 }},
+]
+"#,
+        two_mock_providers(8)
+    ));
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    stack.mock.push_faults([ScriptedFault::for_model(
+        "primary",
+        Fault::RateLimited(RetryHint::RetryAfterSecs(30)),
+    )]);
+    let started = Instant::now();
+    let outcome = run_job(&client, chat_job("chat", "limited")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "primary".into(),
+                Some(ErrorType::RateLimited)
+            ),
+            (AttemptRoute::DeploymentFallback, "secondary".into(), None),
+        ]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no waiting for the retry-after"
+    );
+    // While `primary` cools down, jobs go straight to `secondary`.
+    for i in 0..5 {
+        let outcome = run_job(&client, chat_job("chat", &format!("next {i}"))).await;
+        assert_eq!(
+            routes(&outcome),
+            vec![(AttemptRoute::DeploymentFallback, "secondary".into(), None)]
+        );
+    }
+    let primary_calls = stack
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.model == "primary")
+        .count();
+    assert_eq!(primary_calls, 1);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_overloaded_model_falls_back_to_the_next_model_after_its_retries() {
+    let mut options = MockOptions::default();
+    options.per_model.insert(
+        "flaky".into(),
+        ModelBehavior {
+            always: Some(Fault::Overloaded),
+            ..ModelBehavior::default()
+        },
+    );
+    let stack = Stack::start_with(options, NatsOptions::default()).await;
+    let setup = stack.setup(&format!(
+        r#"{}
+[models.chat]
+deployments = [{{ provider = "mock", model = "flaky" }}]
+fallbacks = ["backup"]
+[models.backup]
+deployments = [{{ provider = "mock2", model = "steady" }}]
+"#,
+        two_mock_providers(8)
+    ));
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    let outcome = run_job(&client, chat_job("chat", "fall back")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    // The mock answers `Overloaded` as a 503 in the OpenAI format: class server, 2 retries.
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "flaky".into(),
+                Some(ErrorType::Server)
+            ),
+            (AttemptRoute::Retry, "flaky".into(), Some(ErrorType::Server)),
+            (AttemptRoute::Retry, "flaky".into(), Some(ErrorType::Server)),
+            (AttemptRoute::ModelFallback, "steady".into(), None),
+        ]
+    );
+    assert_eq!(outcome.attempts[3].model, "backup");
+    assert_eq!(
+        outcome.model, "chat",
+        "the outcome names the model the job asked for"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn context_window_and_content_policy_errors_use_their_own_fallback_lists() {
+    let stack = Stack::start().await;
+    let setup = stack.setup(&format!(
+        r#"{}
+[models.chat]
+deployments = [{{ provider = "mock", model = "small" }}]
+fallbacks = ["general"]
+context_window_fallbacks = ["long"]
+content_policy_fallbacks = ["lenient"]
+[models.general]
+deployments = [{{ provider = "mock", model = "general-up" }}]
+[models.long]
+deployments = [{{ provider = "mock", model = "long-up" }}]
+[models.lenient]
+deployments = [{{ provider = "mock", model = "lenient-up" }}]
+"#,
+        llmq_tests::worker::openai_mock_provider(8)
+    ));
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+
+    stack.mock.push_faults([ScriptedFault::for_model(
+        "small",
+        Fault::ContextWindowExceeded,
+    )]);
+    let outcome = run_job(&client, chat_job("chat", "a very long prompt")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "small".into(),
+                Some(ErrorType::ContextWindowExceeded)
+            ),
+            (AttemptRoute::ContextWindowFallback, "long-up".into(), None),
+        ]
+    );
+
+    stack
+        .mock
+        .push_faults([ScriptedFault::for_model("small", Fault::ContentFiltered)]);
+    let outcome = run_job(&client, chat_job("chat", "a spicy prompt")).await;
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "small".into(),
+                Some(ErrorType::ContentFiltered)
+            ),
+            (
+                AttemptRoute::ContentPolicyFallback,
+                "lenient-up".into(),
+                None
+            ),
+        ]
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_request_fails_at_once_and_quota_exhaustion_is_not_retried() {
+    let stack = Stack::start().await;
+    let setup = stack.setup(&format!(
+        r#"{}
+[models.chat]
+deployments = [
+  {{ provider = "mock", model = "main", weight = 1 }},
+  {{ provider = "mock2", model = "spare", weight = 0 }},
+]
+"#,
+        two_mock_providers(8)
+    ));
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+
+    stack
+        .mock
+        .push_faults([ScriptedFault::any(Fault::BadRequest)]);
+    let outcome = run_job(&client, chat_job("chat", "bad")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    let error = outcome.error.clone().unwrap();
+    assert_eq!(error.kind, ErrorType::InvalidRequest);
+    assert_eq!(error.provider_status, Some(400));
+    assert_eq!(
+        outcome.attempts.len(),
+        1,
+        "another deployment would reject it too"
+    );
+
+    stack
+        .mock
+        .push_faults([ScriptedFault::for_model("main", Fault::QuotaExhausted)]);
+    let outcome = run_job(&client, chat_job("chat", "broke")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "main".into(),
+                Some(ErrorType::QuotaExhausted)
+            ),
+            (AttemptRoute::DeploymentFallback, "spare".into(), None),
+        ]
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
+    let stack = Stack::start().await;
+    let mut setup = stack.simple_setup();
+    setup.set("retry", "max_in_worker_wait", "\"200ms\"");
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    // Short enough to wait for in the worker... no: 200 ms budget, so this one goes back to
+    // the queue with a delay and comes back.
+    stack
+        .mock
+        .push_faults([ScriptedFault::any(Fault::RateLimited(
+            RetryHint::RetryAfterMs(1500),
+        ))]);
+    let started = Instant::now();
+    let outcome = run_job(&client, chat_job("chat", "patience")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stack.mock.request_count(), 2);
+    // Handed back to the queue once: the outcome is from the second processing.
+    assert_eq!(outcome.attempts.len(), 1);
+    assert_eq!(outcome.attempts[0].error, None);
+
+    // A short cooldown is waited out inside the worker.
+    stack
+        .mock
+        .push_faults([ScriptedFault::any(Fault::RateLimited(
+            RetryHint::RetryAfterMs(100),
+        ))]);
+    let outcome = run_job(&client, chat_job("chat", "short wait")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(
+        routes(&outcome),
+        vec![
+            (
+                AttemptRoute::Primary,
+                "mock-model".into(),
+                Some(ErrorType::RateLimited)
+            ),
+            (AttemptRoute::Retry, "mock-model".into(), None),
+        ]
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_retry_after_format_is_honoured() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.simple_setup()).await;
+    let client = stack.client().await;
+    for (hint, at_least) in [
+        (RetryHint::RetryAfterMs(300), 300),
+        (RetryHint::RetryAfterSecs(1), 1000),
+        (RetryHint::XMsRetryAfterMs(300), 300),
+        (RetryHint::ResetRequests("300ms".into()), 300),
+        (RetryHint::ResetTokens("0.3s".into()), 300),
+        (RetryHint::RetryAfterHttpDate(2), 1000),
+    ] {
+        stack
+            .mock
+            .push_faults([ScriptedFault::any(Fault::RateLimited(hint.clone()))]);
+        let started = Instant::now();
+        let outcome = run_job(&client, chat_job("chat", &format!("{hint:?}"))).await;
+        assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{hint:?}");
+        assert_eq!(outcome.attempts.len(), 2, "{hint:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(at_least),
+            "{hint:?}: retried after {waited:?}"
+        );
+    }
+    worker.stop().await.unwrap();
+}
