@@ -4,6 +4,11 @@
 //! `restart` (drop what you have) and the next attempt's `started` and deltas; then
 //! exactly one `final`. Missing a core-NATS event is possible (slow consumer, reconnect):
 //! `seq` exposes gaps, and the final outcome is also stored in the results stream.
+//!
+//! `seq` and `attempt` count within one processing of the job. If the worker running it
+//! dies, the job is redelivered and processed again from scratch, with a higher
+//! `delivery`: an event with a higher `delivery` than what you have supersedes it all
+//! (drop the text, restart the `seq` count), and events of a lower `delivery` are stale.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,9 @@ impl ReplyEvent {
 pub struct Started {
     pub v: u32,
     pub job_id: JobId,
+    /// Which delivery (processing) of the job this is, from 1.
+    #[serde(default = "crate::first_delivery")]
+    pub delivery: u32,
     pub attempt: u32,
     pub provider: String,
     pub upstream_model: String,
@@ -51,12 +59,14 @@ pub struct Started {
     pub model: String,
 }
 
-/// A piece of output. `seq` counts from 1 over the whole job and never repeats, also
-/// across attempts.
+/// A piece of output. `seq` counts from 1 over the whole processing and never repeats,
+/// also across attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Delta {
     pub v: u32,
     pub job_id: JobId,
+    #[serde(default = "crate::first_delivery")]
+    pub delivery: u32,
     pub seq: u64,
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +82,8 @@ pub struct Delta {
 pub struct Restart {
     pub v: u32,
     pub job_id: JobId,
+    #[serde(default = "crate::first_delivery")]
+    pub delivery: u32,
     /// The attempt that failed.
     pub attempt: u32,
     pub reason: ErrorType,

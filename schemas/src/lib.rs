@@ -43,6 +43,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// same id inside the stream's duplicate window, so a retried publish never queues twice.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 
+/// Serde default of `delivery` fields: messages from before the field existed were first
+/// deliveries as far as anyone can tell.
+pub(crate) fn first_delivery() -> u32 {
+    1
+}
+
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }

@@ -72,6 +72,15 @@ pub struct Outcome {
     pub cost: Option<Cost>,
     pub timings: Timings,
     pub worker_id: String,
+    /// Which delivery of the job produced this outcome: above 1, earlier processings died
+    /// or handed the job back (cooldowns, shutdown).
+    #[serde(default = "crate::first_delivery")]
+    pub delivery: u32,
+    /// Streaming jobs: the `seq` of the last delta this outcome's processing sent. A
+    /// producer that saw a lower one (or deltas of another `delivery`) missed deltas; the
+    /// outcome's text is complete either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
 }
 
 impl Outcome {

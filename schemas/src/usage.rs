@@ -177,6 +177,9 @@ pub struct UsageEvent {
     pub attempts: Vec<AttemptUsage>,
     pub timings: Timings,
     pub worker_id: String,
+    /// Which delivery of the job this processing was.
+    #[serde(default)]
+    pub delivery: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
     pub at: Timestamp,

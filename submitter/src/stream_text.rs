@@ -1,9 +1,10 @@
 //! Turning a job's reply events into the text generated so far.
 //!
 //! Deltas are not simply concatenated: an attempt that fails after streaming is followed
-//! by a `restart` and its text must be dropped, and core NATS may lose a delta, which
-//! only the `seq` numbers reveal. Every consumer of `--stream`-style output needs the same
-//! rules, so they live here.
+//! by a `restart` and its text must be dropped; a job redelivered after its worker died
+//! is processed again from scratch (a higher `delivery`, `seq` and `attempt` counting
+//! from 1 again); and core NATS may lose a delta, which only the `seq` numbers reveal.
+//! Every consumer of `--stream`-style output needs the same rules, so they live here.
 
 use llmq_schemas::{ErrorType, ReplyEvent};
 
@@ -12,6 +13,8 @@ use llmq_schemas::{ErrorType, ReplyEvent};
 pub struct StreamText {
     text: String,
     reasoning: String,
+    /// The processing (delivery) the state belongs to (0 before any event).
+    delivery: u32,
     /// Highest `seq` seen; seqs run over the whole job, across attempts.
     last_seq: u64,
     /// The attempt the text belongs to (0 before any event).
@@ -57,6 +60,52 @@ impl StreamText {
     }
 
     pub fn apply<'e>(&mut self, event: &'e ReplyEvent) -> TextUpdate<'e> {
+        let delivery = match event {
+            ReplyEvent::Started(e) => Some(e.delivery),
+            ReplyEvent::Delta(e) => Some(e.delivery),
+            ReplyEvent::Restart(e) => Some(e.delivery),
+            ReplyEvent::Final(_) | ReplyEvent::DeadLettered(_) => None,
+        };
+        let mut superseded = None;
+        if let Some(delivery) = delivery {
+            if delivery < self.delivery {
+                // From a processing that was given up on (its worker died).
+                return TextUpdate::Unchanged;
+            }
+            if delivery > self.delivery {
+                superseded = self.enter_delivery(delivery);
+            }
+        }
+        let update = self.apply_in_delivery(event);
+        match (superseded, update) {
+            // The text was replaced: `text()` holds what there is, `missed()` any gap.
+            (
+                Some(failed_attempt),
+                TextUpdate::Unchanged | TextUpdate::Appended(_) | TextUpdate::Gap { .. },
+            ) => TextUpdate::Restarted {
+                failed_attempt,
+                reason: None,
+                message: None,
+            },
+            (_, update) => update,
+        }
+    }
+
+    /// A new processing of the job starts: everything so far is void. Returns the attempt
+    /// whose output was discarded, if it had any.
+    fn enter_delivery(&mut self, delivery: u32) -> Option<u32> {
+        let discarded = (self.deltas > 0).then_some(self.attempt);
+        if discarded.is_some() {
+            self.clear();
+        }
+        self.delivery = delivery;
+        self.last_seq = 0;
+        self.attempt = 0;
+        self.baseline_pending = false;
+        discarded
+    }
+
+    fn apply_in_delivery<'e>(&mut self, event: &'e ReplyEvent) -> TextUpdate<'e> {
         match event {
             ReplyEvent::Started(started) => match self.enter_attempt(started.attempt) {
                 Some(failed_attempt) => TextUpdate::Restarted {
@@ -114,7 +163,19 @@ impl StreamText {
                     message: Some(&restart.message),
                 }
             }
-            ReplyEvent::Final(_) | ReplyEvent::DeadLettered(_) => TextUpdate::Finished,
+            ReplyEvent::Final(outcome) => {
+                // The outcome says how far its processing streamed: what never arrived
+                // is missing, even when no later delta revealed a gap.
+                if let Some(last) = outcome.last_seq {
+                    if self.delivery != 0 && outcome.delivery != self.delivery {
+                        self.missed += last.max(1);
+                    } else if last > self.last_seq {
+                        self.missed += last - self.last_seq;
+                    }
+                }
+                TextUpdate::Finished
+            }
+            ReplyEvent::DeadLettered(_) => TextUpdate::Finished,
         }
     }
 
@@ -180,6 +241,7 @@ mod tests {
         ReplyEvent::Started(Started {
             v: 1,
             job_id: JOB,
+            delivery: 1,
             attempt,
             provider: "p".into(),
             upstream_model: "u".into(),
@@ -191,6 +253,7 @@ mod tests {
         ReplyEvent::Delta(Delta {
             v: 1,
             job_id: JOB,
+            delivery: 1,
             seq,
             attempt,
             content: Some(text.into()),
@@ -203,6 +266,7 @@ mod tests {
         ReplyEvent::Restart(Restart {
             v: 1,
             job_id: JOB,
+            delivery: 1,
             attempt,
             reason: ErrorType::Network,
             message: "stream cut".into(),
@@ -306,5 +370,118 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn in_delivery(delivery: u32, event: ReplyEvent) -> ReplyEvent {
+        match event {
+            ReplyEvent::Started(mut e) => {
+                e.delivery = delivery;
+                ReplyEvent::Started(e)
+            }
+            ReplyEvent::Delta(mut e) => {
+                e.delivery = delivery;
+                ReplyEvent::Delta(e)
+            }
+            ReplyEvent::Restart(mut e) => {
+                e.delivery = delivery;
+                ReplyEvent::Restart(e)
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn a_redelivery_supersedes_the_dead_processing() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "Hel"));
+        text.apply(&restart(1));
+        text.apply(&started(2));
+        text.apply(&delta(2, 2, "He"));
+        // The worker died; another processes the job from scratch: seq and attempt restart.
+        let redelivered = in_delivery(2, started(1));
+        let update = text.apply(&redelivered);
+        assert!(
+            matches!(
+                update,
+                TextUpdate::Restarted {
+                    failed_attempt: 2,
+                    ..
+                }
+            ),
+            "{update:?}"
+        );
+        assert_eq!(text.text(), "");
+        assert_eq!(
+            text.apply(&in_delivery(2, delta(1, 1, "Hello"))),
+            TextUpdate::Appended("Hello")
+        );
+        assert_eq!(
+            text.apply(&in_delivery(2, delta(2, 1, " you"))),
+            TextUpdate::Appended(" you")
+        );
+        // A late delta of the dead processing changes nothing.
+        assert_eq!(text.apply(&delta(3, 2, "llo")), TextUpdate::Unchanged);
+        assert_eq!(text.text(), "Hello you");
+        assert_eq!(text.missed(), 0);
+    }
+
+    #[test]
+    fn a_redelivery_seen_first_by_its_delta_still_resets_and_checks_gaps() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "old"));
+        let first = in_delivery(3, delta(2, 1, "b"));
+        let update = text.apply(&first);
+        assert!(
+            matches!(
+                update,
+                TextUpdate::Restarted {
+                    failed_attempt: 1,
+                    ..
+                }
+            ),
+            "{update:?}"
+        );
+        assert_eq!(text.text(), "b");
+        assert_eq!(text.missed(), 1, "seq 1 of the new processing was lost");
+    }
+
+    fn final_with(delivery: u32, last_seq: Option<u64>) -> ReplyEvent {
+        let outcome: llmq_schemas::Outcome = serde_json::from_value(serde_json::json!({
+            "v": 1, "job_id": JOB, "status": "succeeded", "model": "m", "tenant": "t",
+            "tier": "interactive", "worker_id": "w", "delivery": delivery, "last_seq": last_seq,
+            "timings": {"total_ms": 1, "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        ReplyEvent::Final(Box::new(outcome))
+    }
+
+    #[test]
+    fn the_final_outcome_reveals_deltas_that_never_arrived() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "a"));
+        text.apply(&delta(2, 1, "b"));
+        assert_eq!(text.apply(&final_with(1, Some(2))), TextUpdate::Finished);
+        assert!(text.is_complete());
+
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "a"));
+        text.apply(&final_with(1, Some(5)));
+        assert_eq!(text.missed(), 4, "the last four deltas were lost");
+
+        // Every delta lost (a reconnect): nothing arrived, the outcome says 3 were sent.
+        let mut text = StreamText::new();
+        text.apply(&final_with(1, Some(3)));
+        assert_eq!(text.missed(), 3);
+
+        // Deltas from a processing that died, outcome from another.
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "a"));
+        text.apply(&final_with(2, Some(1)));
+        assert!(!text.is_complete());
     }
 }

@@ -262,6 +262,7 @@ mod tests {
                 finished_at: Timestamp::now(),
             },
             worker_id: "w".into(),
+            delivery: 1,
             custom_id: None,
             at: Timestamp::now(),
         }

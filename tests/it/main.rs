@@ -3,7 +3,9 @@
 // Tests and their helpers may fail loudly.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+mod chaos;
 mod core;
 mod harness_smoke;
+mod providers;
 mod reliability;
 mod submitter;

@@ -8,7 +8,7 @@
 //! that leaves nothing, the job waits (briefly in the worker, longer back in the queue).
 //! Every wait stops at the job's deadline, and a cancel aborts the upstream request.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,7 +142,9 @@ impl Run<'_> {
                     continue;
                 }
                 let mut route = candidate.route;
-                let mut retries = 0;
+                // Retries made on this deployment, per error class: each class has its own
+                // budget (`[retry.per_class]`).
+                let mut retries: HashMap<ErrorType, u32> = HashMap::new();
                 loop {
                     if self.attempts.len() as u32 >= self.ctx.retry.max_attempts() {
                         return self.failed();
@@ -156,11 +158,13 @@ impl Run<'_> {
                         used_policy: &mut used_policy_fallbacks,
                     };
                     match self
-                        .after_failure(&candidate, &plan, retries, fallbacks)
+                        .after_failure(&candidate, &plan, &retries, fallbacks)
                         .await
                     {
                         Next::SameDeployment => {
-                            retries += 1;
+                            if let Some(class) = self.last_error.as_ref().map(|e| e.class) {
+                                *retries.entry(class).or_default() += 1;
+                            }
                             route = AttemptRoute::Retry;
                         }
                         Next::OtherCandidate => break,
@@ -371,7 +375,7 @@ impl Run<'_> {
         &mut self,
         candidate: &Candidate,
         plan: &VecDeque<Candidate>,
-        retries: u32,
+        retries: &HashMap<ErrorType, u32>,
         fallbacks: Fallbacks<'_>,
     ) -> Next {
         let Some(err) = self.last_error.clone() else {
@@ -409,7 +413,8 @@ impl Run<'_> {
             }
             _ => {}
         }
-        match self.ctx.retry.decide(&err, retries, rand::random::<f64>()) {
+        let done = retries.get(&err.class).copied().unwrap_or(0);
+        match self.ctx.retry.decide(&err, done, rand::random::<f64>()) {
             RetryDecision::Stop => Next::End(self.failed()),
             RetryDecision::NextDeployment => Next::OtherCandidate,
             RetryDecision::SameAfter(delay) => {

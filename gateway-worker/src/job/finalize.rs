@@ -4,6 +4,8 @@
 //! server, not the workers, decides which outcome is final when two processings race (a
 //! worker presumed dead that was only slow, a cancel racing completion). The loser
 //! replies with the stored winner, so a producer never sees two different outcomes.
+//! Every processing that called a provider publishes its usage event, winner or loser:
+//! the calls were made, and paid for.
 
 use std::time::Duration;
 
@@ -56,9 +58,17 @@ pub async fn finalize(
     finished: Finished,
     reply: &mut ReplySink,
 ) -> Disposition {
-    let outcome = build_outcome(ctx, run, &finished);
+    let mut outcome = build_outcome(ctx, run, &finished);
+    outcome.last_seq = reply.last_seq();
     let usage = build_usage_event(ctx, run, &outcome, &finished.usage);
-    let stored = match store_outcome(ctx, &run.tenant, &outcome).await {
+    // Usage goes out first, pipelined with the outcome on the same connection: a worker
+    // that dies after the outcome left has sent its usage too, and a redelivery answered
+    // from the stored outcome has nothing left to bill. Both acks are awaited together.
+    let (_, stored) = tokio::join!(
+        publish_usage(ctx, run, &usage),
+        store_outcome(ctx, &run.tenant, &outcome)
+    );
+    let stored = match stored {
         Ok(stored) => stored,
         Err(err) => {
             tracing::warn!(job_id = %run.job.id, error = %err, "outcome not stored; handing the job back");
@@ -72,7 +82,6 @@ pub async fn finalize(
         tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
     }
     reply.finished(&stored).await;
-    publish_usage(ctx, run, &usage).await;
     metrics::job_finished(
         &run.job.model,
         run.tier,
@@ -115,6 +124,8 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
             finished_at: Timestamp::now(),
         },
         worker_id: ctx.worker_id.clone(),
+        delivery: run.delivery,
+        last_seq: None,
     }
 }
 
@@ -170,6 +181,7 @@ fn build_usage_event(
             .collect(),
         timings: outcome.timings.clone(),
         worker_id: ctx.worker_id.clone(),
+        delivery: run.delivery,
         custom_id: run.job.custom_id.clone(),
         at: Timestamp::now(),
     }

@@ -2,7 +2,7 @@
 //!
 //! [`process`] is the whole life of a delivery: checks that need no provider (dead
 //! letters, stored outcomes, cancels, deadlines, unknown models), the attempts
-//! ([`execute`]), the outcome ([`finalize`]), and the one [`Disposition`] that decides
+//! ([`execute`]), the outcome (`finalize`), and the one [`Disposition`] that decides
 //! ack, nak or term.
 
 mod disposition;

@@ -28,6 +28,8 @@ pub struct JobRun {
     pub picked_at: Instant,
     pub started_at: Timestamp,
     pub queued: Option<Duration>,
+    /// Which delivery of the message this is (1 = first).
+    pub delivery: u32,
 }
 
 /// Processes one delivery. `served` is the model of the consumer the message came from
@@ -88,10 +90,12 @@ pub async fn process(
     };
     metrics::job_received(&job.model, subject.tier, delivered > 1);
 
+    let delivery = u32::try_from(delivered).unwrap_or(u32::MAX);
     let mut reply = ReplySink::new(
         ctx.nats.clone(),
         safe_reply_to(ctx, &job),
         job.id,
+        delivery,
         job.stream,
     );
     if delivered > 1 {
@@ -126,6 +130,7 @@ pub async fn process(
         picked_at,
         started_at,
         queued,
+        delivery,
         job,
     };
     let span = tracing::info_span!(
@@ -254,6 +259,17 @@ async fn run_job(
                 .max(Duration::from_millis(100))
                 .min(deadline_at.remaining());
             tracing::info!(job_id = %run.job.id, ?delay, "every deployment is cooling down; handing the job back");
+            for call in report.usage.iter().filter(|c| c.usage.total_tokens > 0) {
+                // No outcome, so no usage event: keep the paid tokens in the log.
+                tracing::warn!(
+                    job_id = %run.job.id,
+                    provider = %call.provider,
+                    upstream_model = %call.upstream_model,
+                    prompt_tokens = call.usage.prompt_tokens,
+                    completion_tokens = call.usage.completion_tokens,
+                    "usage of a processing that handed the job back"
+                );
+            }
             return Disposition::Requeue {
                 delay: Some(delay),
                 reason: "cooling_down",

@@ -17,6 +17,7 @@ pub struct ReplySink {
     nats: async_nats::Client,
     reply_to: Option<async_nats::Subject>,
     job_id: JobId,
+    delivery: u32,
     stream: bool,
     seq: u64,
     attempt: u32,
@@ -27,12 +28,14 @@ impl ReplySink {
         nats: async_nats::Client,
         reply_to: Option<&str>,
         job_id: JobId,
+        delivery: u32,
         stream: bool,
     ) -> Self {
         Self {
             nats,
             reply_to: reply_to.map(async_nats::Subject::from),
             job_id,
+            delivery,
             stream,
             seq: 0,
             attempt: 0,
@@ -50,6 +53,7 @@ impl ReplySink {
         self.send(&ReplyEvent::Started(Started {
             v: PROTOCOL_VERSION,
             job_id: self.job_id,
+            delivery: self.delivery,
             attempt,
             provider: provider.to_owned(),
             upstream_model: upstream_model.to_owned(),
@@ -62,11 +66,17 @@ impl ReplySink {
         self.send(&ReplyEvent::Restart(Restart {
             v: PROTOCOL_VERSION,
             job_id: self.job_id,
+            delivery: self.delivery,
             attempt,
             reason,
             message: message.to_owned(),
         }))
         .await;
+    }
+
+    /// The `seq` of the last delta sent, for streaming jobs.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.stream.then_some(self.seq)
     }
 
     pub async fn finished(&mut self, outcome: &Outcome) {
@@ -99,6 +109,7 @@ impl DeltaSink for ReplySink {
         let event = ReplyEvent::Delta(Delta {
             v: PROTOCOL_VERSION,
             job_id: self.job_id,
+            delivery: self.delivery,
             seq: self.seq,
             attempt: self.attempt,
             content: part.content,

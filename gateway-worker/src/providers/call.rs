@@ -81,7 +81,11 @@ pub async fn execute(
     let result = run(upstream, spec, sink, started, &mut report, &mut acc).await;
     report.latency = started.elapsed();
     match result {
-        Ok(completion) => {
+        Ok(mut completion) => {
+            if completion.response.model.is_empty() {
+                // Some responses do not name the model (Gemini without modelVersion).
+                completion.response.model = spec.upstream_model.to_owned();
+            }
             report.usage = Some(match completion.usage {
                 Some(usage) => (usage, UsageSource::Reported),
                 None => (
@@ -94,13 +98,7 @@ pub async fn execute(
         Err(mut err) => {
             err.message = redact(&err.message, upstream.secret);
             if acc.saw_output() {
-                report.usage = Some(match acc.usage() {
-                    Some(usage) => (usage, UsageSource::Reported),
-                    None => (
-                        estimate(spec.request, acc.content().len()),
-                        UsageSource::Estimated,
-                    ),
-                });
+                report.usage = Some(partial_usage(spec, &acc));
                 report.partial = Some((acc.content().to_owned(), acc.tool_calls()));
             }
             report.result = Err(err);
@@ -232,6 +230,25 @@ async fn run(
         }
     }
     Ok(std::mem::take(acc).finish(spec.upstream_model))
+}
+
+/// Usage of an attempt that failed after producing output. A cut stream may have
+/// reported usage early (Anthropic's `message_start` says 1 output token) and never the
+/// final count: never bill less than the output visibly produced.
+fn partial_usage(spec: CallSpec<'_>, acc: &StreamAccumulator) -> (Usage, UsageSource) {
+    let estimated = estimate(spec.request, acc.content().len());
+    match acc.usage() {
+        Some(reported) if reported.completion_tokens >= estimated.completion_tokens => {
+            (reported, UsageSource::Reported)
+        }
+        Some(reported) => {
+            let mut usage = reported;
+            usage.completion_tokens = estimated.completion_tokens;
+            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+            (usage, UsageSource::Estimated)
+        }
+        None => (estimated, UsageSource::Estimated),
+    }
 }
 
 fn output_bytes(completion: &Completion) -> usize {

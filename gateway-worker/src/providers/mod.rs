@@ -8,9 +8,12 @@
 //! adapter is unit-testable without a network.
 
 pub mod accumulate;
+pub mod anthropic;
+pub mod azure;
 pub mod call;
 pub mod error;
 pub mod estimate;
+pub mod gemini;
 pub mod http_client;
 pub mod openai;
 pub mod redact;
@@ -126,9 +129,8 @@ pub fn build_adapter(name: &str, config: &ProviderConfig) -> Result<Box<dyn Adap
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
             Ok(Box::new(openai::OpenAi::from_config(name, config)?))
         }
-        other => Err(format!(
-            "provider kind {} is not implemented yet",
-            other.as_str()
-        )),
+        ProviderKind::Azure => Ok(Box::new(azure::Azure::from_config(name, config)?)),
+        ProviderKind::Anthropic => Ok(Box::new(anthropic::Anthropic::from_config(name, config)?)),
+        ProviderKind::Gemini => Ok(Box::new(gemini::Gemini::from_config(name, config)?)),
     }
 }

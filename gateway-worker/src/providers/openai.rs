@@ -338,12 +338,15 @@ impl StreamDecoder for ChunkDecoder {
         if let Some(error) = &chunk.error {
             return Err(classify_object(None, error));
         }
+        // Azure opens with a choice-less `prompt_filter_results` chunk whose id and model
+        // are empty: identity comes from the first chunk that has an id.
+        let id = chunk.id.filter(|id| !id.is_empty());
         if !self.meta_sent {
-            self.meta_sent = true;
+            self.meta_sent = id.is_some();
             out.push(StreamItem::Meta {
-                id: chunk.id,
-                model: chunk.model,
-                created: chunk.created,
+                id,
+                model: chunk.model.filter(|model| !model.is_empty()),
+                created: chunk.created.filter(|created| *created > 0),
             });
         }
         // Only the first choice is streamed to producers (`n` > 1 is not supported when

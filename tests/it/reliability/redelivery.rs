@@ -147,6 +147,8 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
             finished_at: Timestamp::now(),
         },
         worker_id: "doomed-before-ack".into(),
+        delivery: 1,
+        last_seq: None,
     };
     let js = async_nats::jetstream::new(stack.nats.client().await);
     js.publish(
