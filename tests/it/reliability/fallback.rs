@@ -331,3 +331,40 @@ async fn every_retry_after_format_is_honoured() {
     }
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_refused_connection_falls_back_to_the_next_deployment() {
+    let stack = Stack::start().await;
+    // A port nothing listens on: bind one, learn its number, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let setup = stack.setup(&format!(
+        r#"[providers.dead]
+kind = "openai"
+base_url = "http://{closed}/v1"
+api_key_file = "{{key_file}}"
+{}
+[models.chat]
+deployments = [
+  {{ provider = "dead", model = "nowhere", weight = 1 }},
+  {{ provider = "mock", model = "somewhere", weight = 0 }},
+]
+"#,
+        llmq_tests::worker::openai_mock_provider(8)
+    ));
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    let outcome = run_job(&client, chat_job("chat", "knock knock")).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    let first = &outcome.attempts[0];
+    assert_eq!(first.upstream_model, "nowhere");
+    assert_eq!(first.error, Some(ErrorType::Network));
+    assert!(
+        first.error_message.as_deref().unwrap().contains("connect"),
+        "{first:?}"
+    );
+    assert_eq!(outcome.attempts.last().unwrap().upstream_model, "somewhere");
+    worker.stop().await.unwrap();
+}

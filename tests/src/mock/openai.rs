@@ -37,7 +37,18 @@ impl Dialect for OpenAi {
                 return Err(Rejection::json(StatusCode::UNAUTHORIZED, &body));
             }
             Some(key) if key != incoming.api_key => {
-                return Err(self.error(&Fault::Unauthorized, &incoming.error_ctx()));
+                // What OpenAI really says: it quotes the key it got, partly masked.
+                let message = format!(
+                    "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    masked(key)
+                );
+                let body = error_body(
+                    &message,
+                    "invalid_request_error",
+                    None,
+                    Some("invalid_api_key"),
+                );
+                return Err(Rejection::json(StatusCode::UNAUTHORIZED, &body));
             }
             Some(_) => {}
         }
@@ -161,4 +172,15 @@ impl Dialect for OpenAi {
         headers.extend(openai_rate_headers(rate_limited));
         headers
     }
+}
+
+/// `sk-abc***wxyz`: the first 6 and last 4 characters, as OpenAI masks a key it quotes.
+fn masked(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 10 {
+        return "***".to_owned();
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}***{tail}")
 }
