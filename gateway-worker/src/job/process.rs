@@ -335,6 +335,10 @@ fn invalid(
     if job.request.messages.is_empty() {
         return Some("request.messages must not be empty".into());
     }
+    if job.stream && job.request.n.is_some_and(|n| n > 1) {
+        // Deltas carry one choice; the others would be paid for and never seen.
+        return Some("request.n > 1 cannot be streamed: submit it without stream".into());
+    }
     for (i, message) in job.request.messages.iter().enumerate() {
         if message.role == llmq_schemas::Role::Tool && message.tool_call_id.is_none() {
             return Some(format!(

@@ -142,7 +142,6 @@ mod tests {
     use super::*;
     use crate::config::ProviderKind;
     use crate::providers::accumulate::StreamAccumulator;
-    use crate::providers::sse::SseParser;
     use llmq_schemas::{ChatRequest, Usage};
     use serde_json::{Value, json};
 
@@ -258,21 +257,7 @@ mod tests {
     }
 
     fn decode_stream(text: &str) -> (Result<(), ProviderError>, StreamAccumulator) {
-        let mut parser = SseParser::new();
-        let mut events = Vec::new();
-        parser.feed(text.as_bytes(), &mut events).unwrap();
-        let mut decoder = adapter().stream_decoder();
-        let mut acc = StreamAccumulator::new();
-        let mut items = Vec::new();
-        for event in &events {
-            if let Err(err) = decoder.decode(event, &mut items) {
-                return (Err(err), acc);
-            }
-            for item in items.drain(..) {
-                acc.apply(item);
-            }
-        }
-        (decoder.finish(), acc)
+        crate::providers::testing::decode_stream(adapter().stream_decoder(), text.as_bytes(), 7)
     }
 
     #[test]

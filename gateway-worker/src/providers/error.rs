@@ -147,6 +147,30 @@ impl ProviderError {
         self.retry_after
     }
 
+    /// The error for a non-2xx response. `parsed` is the adapter's reading of the body,
+    /// if it could read it; otherwise the status decides. Every adapter gets the same
+    /// status, retry hints from the headers (a hint the body carried wins) and
+    /// `x-should-retry` handling from here.
+    pub fn from_response(
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        parsed: Option<ProviderError>,
+    ) -> ProviderError {
+        let mut err = parsed.unwrap_or_else(|| {
+            ProviderError::new(
+                Self::class_for_status(status),
+                format!("HTTP {status}: {}", snippet(body)),
+            )
+        });
+        err.status = Some(status);
+        err.retry_after = err
+            .retry_after
+            .or_else(|| super::retry_hint::retry_after(headers));
+        err.should_retry = super::retry_hint::should_retry(headers);
+        err
+    }
+
     /// The class for an HTTP status when the body says nothing more specific.
     pub fn class_for_status(status: u16) -> ErrorType {
         match status {
@@ -173,6 +197,16 @@ impl fmt::Display for ProviderError {
 }
 
 impl std::error::Error for ProviderError {}
+
+/// The start of a body, on one line, for error messages.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let mut text = text.replace(['\n', '\r'], " ");
+    if body.len() > 300 {
+        text.push('…');
+    }
+    text
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod accumulate;
 pub mod anthropic;
 pub mod azure;
 pub mod call;
+pub mod convert;
 pub mod error;
 pub mod estimate;
 pub mod gemini;
@@ -19,6 +20,8 @@ pub mod openai;
 pub mod redact;
 pub mod retry_hint;
 pub mod sse;
+#[cfg(test)]
+pub mod testing;
 
 use std::fmt;
 

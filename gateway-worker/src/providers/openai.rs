@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::retry_hint;
+use super::error::snippet;
 use super::{
     Adapter, CallSpec, Completion, DeltaPart, HttpCall, ProviderError, SseEvent, StreamDecoder,
     StreamItem,
@@ -180,17 +180,10 @@ pub(crate) fn normalize_usage(usage: &CompletionUsage) -> Usage {
 
 /// Classifies a non-2xx OpenAI-format response.
 pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-    let mut err = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(body) => classify_object(Some(status), &body.error),
-        Err(_) => ProviderError::new(
-            ProviderError::class_for_status(status),
-            format!("HTTP {status}: {}", snippet(body)),
-        ),
-    };
-    err.status = Some(status);
-    err.retry_after = retry_hint::retry_after(headers);
-    err.should_retry = retry_hint::should_retry(headers);
-    err
+    let parsed = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|body| classify_object(Some(status), &body.error));
+    ProviderError::from_response(status, headers, body, parsed)
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,21 +387,10 @@ impl StreamDecoder for ChunkDecoder {
     }
 }
 
-/// The start of a body, for error messages.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    let mut text = text.replace(['\n', '\r'], " ");
-    if body.len() > 300 {
-        text.push('…');
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::accumulate::StreamAccumulator;
-    use crate::providers::sse::SseParser;
     use llmq_schemas::ChatRequest;
     use serde_json::json;
 
@@ -638,21 +620,11 @@ mod tests {
     }
 
     fn decode_stream(text: &str) -> (Result<(), ProviderError>, StreamAccumulator) {
-        let mut parser = SseParser::new();
-        let mut events = Vec::new();
-        parser.feed(text.as_bytes(), &mut events).unwrap();
-        let mut decoder = ChunkDecoder::default();
-        let mut acc = StreamAccumulator::new();
-        let mut items = Vec::new();
-        for event in &events {
-            if let Err(err) = decoder.decode(event, &mut items) {
-                return (Err(err), acc);
-            }
-            for item in items.drain(..) {
-                acc.apply(item);
-            }
-        }
-        (decoder.finish(), acc)
+        crate::providers::testing::decode_stream(
+            Box::new(ChunkDecoder::default()),
+            text.as_bytes(),
+            7,
+        )
     }
 
     #[test]

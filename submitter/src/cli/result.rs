@@ -32,17 +32,22 @@ pub async fn run(args: ResultArgs, mut options: ClientOptions) -> Result<Exit, C
         Some(wait) => match client.wait_outcome(job_id, wait).await {
             Ok(outcome) => outcome,
             Err(WaitError::Timeout { waited }) => {
+                dead_letter(&client, job_id).await?;
                 return Err(CliError::NoOutcome { job_id, waited });
             }
             Err(err) => return Err(err.into()),
         },
-        None => client.get_outcome(job_id).await?.ok_or_else(|| {
-            CliError::NotFound(format!(
-                "no outcome for job {job_id} in tenant {}: it is queued, running, or unknown \
-                 (add --wait 5m to wait for it)",
-                client.tenant()
-            ))
-        })?,
+        None => match client.get_outcome(job_id).await? {
+            Some(outcome) => outcome,
+            None => {
+                dead_letter(&client, job_id).await?;
+                return Err(CliError::NotFound(format!(
+                    "no outcome for job {job_id} in tenant {}: it is queued, running, or unknown \
+                     (add --wait 5m to wait for it)",
+                    client.tenant()
+                )));
+            }
+        },
     };
     print::outcome(
         &outcome,
@@ -52,4 +57,29 @@ pub async fn run(args: ResultArgs, mut options: ClientOptions) -> Result<Exit, C
             streamed: false,
         },
     )
+}
+
+/// A job without an outcome may be in the dead-letter stream: say so (exit 3) rather than
+/// "not found". (Dead letters have no outcome, so that a replay can still produce one.)
+async fn dead_letter(client: &Client, job_id: JobId) -> Result<(), CliError> {
+    let letters = client.dlq_list().await.unwrap_or_default();
+    match letters
+        .into_iter()
+        .find(|letter| letter.job_id == Some(job_id))
+    {
+        Some(letter) => match letter.reason_kind() {
+            Some(reason) => Err(CliError::Wait(WaitError::DeadLettered {
+                job_id,
+                reason,
+                message: format!(
+                    "{} (dead letter {}; `submitter dlq replay {}` re-queues it)",
+                    letter.detail.unwrap_or_default(),
+                    letter.seq,
+                    letter.seq
+                ),
+            })),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
 }

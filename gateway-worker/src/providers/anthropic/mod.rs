@@ -1,0 +1,189 @@
+//! Anthropic Messages (`POST /v1/messages`).
+//!
+//! The Messages API is stricter than OpenAI's and counts differently, which is why this
+//! translation is explicit rather than a field rename:
+//!
+//! - It rejects unknown fields, so nothing from `extra` is forwarded blindly. Mapped:
+//!   `user` (or `safety_identifier`) -> `metadata.user_id`, `parallel_tool_calls: false`
+//!   -> `tool_choice.disable_parallel_tool_use`, `response_format` `json_schema` ->
+//!   `output_config.format`, and the Anthropic-native `top_k` and `thinking` when a
+//!   producer sets them. Dropped, because Anthropic has no equivalent: `seed`,
+//!   `presence_penalty`, `frequency_penalty`, `logit_bias`, `logprobs`, `top_logprobs`,
+//!   `reasoning_effort`, `service_tier`, `store`, `metadata`, `response_format`
+//!   `json_object` (there is no schema-less JSON mode), and every other OpenAI field.
+//!   `n > 1` is refused rather than answered with one choice.
+//! - `max_tokens` is required: the job's cap, else the model's `default_max_tokens`,
+//!   else [`FALLBACK_MAX_TOKENS`].
+//! - System and developer messages become `system` (joined with a blank line, in order);
+//!   consecutive same-role turns are merged, tool results travel as `tool_result` blocks
+//!   in a user turn.
+//! - `input_tokens` excludes cache reads and writes, so the normalized prompt is their
+//!   sum. Thinking tokens are billed inside `output_tokens` and not reported apart, so
+//!   `reasoning_tokens` stays 0. Stream usage is cumulative: `message_delta` replaces
+//!   what `message_start` said, field by field, when it carries a field.
+//! - A `refusal` stop with nothing else in the answer is the error `ContentFiltered`, so
+//!   `content_policy_fallbacks` fire as they would on OpenAI's policy error; a refusal
+//!   after some text or a tool call keeps that output and finishes `content_filter`.
+//!   Streaming and non-streaming apply the same rule.
+//! - Thinking comes back as `reasoning_content`; its signature cannot ride through the
+//!   OpenAI format, so thinking is not replayed in later turns.
+
+mod error;
+mod request;
+mod response;
+mod stream;
+
+use llmq_schemas::ErrorType;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::error::snippet;
+use super::openai::{secret_header, static_headers};
+use super::{Adapter, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder};
+use crate::config::{ApiKey, ProviderConfig};
+
+use error::{ErrorEnvelope, classify_envelope};
+use request::messages_request;
+use response::{MessageResponse, completion};
+use stream::EventDecoder;
+
+// Shared with the Gemini adapter, which converts images and tool-call arguments the same
+// way.
+
+const MESSAGES_PATH: &str = "/v1/messages";
+const DEFAULT_VERSION: &str = "2023-06-01";
+const API_KEY_HEADER: &str = "x-api-key";
+const VERSION_HEADER: &str = "anthropic-version";
+
+/// `max_tokens` when neither the job nor the model config sets one: Anthropic requires
+/// the field, and 4096 fits every current Claude model's output limit.
+pub const FALLBACK_MAX_TOKENS: u32 = 4096;
+
+#[derive(Debug)]
+pub struct Anthropic {
+    url: String,
+    key: Option<ApiKey>,
+    headers: HeaderMap,
+}
+
+impl Anthropic {
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, String> {
+        let mut headers = static_headers(name, config)?;
+        let version = config.api_version.as_deref().unwrap_or(DEFAULT_VERSION);
+        let version = HeaderValue::from_str(version)
+            .map_err(|_| format!("providers.{name}.api_version: invalid header value"))?;
+        headers.insert(HeaderName::from_static(VERSION_HEADER), version);
+        Ok(Self {
+            url: format!("{}{MESSAGES_PATH}", config.base_url()),
+            key: config.api_key.clone(),
+            headers,
+        })
+    }
+}
+
+impl Adapter for Anthropic {
+    fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
+        let mut headers = self.headers.clone();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if call.stream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        if let Some(key) = &self.key {
+            headers.insert(
+                HeaderName::from_static(API_KEY_HEADER),
+                secret_header(key.expose())?,
+            );
+        }
+        let body = serde_json::to_vec(&messages_request(call)?).map_err(|err| {
+            ProviderError::new(
+                ErrorType::InvalidRequest,
+                format!("cannot encode request: {err}"),
+            )
+        })?;
+        Ok(HttpCall {
+            url: self.url.clone(),
+            headers,
+            body,
+        })
+    }
+
+    fn parse_response(&self, body: &[u8]) -> Result<Completion, ProviderError> {
+        match serde_json::from_slice::<MessageResponse>(body) {
+            Ok(message) => completion(message),
+            Err(err) => match serde_json::from_slice::<ErrorEnvelope>(body) {
+                Ok(envelope) => Err(classify_envelope(None, &envelope)),
+                Err(_) => Err(ProviderError::malformed(format!(
+                    "not a message ({err}): {}",
+                    snippet(body)
+                ))),
+            },
+        }
+    }
+
+    fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
+        Box::new(EventDecoder::default())
+    }
+
+    fn classify_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
+            .ok()
+            .map(|envelope| classify_envelope(Some(status), &envelope));
+        ProviderError::from_response(status, headers, body, parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmq_schemas::ChatRequest;
+
+    use super::*;
+    use crate::config::ProviderKind;
+
+    const KEY: &str = "sk-ant-test-key-123";
+
+    pub(super) fn adapter() -> Anthropic {
+        let config = ProviderConfig::new(
+            ProviderKind::Anthropic,
+            "https://api.anthropic.com/",
+            Some(ApiKey::new(KEY)),
+        );
+        Anthropic::from_config("anthropic", &config).unwrap()
+    }
+
+    pub(super) fn spec(request: &ChatRequest, stream: bool) -> CallSpec<'_> {
+        CallSpec {
+            request,
+            upstream_model: "claude-sonnet-4-5",
+            stream,
+            default_max_tokens: None,
+        }
+    }
+
+    #[test]
+    fn url_headers_and_the_key_only_in_a_sensitive_header() {
+        let call = adapter()
+            .build(&spec(&ChatRequest::user("hi"), true))
+            .unwrap();
+        assert_eq!(call.url, "https://api.anthropic.com/v1/messages");
+        let key = call.headers.get("x-api-key").unwrap();
+        assert!(key.is_sensitive());
+        assert_eq!(key.to_str().unwrap(), KEY);
+        assert_eq!(call.headers.get("anthropic-version").unwrap(), "2023-06-01");
+        assert_eq!(call.headers.get(CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(call.headers.get(ACCEPT).unwrap(), "text/event-stream");
+        assert!(!call.url.contains(KEY));
+        assert!(!format!("{call:?}").contains(KEY));
+        assert!(!String::from_utf8_lossy(&call.body).contains(KEY));
+
+        let mut config =
+            ProviderConfig::new(ProviderKind::Anthropic, "https://proxy.internal", None);
+        config.api_version = Some("2024-01-01".into());
+        let call = Anthropic::from_config("a", &config)
+            .unwrap()
+            .build(&spec(&ChatRequest::user("hi"), false))
+            .unwrap();
+        assert_eq!(call.url, "https://proxy.internal/v1/messages");
+        assert_eq!(call.headers.get("anthropic-version").unwrap(), "2024-01-01");
+        assert!(call.headers.get("x-api-key").is_none());
+        assert!(call.headers.get(ACCEPT).is_none());
+    }
+}

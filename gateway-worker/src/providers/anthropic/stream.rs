@@ -1,0 +1,494 @@
+//! The Messages SSE stream decoder.
+
+use llmq_schemas::ToolCallDelta;
+use serde::Deserialize;
+
+use super::error::{ErrorObject, classify_object};
+use super::response::{WireUsage, finish_reason, normalize_usage, refusal};
+use crate::providers::error::snippet;
+use crate::providers::{DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem};
+
+// ---- stream wire types ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: u32,
+        content_block: StartBlock,
+    },
+    ContentBlockDelta {
+        index: u32,
+        delta: BlockDelta,
+    },
+    ContentBlockStop {
+        index: u32,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    },
+    MessageStop {},
+    Ping {},
+    Error {
+        error: ErrorObject,
+    },
+    /// Event types added later are ignored, as the API's versioning policy asks.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta {
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        #[serde(default)]
+        partial_json: String,
+    },
+    ThinkingDelta {
+        thinking: String,
+    },
+    /// `signature_delta`, `citations_delta` and later delta types.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MessageDeltaBody {
+    stop_reason: Option<String>,
+}
+// ---- decoder ----------------------------------------------------------------------------
+
+/// Decodes the named Messages stream events.
+#[derive(Debug, Default)]
+pub(super) struct EventDecoder {
+    done: bool,
+    usage: WireUsage,
+    /// Tool-use blocks by content-block index, in the order they started.
+    tool_blocks: Vec<ToolBlock>,
+    /// Text or a tool call was produced (a refusal after that keeps it).
+    answered: bool,
+}
+
+#[derive(Debug)]
+struct ToolBlock {
+    block: u32,
+    tool: u32,
+    has_arguments: bool,
+}
+
+fn content(text: String) -> StreamItem {
+    StreamItem::Delta(DeltaPart {
+        content: Some(text),
+        ..DeltaPart::default()
+    })
+}
+
+fn reasoning(text: String) -> StreamItem {
+    StreamItem::Delta(DeltaPart {
+        reasoning: Some(text),
+        ..DeltaPart::default()
+    })
+}
+
+fn tool_delta(delta: ToolCallDelta) -> StreamItem {
+    StreamItem::Delta(DeltaPart {
+        tool_calls: vec![delta],
+        ..DeltaPart::default()
+    })
+}
+
+impl EventDecoder {
+    fn tool_block(&mut self, block: u32) -> Option<&mut ToolBlock> {
+        self.tool_blocks.iter_mut().find(|b| b.block == block)
+    }
+}
+
+impl StreamDecoder for EventDecoder {
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamItem>) -> Result<(), ProviderError> {
+        let data = event.data.trim();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let event: StreamEvent = serde_json::from_str(data).map_err(|err| {
+            ProviderError::malformed(format!(
+                "malformed stream event ({err}): {}",
+                snippet(data.as_bytes())
+            ))
+        })?;
+        match event {
+            StreamEvent::MessageStart { message } => {
+                out.push(StreamItem::Meta {
+                    id: message.id,
+                    model: message.model,
+                    created: None,
+                });
+                if let Some(usage) = message.usage {
+                    self.usage.update(&usage);
+                    out.push(StreamItem::Usage(normalize_usage(&self.usage)));
+                }
+            }
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
+                StartBlock::Text { text } if !text.is_empty() => {
+                    self.answered = true;
+                    out.push(content(text));
+                }
+                StartBlock::Thinking { thinking } if !thinking.is_empty() => {
+                    out.push(reasoning(thinking));
+                }
+                StartBlock::ToolUse { id, name } => {
+                    let tool = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                    self.tool_blocks.push(ToolBlock {
+                        block: index,
+                        tool,
+                        has_arguments: false,
+                    });
+                    self.answered = true;
+                    out.push(tool_delta(ToolCallDelta {
+                        index: tool,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: None,
+                    }));
+                }
+                StartBlock::Text { .. } | StartBlock::Thinking { .. } | StartBlock::Other => {}
+            },
+            StreamEvent::ContentBlockDelta { index, delta } => match delta {
+                BlockDelta::TextDelta { text } => {
+                    self.answered |= !text.is_empty();
+                    out.push(content(text));
+                }
+                BlockDelta::ThinkingDelta { thinking } => out.push(reasoning(thinking)),
+                BlockDelta::InputJsonDelta { partial_json } => {
+                    if let Some(block) = self.tool_block(index)
+                        && !partial_json.is_empty()
+                    {
+                        block.has_arguments = true;
+                        let tool = block.tool;
+                        out.push(tool_delta(ToolCallDelta {
+                            index: tool,
+                            arguments: Some(partial_json),
+                            ..ToolCallDelta::default()
+                        }));
+                    }
+                }
+                BlockDelta::Other => {}
+            },
+            StreamEvent::ContentBlockStop { index } => {
+                // A tool without arguments streams only `""`; the non-streaming answer
+                // says `{}`, and so must this one.
+                if let Some(block) = self.tool_block(index)
+                    && !block.has_arguments
+                {
+                    block.has_arguments = true;
+                    let tool = block.tool;
+                    out.push(tool_delta(ToolCallDelta {
+                        index: tool,
+                        arguments: Some("{}".into()),
+                        ..ToolCallDelta::default()
+                    }));
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(usage) = usage {
+                    self.usage.update(&usage);
+                    out.push(StreamItem::Usage(normalize_usage(&self.usage)));
+                }
+                if let Some(reason) = delta.stop_reason {
+                    if reason == "refusal" && !self.answered {
+                        return Err(refusal());
+                    }
+                    out.push(StreamItem::Finish(finish_reason(
+                        Some(&reason),
+                        !self.tool_blocks.is_empty(),
+                    )));
+                }
+            }
+            StreamEvent::MessageStop {} => self.done = true,
+            StreamEvent::Error { error } => return Err(classify_object(None, &error)),
+            StreamEvent::Ping {} | StreamEvent::Unknown => {}
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&mut self) -> Result<(), ProviderError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(ProviderError::network("stream ended before message_stop"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmq_schemas::{ErrorType, Usage};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::providers::Adapter;
+    use crate::providers::accumulate::StreamAccumulator;
+    use crate::providers::anthropic::tests::adapter;
+
+    fn decode_stream(text: &[u8]) -> (Result<(), ProviderError>, StreamAccumulator) {
+        crate::providers::testing::decode_stream(adapter().stream_decoder(), text, 11)
+    }
+
+    #[test]
+    fn decodes_the_recorded_basic_stream() {
+        let (end, acc) = decode_stream(include_bytes!(
+            "../../../tests/fixtures/anthropic/basic_response.txt"
+        ));
+        end.unwrap();
+        let done = acc.finish("unused");
+        assert_eq!(done.response.text(), "Hello there!");
+        assert_eq!(done.response.id, "msg_4QpJur2dWWDjF6C758FbBw5vm12BaVipnK");
+        assert_eq!(done.response.model, "claude-3-opus-latest");
+        assert_eq!(
+            done.response.choices[0].finish_reason.as_deref(),
+            Some("stop")
+        );
+        // output_tokens from message_delta replaces message_start's 1; input is kept.
+        assert_eq!(done.usage, Some(Usage::new(11, 6)));
+    }
+
+    #[test]
+    fn decodes_the_recorded_tool_use_stream_like_the_same_answer_unstreamed() {
+        let (end, acc) = decode_stream(include_bytes!(
+            "../../../tests/fixtures/anthropic/tool_use_response.txt"
+        ));
+        end.unwrap();
+        let streamed = acc.finish("unused");
+        let message = &streamed.response.choices[0].message;
+        assert_eq!(
+            message.content.as_deref(),
+            Some("I'll check the current weather in Paris for you.")
+        );
+        let calls = message.tool_calls.clone().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].id, "toolu_01NRLabsLyVHZPKxbKvkfSMn");
+        assert_eq!(calls[0].function.name, "get_weather");
+        assert_eq!(calls[0].function.arguments, r#"{"location": "Paris"}"#);
+        assert_eq!(
+            streamed.response.choices[0].finish_reason.as_deref(),
+            Some("tool_calls")
+        );
+
+        // The same answer, non-streaming.
+        let body = json!({"id": "msg_019Q1hrJbZG26Fb9BQhrkHEr", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-20250514",
+            "content": [{"type": "text", "text": "I'll check the current weather in Paris for you."},
+                        {"type": "tool_use", "id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "name": "get_weather", "input": {"location": "Paris"}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 377, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 65, "service_tier": "standard"}});
+        let whole = adapter()
+            .parse_response(body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(streamed.usage, whole.usage);
+        assert_eq!(streamed.usage, Some(Usage::new(377, 65)));
+        assert_eq!(
+            streamed.response.choices[0].finish_reason,
+            whole.response.choices[0].finish_reason
+        );
+        let whole_calls = whole.response.choices[0]
+            .message
+            .tool_calls
+            .clone()
+            .unwrap();
+        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(
+            parse(&calls[0].function.arguments),
+            parse(&whole_calls[0].function.arguments)
+        );
+    }
+
+    fn sse(events: &[Value]) -> Vec<u8> {
+        let mut text = String::new();
+        for event in events {
+            let name = event["type"].as_str().unwrap();
+            text.push_str(&format!("event: {name}\ndata: {event}\n\n"));
+        }
+        text.into_bytes()
+    }
+
+    #[test]
+    fn cache_usage_thinking_and_argumentless_tools_stream_like_the_unstreamed_answer() {
+        let stream = sse(&[
+            json!({"type": "message_start", "message": {"id": "msg_c", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
+                "stop_reason": null, "usage": {"input_tokens": 12, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 2000, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "think."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "now", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "lookup", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"q\":"}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                   "usage": {"output_tokens": 85, "input_tokens": null, "cache_read_input_tokens": null}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&stream);
+        end.unwrap();
+        let streamed = acc.finish("m");
+        let message = &streamed.response.choices[0].message;
+        assert_eq!(message.reasoning_content.as_deref(), Some("Let me think."));
+        assert_eq!(message.content, None);
+        let calls = message.tool_calls.clone().unwrap();
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].function.arguments.as_str()),
+            ("toolu_a", "{}")
+        );
+        assert_eq!(
+            (calls[1].id.as_str(), calls[1].function.arguments.as_str()),
+            ("toolu_b", "{\"q\":1}")
+        );
+
+        let body = json!({"id": "msg_c", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAhIM"},
+                        {"type": "tool_use", "id": "toolu_a", "name": "now", "input": {}},
+                        {"type": "tool_use", "id": "toolu_b", "name": "lookup", "input": {"q": 1}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 12, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 2000, "output_tokens": 85}});
+        let whole = adapter()
+            .parse_response(body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(streamed.usage, whole.usage);
+        assert_eq!(streamed.usage.unwrap().prompt_tokens, 2112);
+        assert_eq!(streamed.usage.unwrap().cache_write_tokens, 100);
+        assert_eq!(whole.response.choices[0].message.tool_calls, Some(calls));
+        assert_eq!(whole.response.choices[0].message.content, None);
+    }
+
+    #[test]
+    fn message_delta_input_counts_replace_message_start_counts() {
+        let stream = sse(&[
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}}),
+            // Later additions to the protocol are ignored.
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"type": "char_location"}}}),
+            json!({"type": "message_annotation", "anything": [1, 2]}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+                   "usage": {"input_tokens": 7, "cache_read_input_tokens": 3, "output_tokens": 2}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&stream);
+        end.unwrap();
+        let done = acc.finish("m");
+        assert_eq!(
+            done.response.choices[0].finish_reason.as_deref(),
+            Some("length")
+        );
+        assert_eq!(done.response.text(), "ok");
+        let usage = done.usage.unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.cached_prompt_tokens,
+                usage.completion_tokens
+            ),
+            (10, 3, 2)
+        );
+    }
+
+    #[test]
+    fn error_events_refusals_cut_and_malformed_streams_fail() {
+        let start = json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 5, "output_tokens": 1}}});
+        let mut stream = sse(std::slice::from_ref(&start));
+        stream.extend_from_slice(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        let (end, _) = decode_stream(&stream);
+        let err = end.unwrap_err();
+        assert_eq!(err.class, ErrorType::Overloaded);
+        assert!(err.is_retryable());
+
+        let refusal = sse(&[
+            start.clone(),
+            json!({"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {"output_tokens": 0}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, _) = decode_stream(&refusal);
+        assert_eq!(end.unwrap_err().class, ErrorType::ContentFiltered);
+
+        let late_refusal = sse(&[
+            start.clone(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Sure, "}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {"output_tokens": 3}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&late_refusal);
+        end.unwrap();
+        let done = acc.finish("m");
+        assert_eq!(
+            done.response.choices[0].finish_reason.as_deref(),
+            Some("content_filter")
+        );
+        assert_eq!(done.response.text(), "Sure, ");
+
+        let cut = sse(&[
+            start.clone(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+        ]);
+        let (end, acc) = decode_stream(&cut);
+        assert_eq!(end.unwrap_err().class, ErrorType::Network);
+        assert_eq!(acc.content(), "Hel");
+        // What message_start said is kept for billing a cut stream.
+        assert_eq!(acc.usage(), Some(Usage::new(5, 1)));
+
+        let mut malformed = sse(&[start]);
+        malformed.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\n\n");
+        let (end, _) = decode_stream(&malformed);
+        assert_eq!(end.unwrap_err().class, ErrorType::MalformedResponse);
+    }
+}

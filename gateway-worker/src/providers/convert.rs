@@ -1,0 +1,76 @@
+//! Reading OpenAI-format request parts that every non-OpenAI adapter must translate the
+//! same way: one definition, so Anthropic and Gemini never disagree on what a producer
+//! meant.
+
+use llmq_schemas::{ErrorType, ToolCall};
+use serde_json::{Map, Value};
+
+use super::ProviderError;
+
+/// `data:<mime>;base64,<data>` split into mime type and data.
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    (!mime.is_empty()).then_some((mime, data))
+}
+
+/// A tool call's arguments as the JSON object providers want (`""` means no arguments).
+pub(crate) fn tool_arguments(call: &ToolCall) -> Result<Value, ProviderError> {
+    let text = call.function.arguments.trim();
+    if text.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err(ProviderError::new(
+            ErrorType::InvalidRequest,
+            format!("tool call {}: arguments are not a JSON object", call.id),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmq_schemas::FunctionCall;
+
+    #[test]
+    fn data_urls_split_into_mime_and_data() {
+        assert_eq!(
+            data_url("data:image/png;base64,AAAA"),
+            Some(("image/png", "AAAA"))
+        );
+        assert_eq!(data_url("data:;base64,AAAA"), None);
+        assert_eq!(
+            data_url("data:image/png,AAAA"),
+            None,
+            "only base64 data URLs"
+        );
+        assert_eq!(data_url("https://x/y.png"), None);
+    }
+
+    #[test]
+    fn tool_arguments_must_be_an_object() {
+        let call = |arguments: &str| ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "f".into(),
+                arguments: arguments.into(),
+            },
+        };
+        assert_eq!(tool_arguments(&call("")).unwrap(), serde_json::json!({}));
+        assert_eq!(
+            tool_arguments(&call(" {\"a\":1} ")).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+        assert_eq!(
+            tool_arguments(&call("[1]")).unwrap_err().class,
+            ErrorType::InvalidRequest
+        );
+        assert_eq!(
+            tool_arguments(&call("{oops")).unwrap_err().class,
+            ErrorType::InvalidRequest
+        );
+    }
+}
