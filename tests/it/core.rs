@@ -519,3 +519,63 @@ async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
     assert!(!metrics.contains("tenant="), "no unbounded labels");
     worker.finished().await.unwrap();
 }
+
+#[tokio::test]
+async fn invalid_jobs_fail_with_a_clear_error_and_no_provider_call() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.simple_setup()).await;
+    let client = stack.client().await;
+    let mut job = chat_job("chat", "two answers, streamed");
+    job.stream = true;
+    job.request.n = Some(2);
+    let outcome = run_job(&client, job).await;
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    let error = outcome.error.unwrap();
+    assert_eq!(error.kind, ErrorType::InvalidJob);
+    assert!(error.message.contains("n > 1"), "{}", error.message);
+
+    // A body whose model disagrees with its subject, published by hand.
+    let mut job = chat_job("other-model", "mismatch");
+    job.reply_to = None;
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    js.publish(
+        "llmq.jobs.chat.interactive.default",
+        serde_json::to_vec(&job).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let outcome = client
+        .wait_outcome(job.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome.error.unwrap().kind, ErrorType::InvalidJob);
+
+    // A reply subject pointing into llmq's own streams is refused.
+    let mut job = chat_job("chat", "inject");
+    job.reply_to = Some("llmq.jobs.chat.interactive.victim".into());
+    js.publish(
+        "llmq.jobs.chat.interactive.default",
+        serde_json::to_vec(&job).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let outcome = client
+        .wait_outcome(job.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let error = outcome.error.unwrap();
+    assert_eq!(error.kind, ErrorType::InvalidJob);
+    assert!(error.message.contains("reply_to"), "{}", error.message);
+    assert_eq!(stack.mock.request_count(), 0);
+    let mut jobs = js.get_stream("LLMQ_JOBS").await.unwrap();
+    assert_eq!(
+        jobs.info().await.unwrap().state.messages,
+        0,
+        "nothing was injected"
+    );
+    worker.stop().await.unwrap();
+}

@@ -188,8 +188,13 @@ pub fn worker_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("LLMQ_WORKER_BIN") {
         return PathBuf::from(path);
     }
+    workspace_binary("gateway-worker")
+}
+
+/// A workspace binary built next to the running executable (`target/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/it-<hash> -> target/<profile>/gateway-worker
+    // target/<profile>/deps/it-<hash> -> target/<profile>/<name>
     let dir = exe
         .parent()
         .and_then(|deps| {
@@ -201,7 +206,7 @@ pub fn worker_binary() -> PathBuf {
         })
         .map(Path::to_path_buf)
         .unwrap_or_else(|| workspace_root().join("target/debug"));
-    dir.join("gateway-worker")
+    dir.join(name)
 }
 
 /// A worker as a child process of the real binary.

@@ -103,6 +103,15 @@ async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
     assert_eq!(letter.job_id, Some(job_id));
     assert_eq!(stack.mock.request_count(), 2);
 
+    // The CLI says where the job went instead of "not found".
+    let cli = std::process::Command::new(llmq_tests::worker::workspace_binary("submitter"))
+        .args(["--url", &stack.nats.url(), "result", &job_id.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("dlq replay"), "{stderr}");
+
     // The provider is healthy again: replay it.
     stack.mock.set_options(MockOptions::default());
     client.dlq_replay(letter.seq).await.unwrap();
