@@ -6,12 +6,14 @@
 //! - [`worker`]: the gateway worker, in-process through its library `run`, or as a child
 //!   process for kill tests.
 //! - [`stack`]: one test's world (server, mock, temp dir) and intent-named helpers.
+//! - [`bench`](mod@bench): the benchmark harness behind the `bench` binary.
 //!
 //! Integration tests (`it/`) and the benchmark binary both build on these.
 
 // Test equipment: a broken setup must stop the test loudly.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod bench;
 pub mod mock;
 pub mod nats;
 pub mod stack;

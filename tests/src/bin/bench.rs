@@ -1,0 +1,201 @@
+//! `bench`: llmq's benchmark harness (see `llmq_tests::bench` and BENCHMARKS.md).
+//!
+//! ```text
+//! cargo run --release -p llmq-tests --bin bench -- all --json-out bench.json --chart e2e.svg
+//! cargo run --release -p llmq-tests --bin bench -- e2e --concurrency 1,64 --rates 1000,4000
+//! target/debug/bench all --quick        # smoke run: works end to end, asserts no speed
+//! ```
+//!
+//! Exit codes: 0 every job succeeded; 1 a scenario failed functionally or could not run;
+//! 2 usage error. Timings never fail a run. The hidden `__worker` and `__mock`
+//! subcommands are this binary re-executed as a worker or mock process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use llmq_tests::bench::child::{self, MockArgs};
+use llmq_tests::bench::{self, Options, Scenario};
+
+/// Benchmarks llmq on this machine: JetStream's raw limit, the upstream's own limit, jobs
+/// end to end, streaming overhead, 10,000 in-flight jobs, one vs two workers.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish + consume + ack of ~1 KiB job messages through a WorkQueue stream.
+    JetstreamRaw(Flags),
+    /// The chat request straight to the mock (pooled reqwest client).
+    Direct(Flags),
+    /// Jobs end to end: closed loop per concurrency, open loop per arrival rate.
+    E2e(Flags),
+    /// Streaming: first-token and inter-token overhead against the mock's own clock.
+    Stream(Flags),
+    /// Many slow jobs at once on one worker: completion time and peak RSS.
+    Inflight(Flags),
+    /// One vs two worker processes with an upstream-bound load.
+    Scale(Flags),
+    /// Every scenario, then the ratios, one JSON file and the chart.
+    All(Flags),
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    #[command(name = "__mock", hide = true)]
+    Mock {
+        #[arg(long, default_value_t = 0)]
+        first_token_us: u64,
+        #[arg(long, default_value_t = 0)]
+        token_interval_us: u64,
+        #[arg(long, default_value_t = 12)]
+        tokens: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Flags {
+    /// Smoke run: tiny counts and durations (a few seconds in all); asserts no speed.
+    #[arg(long)]
+    quick: bool,
+    /// Measured time per step, e.g. `5s`, `500ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Discarded warm-up before each step.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Closed-loop concurrencies, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Option<Vec<usize>>,
+    /// Open-loop arrival rates per second, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+    /// Runs per step; the median is reported.
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Messages per jetstream-raw run.
+    #[arg(long)]
+    raw_msgs: Option<usize>,
+    /// Closed-loop concurrencies of the stream scenario.
+    #[arg(long, value_delimiter = ',')]
+    stream_concurrency: Option<Vec<usize>>,
+    /// Jobs the inflight scenario submits at once.
+    #[arg(long)]
+    inflight_jobs: Option<usize>,
+    /// Upstream latency of the inflight scenario.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    inflight_latency: Option<Duration>,
+    /// Upstream latency of the scale scenario.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    scale_latency: Option<Duration>,
+    /// Each worker's provider max_concurrency in the scale scenario.
+    #[arg(long)]
+    scale_concurrency: Option<usize>,
+    /// The workers' fetch_batch.
+    #[arg(long)]
+    fetch_batch: Option<usize>,
+    /// Write the results as JSON here (`all` defaults to target/bench/all.json).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Write the latency-vs-load SVG here (`all` defaults to target/bench/e2e-latency.svg).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+impl Flags {
+    fn options(self) -> Options {
+        let mut o = if self.quick {
+            Options::quick()
+        } else {
+            Options::full()
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { o.$field = v; } )* };
+        }
+        set!(
+            duration,
+            warmup,
+            concurrency,
+            rates,
+            repeat,
+            raw_msgs,
+            stream_concurrency,
+            inflight_jobs,
+            inflight_latency,
+            scale_latency,
+            scale_concurrency,
+            fetch_batch
+        );
+        o.json_out = self.json_out;
+        o.chart = self.chart;
+        o
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (scenario, flags) = match cli.command {
+        Command::Worker { config } => return child::worker_main(&config),
+        Command::Mock {
+            first_token_us,
+            token_interval_us,
+            tokens,
+        } => {
+            return child::mock_main(MockArgs {
+                first_token_delay: Duration::from_micros(first_token_us),
+                token_interval: Duration::from_micros(token_interval_us),
+                tokens,
+            });
+        }
+        Command::JetstreamRaw(f) => (Scenario::JetstreamRaw, f),
+        Command::Direct(f) => (Scenario::Direct, f),
+        Command::E2e(f) => (Scenario::E2e, f),
+        Command::Stream(f) => (Scenario::Stream, f),
+        Command::Inflight(f) => (Scenario::Inflight, f),
+        Command::Scale(f) => (Scenario::Scale, f),
+        Command::All(f) => (Scenario::All, f),
+    };
+    let options = flags.options();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bench: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ran: &[Scenario] = match scenario {
+        Scenario::All => &Scenario::EACH,
+        _ => std::slice::from_ref(&scenario),
+    };
+    let (passed, failed) = match runtime.block_on(bench::run(scenario, &options)) {
+        Ok(report) => {
+            if !report.failures.is_empty() {
+                eprintln!("bench: {} functional failure(s):", report.failures.len());
+                for failure in &report.failures {
+                    eprintln!("  - {failure}");
+                }
+            }
+            report.verdict(ran)
+        }
+        Err(err) => {
+            eprintln!("bench {}: {err:#}", scenario.name());
+            (0, ran.len())
+        }
+    };
+    // A test runner's closing line: scenarios that worked end to end, and that did not.
+    println!("bench: {passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
