@@ -1,14 +1,18 @@
 //! Pulling jobs: only as many as this worker can run now.
 //!
-//! One loop per (model, tier) consumer. A loop holds permits before it asks the server
-//! for jobs, and asks for no more than it holds, so an idle worker never hoards jobs
-//! that another worker could run (the server counts a fetched job as delivered). The
-//! request size adapts: one job at a time while the queue is quiet (so idle loops do not
-//! sit on capacity), doubling up to `fetch_batch` while batches come back full.
-//! Batch-tier jobs also need a permit of their own, capped at a share of the worker,
-//! so interactive jobs always find room.
+//! One loop per (model, tier) consumer. The server counts a fetched job as delivered to
+//! this worker, so a loop never asks for more jobs than it has free slots for: an idle
+//! worker does not hoard jobs another worker could run. Two modes:
+//! - jobs are queued: reserve free slots (up to `fetch_batch`, growing while batches come
+//!   back full), take that many with a no-wait fetch, release the slots not needed;
+//! - the queue is empty: long-poll for one job holding no slot, and take a slot when it
+//!   arrives. (Holding a slot through a long poll would let an idle consumer starve the
+//!   others: with `max_inflight = 1`, an empty batch tier would block the interactive one.)
 //!
-//! Each job runs in a task that owns its permit and keeps the message alive with
+//! Batch-tier jobs also need a permit of their own, capped at a share of the worker, so
+//! interactive jobs always find room.
+//!
+//! Each job runs in a task that owns its slot and keeps the message alive with
 //! in-progress acks every third of `ack_wait`; a job whose worker died is redelivered
 //! after at most `ack_wait`.
 
@@ -63,6 +67,11 @@ impl Capacity {
         })
     }
 
+    /// Waits until a slot is free, without taking it. False if the worker is closing.
+    async fn wait_for_room(&self, tier: Tier) -> bool {
+        self.acquire(tier).await.is_some()
+    }
+
     fn try_acquire(&self, tier: Tier) -> Option<Slot> {
         let batch = match tier {
             Tier::Batch => Some(Arc::clone(&self.batch).try_acquire_owned().ok()?),
@@ -102,40 +111,53 @@ pub async fn consume(
 ) {
     let max_batch = ctx.config.worker.fetch_batch;
     let expires = ctx.config.worker.fetch_expires;
+    // How long a pull's reply may take before it is taken for lost.
+    let lost_reply = expires + Duration::from_secs(5);
     let mut want = 1usize;
     let mut backoff = Duration::from_millis(100);
+    let spawn = |message: Message, slot: Slot| {
+        tracker.spawn(run_job(
+            Arc::clone(&ctx),
+            message,
+            Arc::clone(&model),
+            slot,
+            stops.hard.clone(),
+        ));
+    };
     loop {
-        let first = tokio::select! {
-            slot = capacity.acquire(tier) => slot,
-            () = stops.fetching.cancelled() => None,
+        // Room first, without holding it.
+        let room = tokio::select! {
+            room = capacity.wait_for_room(tier) => room,
+            () = stops.fetching.cancelled() => false,
         };
-        let Some(first) = first else { break };
-        // A model whose providers are all busy would only queue jobs here.
+        if !room {
+            break;
+        }
         tokio::select! {
             () = provider_room(&model) => {}
             () = stops.fetching.cancelled() => break,
         }
-        let mut slots = vec![first];
-        let room = model
+
+        // What is queued now, up to the slots free now.
+        let provider_room = model
             .providers()
             .iter()
             .map(|p| p.permits.available_permits())
             .sum::<usize>()
             .max(1);
-        while slots.len() < want.min(room) {
+        let mut slots = Vec::new();
+        while slots.len() < want.min(provider_room) {
             match capacity.try_acquire(tier) {
                 Some(slot) => slots.push(slot),
                 None => break,
             }
         }
+        if slots.is_empty() {
+            continue; // another loop took the room
+        }
         let asked = slots.len();
-        let mut batch = match consumer
-            .batch()
-            .max_messages(asked)
-            .expires(expires)
-            .messages()
-            .await
-        {
+        let fetched = consumer.fetch().max_messages(asked).messages().await;
+        let mut batch = match fetched {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(error = %err, model = %model.name, %tier, "fetch failed; retrying");
@@ -150,52 +172,70 @@ pub async fn consume(
         };
         backoff = Duration::from_millis(100);
         let mut received = 0;
-        while let Some(next) = batch.next().await {
-            let message = match next {
-                Ok(message) => message,
-                Err(err) => {
-                    tracing::debug!(error = %err, model = %model.name, "pull request ended with an error");
-                    break;
-                }
-            };
+        // A no-wait fetch has no client-side timer: if its reply is lost (a broker restart),
+        // `next` would wait forever. Bound it.
+        while let Ok(Some(next)) = tokio::time::timeout(lost_reply, batch.next()).await {
+            let Ok(message) = next else { break };
             received += 1;
-            if stops.fetching.is_cancelled() {
-                // Fetched but not started: back to the queue for another worker now.
-                apply(
-                    &message,
-                    Disposition::Requeue {
-                        delay: None,
-                        reason: "shutdown",
-                    },
-                )
-                .await;
+            match slots.pop() {
+                Some(slot) if !stops.fetching.is_cancelled() => spawn(message, slot),
+                _ => hand_back(&message, &stops).await,
+            }
+        }
+        drop(slots);
+        if received > 0 {
+            want = if received >= asked {
+                (asked * 2).min(max_batch)
+            } else {
+                received
+            };
+            continue;
+        }
+
+        // Nothing queued: wait for the next job without holding a slot.
+        want = 1;
+        let mut batch = match consumer
+            .batch()
+            .max_messages(1)
+            .expires(expires)
+            .messages()
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::debug!(error = %err, model = %model.name, "long poll failed");
                 continue;
             }
-            let Some(slot) = slots.pop() else {
-                apply(
-                    &message,
-                    Disposition::Requeue {
-                        delay: None,
-                        reason: "over_capacity",
-                    },
-                )
-                .await;
-                continue;
-            };
-            tracker.spawn(run_job(
-                Arc::clone(&ctx),
-                message,
-                Arc::clone(&model),
-                slot,
-                stops.hard.clone(),
-            ));
-        }
-        want = if received >= asked {
-            (asked * 2).min(max_batch)
-        } else {
-            received.max(1)
         };
+        while let Ok(Some(next)) = tokio::time::timeout(lost_reply, batch.next()).await {
+            let Ok(message) = next else { break };
+            let slot = tokio::select! {
+                slot = capacity.acquire(tier) => slot,
+                () = stops.fetching.cancelled() => None,
+            };
+            match slot {
+                Some(slot) if !stops.fetching.is_cancelled() => spawn(message, slot),
+                _ => hand_back(&message, &stops).await,
+            }
+        }
     }
+}
+
+/// A job fetched but not started: back to the queue for another worker, now.
+async fn hand_back(message: &Message, stops: &Stops) {
+    let reason = if stops.fetching.is_cancelled() {
+        "shutdown"
+    } else {
+        "over_capacity"
+    };
+    apply(
+        message,
+        Disposition::Requeue {
+            delay: None,
+            reason,
+        },
+    )
+    .await;
 }
 
 /// Waits until one of the model's providers has a free request slot.

@@ -9,6 +9,8 @@
 //! dies, the job is redelivered and processed again from scratch, with a higher
 //! `delivery`: an event with a higher `delivery` than what you have supersedes it all
 //! (drop the text, restart the `seq` count), and events of a lower `delivery` are stale.
+//! `processing` identifies the processing exactly, for the rare case of two under one
+//! `delivery`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,11 @@ impl ReplyEvent {
 pub struct Started {
     pub v: u32,
     pub job_id: JobId,
+    /// The processing that sent the event (its usage event's id). Two processings can
+    /// share a `delivery` (a broker restart can roll a delivery count back): a different
+    /// `processing` under the same `delivery` means the text may be mixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<uuid::Uuid>,
     /// Which delivery (processing) of the job this is, from 1.
     #[serde(default = "crate::first_delivery")]
     pub delivery: u32,
@@ -65,6 +72,11 @@ pub struct Started {
 pub struct Delta {
     pub v: u32,
     pub job_id: JobId,
+    /// The processing that sent the event (its usage event's id). Two processings can
+    /// share a `delivery` (a broker restart can roll a delivery count back): a different
+    /// `processing` under the same `delivery` means the text may be mixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<uuid::Uuid>,
     #[serde(default = "crate::first_delivery")]
     pub delivery: u32,
     pub seq: u64,
@@ -82,6 +94,11 @@ pub struct Delta {
 pub struct Restart {
     pub v: u32,
     pub job_id: JobId,
+    /// The processing that sent the event (its usage event's id). Two processings can
+    /// share a `delivery` (a broker restart can roll a delivery count back): a different
+    /// `processing` under the same `delivery` means the text may be mixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<uuid::Uuid>,
     #[serde(default = "crate::first_delivery")]
     pub delivery: u32,
     /// The attempt that failed.

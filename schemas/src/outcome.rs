@@ -81,6 +81,10 @@ pub struct Outcome {
     /// outcome's text is complete either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<u64>,
+    /// The processing that produced this outcome: the id of its usage event, and of the
+    /// events it sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<uuid::Uuid>,
 }
 
 impl Outcome {

@@ -15,6 +15,8 @@ pub struct StreamText {
     reasoning: String,
     /// The processing (delivery) the state belongs to (0 before any event).
     delivery: u32,
+    /// Its exact id, once an event named it.
+    processing: Option<uuid::Uuid>,
     /// Highest `seq` seen; seqs run over the whole job, across attempts.
     last_seq: u64,
     /// The attempt the text belongs to (0 before any event).
@@ -60,20 +62,32 @@ impl StreamText {
     }
 
     pub fn apply<'e>(&mut self, event: &'e ReplyEvent) -> TextUpdate<'e> {
-        let delivery = match event {
-            ReplyEvent::Started(e) => Some(e.delivery),
-            ReplyEvent::Delta(e) => Some(e.delivery),
-            ReplyEvent::Restart(e) => Some(e.delivery),
+        let origin = match event {
+            ReplyEvent::Started(e) => Some((e.delivery, e.processing)),
+            ReplyEvent::Delta(e) => Some((e.delivery, e.processing)),
+            ReplyEvent::Restart(e) => Some((e.delivery, e.processing)),
             ReplyEvent::Final(_) | ReplyEvent::DeadLettered(_) => None,
         };
         let mut superseded = None;
-        if let Some(delivery) = delivery {
+        if let Some((delivery, processing)) = origin {
             if delivery < self.delivery {
                 // From a processing that was given up on (its worker died).
                 return TextUpdate::Unchanged;
             }
             if delivery > self.delivery {
                 superseded = self.enter_delivery(delivery);
+                self.processing = processing;
+            } else if processing.is_some()
+                && self.processing.is_some()
+                && processing != self.processing
+            {
+                // Two processings under one delivery (a rolled-back delivery count): follow
+                // the one heard from last, but the text may be a mix: mark it incomplete.
+                superseded = self.enter_delivery(delivery);
+                self.processing = processing;
+                self.missed += 1;
+            } else if self.processing.is_none() {
+                self.processing = processing;
             }
         }
         let update = self.apply_in_delivery(event);
@@ -167,7 +181,11 @@ impl StreamText {
                 // The outcome says how far its processing streamed: what never arrived
                 // is missing, even when no later delta revealed a gap.
                 if let Some(last) = outcome.last_seq {
-                    if self.delivery != 0 && outcome.delivery != self.delivery {
+                    let other_delivery = self.delivery != 0 && outcome.delivery != self.delivery;
+                    let other_processing = outcome.processing.is_some()
+                        && self.processing.is_some()
+                        && outcome.processing != self.processing;
+                    if other_delivery || other_processing {
                         self.missed += last.max(1);
                     } else if last > self.last_seq {
                         self.missed += last - self.last_seq;
@@ -242,6 +260,7 @@ mod tests {
             v: 1,
             job_id: JOB,
             delivery: 1,
+            processing: None,
             attempt,
             provider: "p".into(),
             upstream_model: "u".into(),
@@ -254,6 +273,7 @@ mod tests {
             v: 1,
             job_id: JOB,
             delivery: 1,
+            processing: None,
             seq,
             attempt,
             content: Some(text.into()),
@@ -267,6 +287,7 @@ mod tests {
             v: 1,
             job_id: JOB,
             delivery: 1,
+            processing: None,
             attempt,
             reason: ErrorType::Network,
             message: "stream cut".into(),
@@ -482,6 +503,43 @@ mod tests {
         text.apply(&started(1));
         text.apply(&delta(1, 1, "a"));
         text.apply(&final_with(2, Some(1)));
+        assert!(!text.is_complete());
+    }
+
+    fn from(processing: u128, event: ReplyEvent) -> ReplyEvent {
+        let id = Some(Uuid::from_u128(processing));
+        match event {
+            ReplyEvent::Started(mut e) => {
+                e.processing = id;
+                ReplyEvent::Started(e)
+            }
+            ReplyEvent::Delta(mut e) => {
+                e.processing = id;
+                ReplyEvent::Delta(e)
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn two_processings_under_one_delivery_mark_the_text_incomplete() {
+        let mut text = StreamText::new();
+        text.apply(&from(1, started(1)));
+        text.apply(&from(1, delta(1, 1, "a")));
+        // A second processing of the same delivery interleaves.
+        text.apply(&from(2, started(1)));
+        text.apply(&from(2, delta(1, 1, "b")));
+        assert_eq!(text.text(), "b");
+        assert!(!text.is_complete());
+        // The outcome came from the first: the text is not its text.
+        let mut text = StreamText::new();
+        text.apply(&from(2, started(1)));
+        text.apply(&from(2, delta(1, 1, "b")));
+        let mut outcome = final_with(1, Some(1));
+        if let ReplyEvent::Final(o) = &mut outcome {
+            o.processing = Some(Uuid::from_u128(1));
+        }
+        text.apply(&outcome);
         assert!(!text.is_complete());
     }
 }

@@ -56,7 +56,9 @@ struct Tally {
     restarts_seen: usize,
 }
 
-async fn run_one(client: &Client, job: Job) -> (Job, Outcome, Option<(String, u32, String)>) {
+type Ran = Result<(Job, Outcome, Option<(String, u32, String)>), (Job, String)>;
+
+async fn run_one(client: &Client, job: Job) -> Ran {
     let handle = loop {
         match client.submit(job.clone()).await {
             Ok(handle) => break handle,
@@ -66,20 +68,19 @@ async fn run_one(client: &Client, job: Job) -> (Job, Outcome, Option<(String, u3
         }
     };
     if !job.stream {
-        let outcome = match handle.outcome_within(Duration::from_secs(180)).await {
-            Ok(outcome) => outcome,
-            Err(err) => panic!("job {} has no outcome: {err}", job.id),
+        return match handle.outcome_within(Duration::from_secs(90)).await {
+            Ok(outcome) => Ok((job, outcome, None)),
+            Err(err) => Err((job, err.to_string())),
         };
-        return (job, outcome, None);
     }
     let mut handle = handle;
     let mut text = StreamText::new();
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let event = tokio::time::timeout_at(deadline, handle.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("job {} has no outcome", job.id));
+        let Ok(event) = tokio::time::timeout_at(deadline, handle.next_event()).await else {
+            return Err((job, format!("no final event; saw {seen}")));
+        };
         match event {
             Some(Ok(event @ ReplyEvent::Final(_))) => {
                 // The final outcome tells how far its processing streamed, so deltas lost
@@ -96,7 +97,7 @@ async fn run_one(client: &Client, job: Job) -> (Job, Outcome, Option<(String, u3
                 ));
                 let streamed =
                     (text.missed() == 0).then(|| (text.text().to_owned(), text.restarts(), seen));
-                return (job, *outcome, streamed);
+                return Ok((job, *outcome, streamed));
             }
             Some(Ok(event)) => {
                 seen.push_str(&match &event {
@@ -109,8 +110,8 @@ async fn run_one(client: &Client, job: Job) -> (Job, Outcome, Option<(String, u3
                 });
                 text.apply(&event);
             }
-            Some(Err(err)) => panic!("job {}: {err}", job.id),
-            None => panic!("job {}: events ended without an outcome", job.id),
+            Some(Err(err)) => return Err((job, err.to_string())),
+            None => return Err((job, "events ended without an outcome".into())),
         }
     }
 }
@@ -197,8 +198,18 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
         stream_checked: 0,
         restarts_seen: 0,
     };
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
     for task in tasks {
-        let (job, outcome, streamed) = task.await.unwrap();
+        match task.await.unwrap() {
+            Ok(ran) => results.push(ran),
+            Err(lost) => missing.push(lost),
+        }
+    }
+    if !missing.is_empty() {
+        panic!("{}", where_are(&stack, &client, &missing).await);
+    }
+    for (job, outcome, streamed) in results {
         if let Some((text, restarts, seen)) = streamed
             && outcome.status == OutcomeStatus::Succeeded
         {
@@ -376,4 +387,55 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
     );
     let _ = worker_a.terminate(Duration::from_secs(30)).await;
     let _ = worker_b.terminate(Duration::from_secs(30)).await;
+}
+
+/// Where jobs without an outcome are: for the failure message.
+async fn where_are(stack: &Stack, client: &Client, missing: &[(Job, String)]) -> String {
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    let mut report = format!("{} job(s) without an outcome:\n", missing.len());
+    let letters = client.dlq_list().await.unwrap_or_default();
+    for (job, error) in missing {
+        let stored = client
+            .get_outcome(job.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|o| o.status);
+        let letter = letters
+            .iter()
+            .find(|l| l.job_id == Some(job.id))
+            .map(|l| (l.reason.clone(), l.deliveries));
+        let requests = stack
+            .mock
+            .requests()
+            .iter()
+            .filter(|r| r.prompt == job.request.messages[0].text_content())
+            .count();
+        report.push_str(&format!(
+            "  {} ({}, stream {}): {error}; stored outcome {stored:?}; dead letter {letter:?}; provider calls {requests}\n",
+            job.id, job.model, job.stream
+        ));
+    }
+    if let Ok(mut jobs) = js.get_stream("LLMQ_JOBS").await {
+        if let Ok(info) = jobs.info().await {
+            report.push_str(&format!(
+                "  jobs stream: {} messages\n",
+                info.state.messages
+            ));
+        }
+        let mut names = jobs.consumer_names();
+        while let Some(Ok(name)) = names.next().await {
+            if let Ok(mut consumer) = jobs
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+                .await
+                && let Ok(info) = consumer.info().await
+            {
+                report.push_str(&format!(
+                    "  consumer {name}: pending {}, ack pending {}, redelivered {}, waiting {}\n",
+                    info.num_pending, info.num_ack_pending, info.num_redelivered, info.num_waiting
+                ));
+            }
+        }
+    }
+    report
 }

@@ -579,3 +579,29 @@ async fn invalid_jobs_fail_with_a_clear_error_and_no_provider_call() {
     );
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_tier_does_not_hold_the_only_job_slot() {
+    let stack = Stack::start().await;
+    let mut setup = stack.simple_setup();
+    setup
+        .set("worker", "max_inflight", "1")
+        .set("worker", "fetch_expires", "\"5s\"");
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    // The batch tier has no jobs: its loop long-polls. Were it holding the one slot while
+    // it waits, each interactive job would wait for that poll to expire (5 s), past its
+    // deadline.
+    for i in 0..10 {
+        let mut job = chat_job("chat", &format!("one slot {i}"));
+        job.deadline = Some(llmq_schemas::Timestamp::now().plus(Duration::from_secs(5)));
+        let outcome = run_job(&client, job).await;
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "job {i}: {:?}",
+            outcome.error
+        );
+    }
+    worker.stop().await.unwrap();
+}

@@ -126,6 +126,7 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         worker_id: ctx.worker_id.clone(),
         delivery: run.delivery,
         last_seq: None,
+        processing: Some(run.processing),
     }
 }
 
@@ -157,7 +158,7 @@ fn build_usage_event(
     let last = outcome.attempts.last();
     UsageEvent {
         v: PROTOCOL_VERSION,
-        id: uuid::Uuid::now_v7(),
+        id: run.processing,
         job_id: run.job.id,
         tenant: run.tenant.to_string(),
         model: run.job.model.clone(),

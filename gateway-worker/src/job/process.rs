@@ -30,6 +30,8 @@ pub struct JobRun {
     pub queued: Option<Duration>,
     /// Which delivery of the message this is (1 = first).
     pub delivery: u32,
+    /// This processing's id: its usage event's, its events', its outcome's.
+    pub processing: uuid::Uuid,
 }
 
 /// Processes one delivery. `served` is the model of the consumer the message came from
@@ -91,11 +93,13 @@ pub async fn process(
     metrics::job_received(&job.model, subject.tier, delivered > 1);
 
     let delivery = u32::try_from(delivered).unwrap_or(u32::MAX);
+    let processing = uuid::Uuid::now_v7();
     let mut reply = ReplySink::new(
         ctx.nats.clone(),
         safe_reply_to(ctx, &job),
         job.id,
         delivery,
+        processing,
         job.stream,
     );
     if delivered > 1 {
@@ -131,6 +135,7 @@ pub async fn process(
         started_at,
         queued,
         delivery,
+        processing,
         job,
     };
     let span = tracing::info_span!(

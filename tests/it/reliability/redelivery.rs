@@ -149,6 +149,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
         worker_id: "doomed-before-ack".into(),
         delivery: 1,
         last_seq: None,
+        processing: None,
     };
     let js = async_nats::jetstream::new(stack.nats.client().await);
     js.publish(
