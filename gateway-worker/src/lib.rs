@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod nats;
 pub mod pricing;
 pub mod providers;
+pub mod puller;
 pub mod retry;
 pub mod routing;
 pub mod scheduler;

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use llmq_schemas::Tier;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::context::WorkerContext;
 use crate::job::{Disposition, apply, process};
 use crate::metrics;
+use crate::puller::{Pulled, Puller};
 use crate::routing::ModelRoute;
 
 /// The worker's job slots.
@@ -111,10 +111,22 @@ pub async fn consume(
 ) {
     let max_batch = ctx.config.worker.fetch_batch;
     let expires = ctx.config.worker.fetch_expires;
-    // How long a pull's reply may take before it is taken for lost.
+    // How long a pull's answer may take before it is taken for lost.
     let lost_reply = expires + Duration::from_secs(5);
-    let mut want = 1usize;
     let mut backoff = Duration::from_millis(100);
+    let mut puller = loop {
+        match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
+            Ok(puller) => break puller,
+            Err(err) => {
+                tracing::warn!(error = %err, model = %model.name, %tier, "cannot start pulling; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stops.fetching.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     let spawn = |message: Message, slot: Slot| {
         tracker.spawn(run_job(
             Arc::clone(&ctx),
@@ -124,6 +136,8 @@ pub async fn consume(
             stops.hard.clone(),
         ));
     };
+    // Jobs the server said were still queued after the last one it delivered.
+    let mut queued: u64 = 0;
     loop {
         // Room first, without holding it.
         let room = tokio::select! {
@@ -138,80 +152,60 @@ pub async fn consume(
             () = stops.fetching.cancelled() => break,
         }
 
-        // What is queued now, up to the slots free now.
-        let provider_room = model
-            .providers()
-            .iter()
-            .map(|p| p.permits.available_permits())
-            .sum::<usize>()
-            .max(1);
+        // Jobs queued: reserve slots and take that many at once. Queue empty: wait for the
+        // next job holding no slot, and take one when it arrives.
         let mut slots = Vec::new();
-        while slots.len() < want.min(provider_room) {
-            match capacity.try_acquire(tier) {
-                Some(slot) => slots.push(slot),
-                None => break,
-            }
-        }
-        if slots.is_empty() {
-            continue; // another loop took the room
-        }
-        let asked = slots.len();
-        let fetched = consumer.fetch().max_messages(asked).messages().await;
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::warn!(error = %err, model = %model.name, %tier, "fetch failed; retrying");
-                drop(slots);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stops.fetching.cancelled() => break,
+        let wait = if queued > 0 {
+            let provider_room = model
+                .providers()
+                .iter()
+                .map(|p| p.permits.available_permits())
+                .sum::<usize>()
+                .max(1);
+            let want = usize::try_from(queued)
+                .unwrap_or(usize::MAX)
+                .min(max_batch)
+                .min(provider_room);
+            while slots.len() < want {
+                match capacity.try_acquire(tier) {
+                    Some(slot) => slots.push(slot),
+                    None => break,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
             }
+            if slots.is_empty() {
+                continue; // another loop took the room
+            }
+            None
+        } else {
+            Some(expires)
         };
-        backoff = Duration::from_millis(100);
-        let mut received = 0;
-        // A no-wait fetch has no client-side timer: if its reply is lost (a broker restart),
-        // `next` would wait forever. Bound it.
-        while let Ok(Some(next)) = tokio::time::timeout(lost_reply, batch.next()).await {
-            let Ok(message) = next else { break };
-            received += 1;
-            match slots.pop() {
-                Some(slot) if !stops.fetching.is_cancelled() => spawn(message, slot),
-                _ => hand_back(&message, &stops).await,
+        let asked = slots.len().max(1);
+        if let Err(err) = puller.request(asked, wait).await {
+            tracing::warn!(error = %err, model = %model.name, %tier, "pull failed; retrying");
+            drop(slots);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stops.fetching.cancelled() => break,
             }
-        }
-        drop(slots);
-        if received > 0 {
-            want = if received >= asked {
-                (asked * 2).min(max_batch)
-            } else {
-                received
-            };
+            backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
-
-        // Nothing queued: wait for the next job without holding a slot.
-        want = 1;
-        let mut batch = match consumer
-            .batch()
-            .max_messages(1)
-            .expires(expires)
-            .messages()
-            .await
-        {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::debug!(error = %err, model = %model.name, "long poll failed");
-                continue;
-            }
-        };
-        while let Ok(Some(next)) = tokio::time::timeout(lost_reply, batch.next()).await {
-            let Ok(message) = next else { break };
-            let slot = tokio::select! {
-                slot = capacity.acquire(tier) => slot,
-                () = stops.fetching.cancelled() => None,
+        backoff = Duration::from_millis(100);
+        let mut received = 0;
+        queued = 0;
+        while received < asked {
+            let message = match puller.next(lost_reply).await {
+                Pulled::Message(message) => *message,
+                Pulled::Ended | Pulled::Lost => break,
+            };
+            received += 1;
+            queued = message.info().map(|info| info.pending).unwrap_or(0);
+            let slot = match slots.pop() {
+                Some(slot) => Some(slot),
+                None => tokio::select! {
+                    slot = capacity.acquire(tier) => slot,
+                    () = stops.fetching.cancelled() => None,
+                },
             };
             match slot {
                 Some(slot) if !stops.fetching.is_cancelled() => spawn(message, slot),

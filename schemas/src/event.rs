@@ -1,8 +1,9 @@
 //! Events on a job's `reply_to` subject, over core NATS: low latency, no persistence.
 //!
-//! Order per job: `started`, then `delta`s; if an attempt fails after sending deltas,
-//! `restart` (drop what you have) and the next attempt's `started` and deltas; then
-//! exactly one `final`. Missing a core-NATS event is possible (slow consumer, reconnect):
+//! Order per streaming job: `started`, then `delta`s; if an attempt fails after sending
+//! deltas, `restart` (drop what you have) and the next attempt's `started` and deltas;
+//! then exactly one `final`. A non-streaming job gets only its `final` (attempts and
+//! timings are in it). Missing a core-NATS event is possible (slow consumer, reconnect):
 //! `seq` exposes gaps, and the final outcome is also stored in the results stream.
 //!
 //! `seq` and `attempt` count within one processing of the job. If the worker running it
@@ -46,7 +47,7 @@ impl ReplyEvent {
     }
 }
 
-/// An attempt began.
+/// An attempt began (streaming jobs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Started {
     pub v: u32,
@@ -60,6 +61,10 @@ pub struct Started {
     #[serde(default = "crate::first_delivery")]
     pub delivery: u32,
     pub attempt: u32,
+    /// The `seq` this attempt's first delta will have: deltas lost at the start of an
+    /// attempt show as a gap.
+    #[serde(default)]
+    pub first_seq: u64,
     pub provider: String,
     pub upstream_model: String,
     /// The logical model this attempt serves (differs from the job's on a fallback).

@@ -121,14 +121,22 @@ impl StreamText {
 
     fn apply_in_delivery<'e>(&mut self, event: &'e ReplyEvent) -> TextUpdate<'e> {
         match event {
-            ReplyEvent::Started(started) => match self.enter_attempt(started.attempt) {
-                Some(failed_attempt) => TextUpdate::Restarted {
-                    failed_attempt,
-                    reason: None,
-                    message: None,
-                },
-                None => TextUpdate::Unchanged,
-            },
+            ReplyEvent::Started(started) => {
+                let discarded = self.enter_attempt(started.attempt);
+                if started.first_seq > 0 && started.attempt >= self.attempt {
+                    // Where this attempt's deltas start: every later gap is a real one.
+                    self.last_seq = self.last_seq.max(started.first_seq - 1);
+                    self.baseline_pending = false;
+                }
+                match discarded {
+                    Some(failed_attempt) => TextUpdate::Restarted {
+                        failed_attempt,
+                        reason: None,
+                        message: None,
+                    },
+                    None => TextUpdate::Unchanged,
+                }
+            }
             ReplyEvent::Delta(delta) => {
                 if delta.seq <= self.last_seq {
                     return TextUpdate::Unchanged;
@@ -262,6 +270,7 @@ mod tests {
             delivery: 1,
             processing: None,
             attempt,
+            first_seq: 0,
             provider: "p".into(),
             upstream_model: "u".into(),
             model: "m".into(),
@@ -541,5 +550,29 @@ mod tests {
         }
         text.apply(&outcome);
         assert!(!text.is_complete());
+    }
+
+    #[test]
+    fn a_lost_first_delta_of_a_later_attempt_is_a_gap() {
+        let with_first_seq = |attempt: u32, first_seq: u64| match started(attempt) {
+            ReplyEvent::Started(mut e) => {
+                e.first_seq = first_seq;
+                ReplyEvent::Started(e)
+            }
+            _ => unreachable!(),
+        };
+        let mut text = StreamText::new();
+        text.apply(&with_first_seq(1, 1));
+        // Attempt 1 failed before any output; attempt 2's first delta (seq 1) is lost.
+        text.apply(&with_first_seq(2, 1));
+        text.apply(&delta(2, 2, "b"));
+        assert_eq!(text.missed(), 1);
+        // Without first_seq (an older worker) the first delta of a later attempt sets the
+        // baseline, as before.
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&started(2));
+        text.apply(&delta(2, 2, "b"));
+        assert_eq!(text.missed(), 0);
     }
 }

@@ -374,6 +374,24 @@ pub struct ProviderConfig {
     /// `stream_options.include_usage` (vLLM, Groq and OpenRouter do; some do not).
     #[serde(default = "default_true")]
     pub stream_usage: bool,
+    /// HTTP version to the provider.
+    #[serde(default)]
+    pub http: HttpVersion,
+}
+
+/// How the worker talks HTTP to a provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpVersion {
+    /// HTTP/2 when the server offers it in the TLS handshake (every major provider
+    /// does), else HTTP/1.1 (always for plain `http://`).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only: one connection per request in flight.
+    Http1,
+    /// HTTP/2 only, also over plain `http://` (prior knowledge; for h2c servers):
+    /// requests in flight share one connection.
+    Http2,
 }
 
 fn default_max_concurrency() -> usize {
@@ -400,6 +418,7 @@ impl ProviderConfig {
             organization: None,
             project: None,
             stream_usage: true,
+            http: HttpVersion::Auto,
         }
     }
 

@@ -52,7 +52,20 @@ impl Finished {
 }
 
 /// Stores the outcome, replies, records usage. `Done` once the outcome is stored.
-pub async fn finalize(
+///
+/// Boxed: its state (two durable publishes in flight, the outcome and the usage event) is
+/// larger than a job's state while it waits on its provider, and would otherwise be part
+/// of every job in flight.
+pub fn finalize<'a>(
+    ctx: &'a WorkerContext,
+    run: &'a JobRun,
+    finished: Finished,
+    reply: &'a mut ReplySink,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Disposition> + Send + 'a>> {
+    Box::pin(finalize_now(ctx, run, finished, reply))
+}
+
+async fn finalize_now(
     ctx: &WorkerContext,
     run: &JobRun,
     finished: Finished,
@@ -61,15 +74,34 @@ pub async fn finalize(
     let mut outcome = build_outcome(ctx, run, &finished);
     outcome.last_seq = reply.last_seq();
     let usage = build_usage_event(ctx, run, &outcome, &finished.usage);
+    // Encoded once: stored as is, and sent as the final event.
+    let json = match serde_json::to_vec(&outcome) {
+        Ok(json) => Bytes::from(json),
+        Err(err) => {
+            tracing::error!(job_id = %run.job.id, error = %err, "cannot encode the outcome");
+            return Disposition::Requeue {
+                delay: Some(Duration::from_secs(1)),
+                reason: "outcome_not_stored",
+            };
+        }
+    };
     // Usage goes out first, pipelined with the outcome on the same connection: a worker
     // that dies after the outcome left has sent its usage too, and a redelivery answered
     // from the stored outcome has nothing left to bill. Both acks are awaited together.
     let (_, stored) = tokio::join!(
         publish_usage(ctx, run, &usage),
-        store_outcome(ctx, &run.tenant, &outcome)
+        store_outcome(ctx, &run.tenant, &outcome, json.clone())
     );
-    let stored = match stored {
-        Ok(stored) => stored,
+    let status = match stored {
+        Ok(Stored::Ours) => {
+            reply.finished_json(&json).await;
+            outcome.status
+        }
+        Ok(Stored::Theirs(stored)) => {
+            tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
+            reply.finished(&stored).await;
+            stored.status
+        }
         Err(err) => {
             tracing::warn!(job_id = %run.job.id, error = %err, "outcome not stored; handing the job back");
             return Disposition::Requeue {
@@ -78,19 +110,15 @@ pub async fn finalize(
             };
         }
     };
-    if stored.status != outcome.status {
-        tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
-    }
-    reply.finished(&stored).await;
     metrics::job_finished(
         &run.job.model,
         run.tier,
-        stored.status,
+        status,
         run.picked_at.elapsed().as_secs_f64(),
     );
     tracing::info!(
         job_id = %run.job.id,
-        status = %stored.status,
+        %status,
         attempts = outcome.attempts.len(),
         total_ms = outcome.timings.total_ms,
         "job finished"
@@ -188,24 +216,30 @@ fn build_usage_event(
     }
 }
 
-/// Stores `outcome` unless the job has one already; returns the stored outcome.
+/// Which outcome the results stream holds for the job.
+#[derive(Debug)]
+enum Stored {
+    /// Ours.
+    Ours,
+    /// Another processing's, stored first.
+    Theirs(Box<Outcome>),
+}
+
+/// Stores `outcome` (already encoded as `json`) unless the job has one already.
 async fn store_outcome(
     ctx: &WorkerContext,
     tenant: &Tenant,
     outcome: &Outcome,
-) -> Result<Outcome, PublishFailure> {
+    json: Bytes,
+) -> Result<Stored, PublishFailure> {
     let subject = ctx.subjects.result(tenant, outcome.job_id);
-    let payload = serde_json::to_vec(outcome).map_err(|err| PublishFailure::Refused {
-        code: None,
-        message: format!("cannot encode the outcome: {err}"),
-    })?;
     let msg_id = format!("outcome-{}", outcome.job_id);
     let result = publish_durable(
         &ctx.js,
         &subject,
         &msg_id,
         None,
-        Bytes::from(payload),
+        json,
         ctx.publish_window(),
         "results",
     )
@@ -216,11 +250,12 @@ async fn store_outcome(
         Err(PublishFailure::GaveUp(_)) => false,
     };
     if !already_stored {
-        return result.map(|_| outcome.clone());
+        return result.map(|_| Stored::Ours);
     }
     match load_outcome(ctx, tenant, outcome.job_id).await {
-        Ok(Some(stored)) => Ok(stored),
-        Ok(None) => result.map(|_| outcome.clone()),
+        Ok(Some(stored)) if stored.processing == outcome.processing => Ok(Stored::Ours),
+        Ok(Some(stored)) => Ok(Stored::Theirs(Box::new(stored))),
+        Ok(None) => result.map(|_| Stored::Ours),
         Err(message) => Err(PublishFailure::Refused {
             code: None,
             message,

@@ -34,7 +34,11 @@ pub struct JobRun {
     pub processing: uuid::Uuid,
 }
 
-/// Processes one delivery. `served` is the model of the consumer the message came from
+/// Processes one delivery.
+///
+/// The rarely-taken and post-call branches (dead letters, stored-outcome lookups, the
+/// outcome itself) are boxed: an async fn's state is as large as its largest branch, and
+/// every job waiting on its provider would otherwise carry theirs. `served` is the model of the consumer the message came from
 /// (`None` from the sweeper: a model nobody serves). `hard_stop` fires when a shutdown's
 /// grace period is over: the job is handed back unfinished.
 pub async fn process(
@@ -57,15 +61,28 @@ pub async fn process(
         let detail = format!("delivered {delivered} times without an outcome");
         let job_id = llmq_schemas::job::Envelope::sniff(&message.payload).id;
         return terminate(
-            dead_letter_message(ctx, message, DlqReason::MaxDeliveries, detail, job_id).await,
+            Box::pin(dead_letter_message(
+                ctx,
+                message,
+                DlqReason::MaxDeliveries,
+                detail,
+                job_id,
+            ))
+            .await,
         );
     }
     let subject = match ctx.subjects.parse_job_subject(&message.subject) {
         Ok(subject) => subject,
         Err(err) => {
             return terminate(
-                dead_letter_message(ctx, message, DlqReason::Undecodable, err.to_string(), None)
-                    .await,
+                Box::pin(dead_letter_message(
+                    ctx,
+                    message,
+                    DlqReason::Undecodable,
+                    err.to_string(),
+                    None,
+                ))
+                .await,
             );
         }
     };
@@ -73,8 +90,14 @@ pub async fn process(
         Ok(tenant) => tenant.clone(),
         Err(err) => {
             return terminate(
-                dead_letter_message(ctx, message, DlqReason::Undecodable, err.to_string(), None)
-                    .await,
+                Box::pin(dead_letter_message(
+                    ctx,
+                    message,
+                    DlqReason::Undecodable,
+                    err.to_string(),
+                    None,
+                ))
+                .await,
             );
         }
     };
@@ -86,7 +109,14 @@ pub async fn process(
                 DecodeError::Malformed(_) => DlqReason::Undecodable,
             };
             return terminate(
-                dead_letter_message(ctx, message, reason, err.to_string(), None).await,
+                Box::pin(dead_letter_message(
+                    ctx,
+                    message,
+                    reason,
+                    err.to_string(),
+                    None,
+                ))
+                .await,
             );
         }
     };
@@ -105,7 +135,7 @@ pub async fn process(
     if delivered > 1 {
         // A redelivery: if an earlier processing stored the outcome (and died before its
         // ack), answer from it instead of paying the provider again.
-        match load_outcome(ctx, &tenant, job.id).await {
+        match Box::pin(load_outcome(ctx, &tenant, job.id)).await {
             Ok(Some(outcome)) => {
                 metrics::outcome_resent();
                 tracing::info!(job_id = %job.id, status = %outcome.status, "redelivered job already has an outcome; re-sending it");

@@ -53,12 +53,17 @@ impl ReplySink {
         model: &str,
     ) {
         self.attempt = attempt;
+        if !self.stream {
+            // Only streaming producers follow attempts; everyone gets the final.
+            return;
+        }
         self.send(&ReplyEvent::Started(Started {
             v: PROTOCOL_VERSION,
             job_id: self.job_id,
             delivery: self.delivery,
             processing: Some(self.processing),
             attempt,
+            first_seq: self.seq + 1,
             provider: provider.to_owned(),
             upstream_model: upstream_model.to_owned(),
             model: model.to_owned(),
@@ -85,8 +90,24 @@ impl ReplySink {
     }
 
     pub async fn finished(&mut self, outcome: &Outcome) {
-        self.send(&ReplyEvent::Final(Box::new(outcome.clone())))
-            .await;
+        match serde_json::to_vec(outcome) {
+            Ok(json) => self.finished_json(&json).await,
+            Err(err) => tracing::warn!(error = %err, "cannot encode the final event"),
+        }
+    }
+
+    /// The final event from the outcome's JSON as stored: the same object with
+    /// `"type":"final"` first, without encoding the outcome again.
+    pub async fn finished_json(&mut self, outcome_json: &[u8]) {
+        let Some(subject) = &self.reply_to else {
+            return;
+        };
+        let Some(event) = final_event(outcome_json) else {
+            return;
+        };
+        if let Err(err) = self.nats.publish(subject.clone(), Bytes::from(event)).await {
+            tracing::debug!(error = %err, "final event not sent");
+        }
     }
 
     async fn send(&self, event: &ReplyEvent) {
@@ -123,5 +144,55 @@ impl DeltaSink for ReplySink {
             tool_calls: (!part.tool_calls.is_empty()).then_some(part.tool_calls),
         });
         self.send(&event).await;
+    }
+}
+
+/// `{"type":"final",<the outcome's fields>}` from the outcome's JSON object.
+fn final_event(outcome_json: &[u8]) -> Option<Vec<u8>> {
+    let fields = outcome_json.strip_prefix(b"{")?;
+    let mut event = Vec::with_capacity(outcome_json.len() + 16);
+    event.extend_from_slice(b"{\"type\":\"final\",");
+    event.extend_from_slice(fields);
+    Some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmq_schemas::{OutcomeStatus, Tier, Timestamp, Timings};
+
+    #[test]
+    fn the_final_event_is_the_stored_outcome_tagged() {
+        let outcome = Outcome {
+            v: PROTOCOL_VERSION,
+            job_id: uuid::Uuid::now_v7(),
+            status: OutcomeStatus::Succeeded,
+            model: "m".into(),
+            tenant: "t".into(),
+            tier: Tier::Batch,
+            custom_id: Some("c".into()),
+            metadata: None,
+            response: None,
+            error: None,
+            partial: None,
+            attempts: vec![],
+            usage: None,
+            cost: None,
+            timings: Timings {
+                queued_ms: Some(3),
+                ttft_ms: None,
+                total_ms: 9,
+                started_at: Timestamp::now(),
+                finished_at: Timestamp::now(),
+            },
+            worker_id: "w".into(),
+            delivery: 2,
+            last_seq: Some(7),
+            processing: Some(uuid::Uuid::now_v7()),
+        };
+        let json = serde_json::to_vec(&outcome).unwrap();
+        let event: ReplyEvent = serde_json::from_slice(&final_event(&json).unwrap()).unwrap();
+        assert_eq!(event, ReplyEvent::Final(Box::new(outcome)));
+        assert_eq!(final_event(b"[]"), None);
     }
 }
