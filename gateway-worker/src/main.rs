@@ -64,10 +64,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     gateway_worker::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match config.worker.runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("gateway-worker: cannot start the async runtime: {err}");

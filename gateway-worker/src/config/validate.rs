@@ -82,6 +82,11 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
         "must be at least 1",
     );
     check(
+        worker.threads <= 1024,
+        "worker.threads",
+        "must be 0 (one per core) to 1024",
+    );
+    check(
         worker.fetch_expires >= Duration::from_millis(100),
         "worker.fetch_expires",
         "must be at least 100ms",

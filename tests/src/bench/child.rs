@@ -37,10 +37,7 @@ pub fn worker_main(config: &Path) -> ExitCode {
     };
     gateway_worker::telemetry::init(&config.log);
     gateway_worker::providers::http_client::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match config.worker.runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("bench __worker: cannot start the async runtime: {err}");
