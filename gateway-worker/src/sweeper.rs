@@ -31,8 +31,13 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, hard_stop: Ca
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        if let Err(err) = sweep_once(&ctx, &stop, &hard_stop).await {
-            tracing::debug!(error = %err, "sweep failed");
+        // Bounded: a broker restart can swallow the answer to any request in it.
+        match tokio::time::timeout(Duration::from_secs(60), sweep_once(&ctx, &stop, &hard_stop))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, "sweep failed"),
+            Err(_) => tracing::warn!("a sweep took over 60 s; abandoned"),
         }
     }
 }
@@ -113,7 +118,11 @@ async fn sweep_model(
             .await
             .map_err(|err| err.to_string())?;
         let mut got = 0;
-        while let Some(message) = batch.next().await {
+        // A no-wait fetch has no client-side timer; its answer can be lost in a broker
+        // restart. (The loop re-checks `stop` each round.)
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(10), batch.next()).await
+        {
             let Ok(message) = message else { break };
             got += 1;
             let disposition = process(ctx, &message, None, hard_stop).await;

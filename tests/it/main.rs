@@ -4,6 +4,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 mod chaos;
+mod cli;
 mod core;
 mod harness_smoke;
 mod providers;
