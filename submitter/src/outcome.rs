@@ -41,6 +41,10 @@ impl Client {
     }
 
     /// Waits up to `timeout` for the job's outcome, returning at once if it is stored.
+    ///
+    /// A dead-lettered job has no outcome (so that a replay can still produce one), and
+    /// this wait runs out its timeout: [`Client::dlq_list`] finds the dead letter, as
+    /// `submitter result` does. A live [`crate::JobHandle`] is told at once instead.
     pub async fn wait_outcome(
         &self,
         job_id: JobId,

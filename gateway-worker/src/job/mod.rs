@@ -1,8 +1,8 @@
 //! One job, from delivery to ack.
 //!
-//! [`process`] is the whole life of a delivery: checks that need no provider (dead
+//! [`process()`] is the whole life of a delivery: checks that need no provider (dead
 //! letters, stored outcomes, cancels, deadlines, unknown models), the attempts
-//! ([`execute`]), the outcome (`finalize`), and the one [`Disposition`] that decides
+//! ([`execute()`]), the outcome (`finalize`), and the one [`Disposition`] that decides
 //! ack, nak or term.
 
 mod disposition;
