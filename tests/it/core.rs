@@ -488,22 +488,9 @@ async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
     let client = stack.client().await;
-    let handle = client.submit(chat_job("chat", "measure me")).await.unwrap();
-    assert!(
-        stack
-            .mock
-            .wait_for_requests(1, Duration::from_secs(10))
-            .await
-    );
-    // Draining: not ready for new work, still alive.
-    worker.begin_stop();
-    let (status, body) = get("/readyz").await;
-    assert_eq!((status, body.as_str()), (503, "draining\n"));
-    assert_eq!(get("/healthz").await.0, 200);
-    let outcome = handle
-        .outcome_within(Duration::from_secs(20))
-        .await
-        .unwrap();
+
+    // Metrics while the worker runs: once it stops, its admin port closes with it.
+    let outcome = run_job(&client, chat_job("chat", "measure me")).await;
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     let (_, metrics) = get("/metrics").await;
     for name in [
@@ -517,6 +504,24 @@ async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
     }
     assert!(metrics.contains(r#"model="chat""#));
     assert!(!metrics.contains("tenant="), "no unbounded labels");
+
+    // Draining: not ready for new work, still alive while a job is in flight.
+    let handle = client.submit(chat_job("chat", "drain me")).await.unwrap();
+    assert!(
+        stack
+            .mock
+            .wait_for_requests(2, Duration::from_secs(10))
+            .await
+    );
+    worker.begin_stop();
+    let (status, body) = get("/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
+    assert_eq!(get("/healthz").await.0, 200);
+    let outcome = handle
+        .outcome_within(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     worker.finished().await.unwrap();
 }
 

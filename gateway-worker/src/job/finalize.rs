@@ -92,13 +92,24 @@ async fn finalize_now(
         publish_usage(ctx, run, &usage),
         store_outcome(ctx, &run.tenant, &outcome, json.clone())
     );
+    // Counted before the producer is told, so a scrape after the outcome includes it.
+    let finished_metric = |status: OutcomeStatus| {
+        metrics::job_finished(
+            &run.job.model,
+            run.tier,
+            status,
+            run.picked_at.elapsed().as_secs_f64(),
+        );
+    };
     let status = match stored {
         Ok(Stored::Ours) => {
+            finished_metric(outcome.status);
             reply.finished_json(&json).await;
             outcome.status
         }
         Ok(Stored::Theirs(stored)) => {
             tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
+            finished_metric(stored.status);
             reply.finished(&stored).await;
             stored.status
         }
@@ -110,12 +121,6 @@ async fn finalize_now(
             };
         }
     };
-    metrics::job_finished(
-        &run.job.model,
-        run.tier,
-        status,
-        run.picked_at.elapsed().as_secs_f64(),
-    );
     tracing::info!(
         job_id = %run.job.id,
         %status,
