@@ -34,7 +34,7 @@ pub use request::{
 };
 pub use subject::{ModelName, SubjectError, Subjects, Tenant};
 pub use timestamp::Timestamp;
-pub use usage::{AttemptUsage, Cost, CostBreakdown, Usage, UsageEvent, UsageSource};
+pub use usage::{AttemptUsage, Cost, CostBreakdown, Usage, UsageEvent, UsageSource, UsageStatus};
 
 /// The protocol version this crate writes. Readers accept any `v` up to this one.
 pub const PROTOCOL_VERSION: u32 = 1;

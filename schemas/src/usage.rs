@@ -167,7 +167,9 @@ pub struct UsageEvent {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
-    pub status: OutcomeStatus,
+    /// The job's outcome, or `handed_back` for a processing that paid for tokens and then
+    /// gave the job back to the queue.
+    pub status: UsageStatus,
     /// Sum over every attempt: failed attempts that streamed tokens were paid for too.
     pub usage: Usage,
     /// `estimated` if any attempt's usage was.
@@ -183,6 +185,34 @@ pub struct UsageEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
     pub at: Timestamp,
+}
+
+/// How the processing a usage event bills ended.
+///
+/// Every processing that called a provider and got tokens is billed, including one that
+/// ends without an outcome: when every deployment is cooling down after a paid attempt
+/// (a stream cut, then a 429), the job goes back to the queue and a later processing
+/// ends it. That first processing's event is `handed_back`; the job's outcome is on the
+/// event of the processing that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageStatus {
+    Succeeded,
+    Failed,
+    Expired,
+    Cancelled,
+    HandedBack,
+}
+
+impl From<OutcomeStatus> for UsageStatus {
+    fn from(status: OutcomeStatus) -> Self {
+        match status {
+            OutcomeStatus::Succeeded => UsageStatus::Succeeded,
+            OutcomeStatus::Failed => UsageStatus::Failed,
+            OutcomeStatus::Expired => UsageStatus::Expired,
+            OutcomeStatus::Cancelled => UsageStatus::Cancelled,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use llmq_schemas::{Cost, JobId, OutcomeStatus, Tenant, Timestamp, UsageEvent, UsageSource};
+use llmq_schemas::{Cost, JobId, Tenant, Timestamp, UsageEvent, UsageSource, UsageStatus};
 use serde::Serialize;
 
 use crate::client::Client;
@@ -58,6 +58,9 @@ pub struct UsageRow {
     pub failed: u64,
     pub expired: u64,
     pub cancelled: u64,
+    /// Processings that paid for tokens and gave the job back to the queue (every
+    /// deployment cooling down); another processing of the job ends it.
+    pub handed_back: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_prompt_tokens: u64,
@@ -187,10 +190,11 @@ impl Aggregator {
 fn add_event(row: &mut UsageRow, missing: &mut BTreeSet<String>, event: &UsageEvent) {
     row.events += 1;
     match event.status {
-        OutcomeStatus::Succeeded => row.succeeded += 1,
-        OutcomeStatus::Failed => row.failed += 1,
-        OutcomeStatus::Expired => row.expired += 1,
-        OutcomeStatus::Cancelled => row.cancelled += 1,
+        UsageStatus::Succeeded => row.succeeded += 1,
+        UsageStatus::Failed => row.failed += 1,
+        UsageStatus::Expired => row.expired += 1,
+        UsageStatus::Cancelled => row.cancelled += 1,
+        UsageStatus::HandedBack => row.handed_back += 1,
     }
     let usage = &event.usage;
     row.prompt_tokens += usage.prompt_tokens;
@@ -216,6 +220,7 @@ fn add_row(total: &mut UsageRow, row: &UsageRow) {
     total.failed += row.failed;
     total.expired += row.expired;
     total.cancelled += row.cancelled;
+    total.handed_back += row.handed_back;
     total.prompt_tokens += row.prompt_tokens;
     total.completion_tokens += row.completion_tokens;
     total.cached_prompt_tokens += row.cached_prompt_tokens;
@@ -229,14 +234,14 @@ fn add_row(total: &mut UsageRow, row: &UsageRow) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmq_schemas::{CostBreakdown, Tier, Timings, Usage};
+    use llmq_schemas::{CostBreakdown, OutcomeStatus, Tier, Timings, Usage};
     use uuid::Uuid;
 
     fn event(
         tenant: &str,
         model: &str,
         job: JobId,
-        status: OutcomeStatus,
+        status: impl Into<UsageStatus>,
         usage: Usage,
         cost: Cost,
     ) -> UsageEvent {
@@ -249,7 +254,7 @@ mod tests {
             tier: Tier::Interactive,
             provider: Some("p".into()),
             upstream_model: Some("u".into()),
-            status,
+            status: status.into(),
             usage,
             usage_source: UsageSource::Reported,
             cost,
@@ -312,6 +317,15 @@ mod tests {
         );
         unknown.usage_source = UsageSource::Estimated;
         sum.add(&unknown);
+        // A processing of job b that paid for a cut stream, then gave the job back.
+        sum.add(&event(
+            "t1",
+            "chat",
+            job_b,
+            UsageStatus::HandedBack,
+            Usage::new(3, 2),
+            priced(0.125),
+        ));
         sum.add(&event(
             "t2",
             "chat",
@@ -326,21 +340,22 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let t1 = &rows[0];
         assert_eq!((t1.tenant.as_str(), t1.model.as_str()), ("t1", "chat"));
-        assert_eq!((t1.jobs, t1.events), (2, 3));
-        assert_eq!((t1.succeeded, t1.failed), (2, 1));
-        assert_eq!(t1.prompt_tokens, 112);
-        assert_eq!(t1.completion_tokens, 15);
+        assert_eq!((t1.jobs, t1.events), (2, 4));
+        assert_eq!((t1.succeeded, t1.failed, t1.handed_back), (2, 1, 1));
+        assert_eq!(t1.prompt_tokens, 115);
+        assert_eq!(t1.completion_tokens, 17);
         assert_eq!(t1.cached_prompt_tokens, 40);
         assert_eq!(t1.reasoning_tokens, 3);
-        assert!((t1.cost_usd - 0.75).abs() < 1e-12);
+        assert!((t1.cost_usd - 0.875).abs() < 1e-12);
         assert_eq!(t1.unknown_price_events, 1);
         assert_eq!(t1.missing_prices, vec!["p/new-model"]);
         assert_eq!(t1.estimated_events, 1);
         assert_eq!(rows[1].expired, 1);
         assert!(!rows[1].has_unknown_prices());
 
-        assert_eq!((total.jobs, total.events), (3, 4));
-        assert_eq!(total.prompt_tokens, 112);
+        assert_eq!((total.jobs, total.events), (3, 5));
+        assert_eq!(total.handed_back, 1);
+        assert_eq!(total.prompt_tokens, 115);
         assert!(total.has_unknown_prices());
         assert_eq!(total.missing_prices, vec!["p/new-model"]);
     }

@@ -151,7 +151,7 @@ async fn the_usage_event_equals_what_the_provider_reported() {
     assert_eq!(event.model, "chat");
     assert_eq!(event.provider.as_deref(), Some("mock"));
     assert_eq!(event.upstream_model.as_deref(), Some("mock-model"));
-    assert_eq!(event.status, OutcomeStatus::Succeeded);
+    assert_eq!(event.status, llmq_schemas::UsageStatus::Succeeded);
     assert_eq!(event.usage_source, UsageSource::Reported);
     let prompt_tokens = prompt_tokens_for(prompt.len(), 1).max(8);
     assert_eq!(event.usage.prompt_tokens, prompt_tokens);

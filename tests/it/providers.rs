@@ -89,32 +89,9 @@ fn usd(cost: &Cost) -> f64 {
 }
 
 async fn usage_event(stack: &Stack, job_id: uuid::Uuid) -> UsageEvent {
-    let client = stack.client().await;
-    let js = async_nats::jetstream::new(client.nats().clone());
-    let stream = js.get_stream("LLMQ_USAGE").await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            // A reader: nothing to acknowledge, no cap on unacknowledged messages.
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    use futures::StreamExt;
-    let total = stream.get_info().await.unwrap().state.messages as usize;
-    let mut messages = consumer
-        .fetch()
-        .max_messages(total)
-        .messages()
-        .await
-        .unwrap();
-    while let Some(message) = messages.next().await {
-        let event: UsageEvent = serde_json::from_slice(&message.unwrap().payload).unwrap();
-        if event.job_id == job_id {
-            return event;
-        }
-    }
-    panic!("no usage event for {job_id}");
+    let mut events = stack.usage_events(job_id).await;
+    assert_eq!(events.len(), 1, "one usage event for {job_id}: {events:?}");
+    events.remove(0)
 }
 
 #[tokio::test]

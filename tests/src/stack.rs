@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use llmq_schemas::{ChatRequest, Job, Outcome};
+use futures::StreamExt;
+use llmq_schemas::{ChatRequest, Job, JobId, Outcome, UsageEvent};
 use llmq_submitter::{Client, ClientOptions, NatsOptions};
 
 use crate::mock::{MockOptions, MockProvider};
@@ -58,6 +59,40 @@ impl Stack {
     /// A producer for tenant `default`.
     pub async fn client(&self) -> Client {
         self.client_with(ClientOptions::default()).await
+    }
+
+    /// Every usage event stored for `job_id`, in stream order.
+    pub async fn usage_events(&self, job_id: JobId) -> Vec<UsageEvent> {
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let stream = js.get_stream("LLMQ_USAGE").await.expect("usage stream");
+        let total = stream.get_info().await.expect("stream info").state.messages as usize;
+        if total == 0 {
+            return Vec::new();
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                // A reader: nothing to acknowledge, no cap on unacknowledged messages.
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("usage reader");
+        let mut messages = consumer
+            .fetch()
+            .max_messages(total)
+            .messages()
+            .await
+            .expect("fetch usage");
+        let mut events = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.expect("usage message");
+            let event: UsageEvent =
+                serde_json::from_slice(&message.payload).expect("a usage event");
+            if event.job_id == job_id {
+                events.push(event);
+            }
+        }
+        events
     }
 
     pub async fn client_with(&self, mut options: ClientOptions) -> Client {

@@ -5,7 +5,8 @@
 //! worker presumed dead that was only slow, a cancel racing completion). The loser
 //! replies with the stored winner, so a producer never sees two different outcomes.
 //! Every processing that called a provider publishes its usage event, winner or loser:
-//! the calls were made, and paid for.
+//! the calls were made, and paid for. So does one that paid for tokens and hands the job
+//! back without an outcome ([`bill_handed_back`]).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use llmq_schemas::{
     Attempt, AttemptUsage, ChatCompletion, Cost, JobError, Outcome, OutcomeStatus,
     PROTOCOL_VERSION, Partial, Tenant, Timestamp, Timings, Usage, UsageEvent, UsageSource,
+    UsageStatus,
 };
 
 use super::disposition::Disposition;
@@ -73,7 +75,18 @@ async fn finalize_now(
 ) -> Disposition {
     let mut outcome = build_outcome(ctx, run, &finished);
     outcome.last_seq = reply.last_seq();
-    let usage = build_usage_event(ctx, run, &outcome, &finished.usage);
+    let last = outcome
+        .attempts
+        .last()
+        .map(|a| (a.provider.clone(), a.upstream_model.clone()));
+    let usage = build_usage_event(
+        ctx,
+        run,
+        outcome.status.into(),
+        last,
+        outcome.timings.clone(),
+        &finished.usage,
+    );
     // Encoded once: stored as is, and sent as the final event.
     let json = match serde_json::to_vec(&outcome) {
         Ok(json) => Bytes::from(json),
@@ -149,13 +162,7 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         attempts: finished.attempts.clone(),
         usage: called.then_some(usage),
         cost: called.then_some(cost),
-        timings: Timings {
-            queued_ms: run.queued.map(millis),
-            ttft_ms: finished.ttft.map(millis),
-            total_ms: millis(run.picked_at.elapsed()),
-            started_at: run.started_at,
-            finished_at: Timestamp::now(),
-        },
+        timings: timings(run, finished.ttft),
         worker_id: ctx.worker_id.clone(),
         delivery: run.delivery,
         last_seq: None,
@@ -181,14 +188,57 @@ fn totals(calls: &[CallUsage]) -> (Usage, Cost, UsageSource) {
     (usage, cost, source)
 }
 
+fn timings(run: &JobRun, ttft: Option<Duration>) -> Timings {
+    Timings {
+        queued_ms: run.queued.map(millis),
+        ttft_ms: ttft.map(millis),
+        total_ms: millis(run.picked_at.elapsed()),
+        started_at: run.started_at,
+        finished_at: Timestamp::now(),
+    }
+}
+
+/// Bills a processing that gives the job back to the queue without an outcome after
+/// paying for tokens (every deployment cooling down after, say, a cut stream): no outcome
+/// will carry these calls, so without this event they would be billed nowhere. Boxed,
+/// like [`finalize`], to keep it out of every job's state.
+pub fn bill_handed_back<'a>(
+    ctx: &'a WorkerContext,
+    run: &'a JobRun,
+    calls: &'a [CallUsage],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let last = calls
+            .last()
+            .map(|c| (c.provider.clone(), c.upstream_model.clone()));
+        let event = build_usage_event(
+            ctx,
+            run,
+            UsageStatus::HandedBack,
+            last,
+            timings(run, None),
+            calls,
+        );
+        tracing::info!(
+            job_id = %run.job.id,
+            prompt_tokens = event.usage.prompt_tokens,
+            completion_tokens = event.usage.completion_tokens,
+            "billing a processing that hands the job back"
+        );
+        publish_usage(ctx, run, &event).await;
+    })
+}
+
 fn build_usage_event(
     ctx: &WorkerContext,
     run: &JobRun,
-    outcome: &Outcome,
+    status: UsageStatus,
+    last: Option<(String, String)>,
+    timings: Timings,
     calls: &[CallUsage],
 ) -> UsageEvent {
     let (usage, cost, usage_source) = totals(calls);
-    let last = outcome.attempts.last();
+    let (provider, upstream_model) = last.unzip();
     UsageEvent {
         v: PROTOCOL_VERSION,
         id: run.processing,
@@ -196,9 +246,9 @@ fn build_usage_event(
         tenant: run.tenant.to_string(),
         model: run.job.model.clone(),
         tier: run.tier,
-        provider: last.map(|a| a.provider.clone()),
-        upstream_model: last.map(|a| a.upstream_model.clone()),
-        status: outcome.status,
+        provider,
+        upstream_model,
+        status,
         usage,
         usage_source,
         cost,
@@ -213,7 +263,7 @@ fn build_usage_event(
                 cost: call.cost.clone(),
             })
             .collect(),
-        timings: outcome.timings.clone(),
+        timings,
         worker_id: ctx.worker_id.clone(),
         delivery: run.delivery,
         custom_id: run.job.custom_id.clone(),

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::disposition::Disposition;
 use super::execute::{Execution, JobSpec, execute};
-use super::finalize::{Finished, finalize, load_outcome};
+use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
 use crate::context::WorkerContext;
 use crate::dlq::dead_letter_message;
@@ -294,16 +294,8 @@ async fn run_job(
                 .max(Duration::from_millis(100))
                 .min(deadline_at.remaining());
             tracing::info!(job_id = %run.job.id, ?delay, "every deployment is cooling down; handing the job back");
-            for call in report.usage.iter().filter(|c| c.usage.total_tokens > 0) {
-                // No outcome, so no usage event: keep the paid tokens in the log.
-                tracing::warn!(
-                    job_id = %run.job.id,
-                    provider = %call.provider,
-                    upstream_model = %call.upstream_model,
-                    prompt_tokens = call.usage.prompt_tokens,
-                    completion_tokens = call.usage.completion_tokens,
-                    "usage of a processing that handed the job back"
-                );
+            if report.usage.iter().any(|c| c.usage.total_tokens > 0) {
+                bill_handed_back(ctx, run, &report.usage).await;
             }
             return Disposition::Requeue {
                 delay: Some(delay),

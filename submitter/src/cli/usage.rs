@@ -79,6 +79,13 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             report.total.estimated_events
         ));
     }
+    if report.total.handed_back > 0 {
+        note(format!(
+            "{} processing(s) paid for tokens and handed their job back to the queue (every \
+             deployment cooling down); their tokens and cost are included",
+            report.total.handed_back
+        ));
+    }
     if report.undecodable > 0 {
         note(format!(
             "{} undecodable usage message(s) skipped",

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use llmq_schemas::{AttemptRoute, ErrorType, OutcomeStatus};
+use llmq_schemas::{AttemptRoute, ErrorType, OutcomeStatus, UsageSource, UsageStatus};
 use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, RetryHint, ScriptedFault, mock_text};
 use llmq_tests::nats::NatsOptions;
-use llmq_tests::stack::{Stack, chat_job, run_job, two_mock_providers};
+use llmq_tests::stack::{Stack, chat_job, eventually, run_job, two_mock_providers};
 
 fn routes(outcome: &llmq_schemas::Outcome) -> Vec<(AttemptRoute, String, Option<ErrorType>)> {
     outcome
@@ -300,6 +300,55 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
             (AttemptRoute::Retry, "mock-model".into(), None),
         ]
     );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_processing_that_paid_for_tokens_and_handed_the_job_back_is_billed() {
+    let stack = Stack::start().await;
+    let mut setup = stack.simple_setup();
+    setup.set("retry", "max_in_worker_wait", "\"200ms\"");
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    // Five tokens streamed, then the connection cut (paid for, no usage chunk); the retry
+    // is rate limited for longer than the worker waits, so the job goes back to the queue
+    // and the next processing succeeds.
+    stack.mock.push_faults([
+        ScriptedFault::any(Fault::CutMidStream { after_tokens: 5 }),
+        ScriptedFault::any(Fault::RateLimited(RetryHint::RetryAfterMs(1000))),
+    ]);
+    let mut job = chat_job("chat", "pay for the cut");
+    job.stream = true;
+    let outcome = run_job(&client, job).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.delivery, 2, "the job was handed back once");
+    assert_eq!(stack.mock.request_count(), 3);
+
+    let events = eventually(Duration::from_secs(5), "two usage events", || async {
+        let events = stack.usage_events(outcome.job_id).await;
+        (events.len() >= 2).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let handed = &events[0];
+    assert_eq!(handed.status, UsageStatus::HandedBack);
+    assert_eq!(handed.delivery, 1);
+    assert_eq!(handed.usage_source, UsageSource::Estimated);
+    assert!(handed.usage.completion_tokens >= 5, "{:?}", handed.usage);
+    assert!(handed.usage.prompt_tokens > 0, "{:?}", handed.usage);
+    // The simple setup prices nothing: said out loud, never zero.
+    assert_eq!(
+        handed.cost,
+        llmq_schemas::Cost::UnknownPrice {
+            missing: vec!["mock/mock-model".into()]
+        }
+    );
+    assert!(!handed.attempts.is_empty());
+    let finished = &events[1];
+    assert_eq!(finished.status, UsageStatus::Succeeded);
+    assert_eq!(finished.delivery, 2);
+    assert_eq!(Some(finished.usage), outcome.usage);
+    assert_ne!(handed.id, finished.id);
     worker.stop().await.unwrap();
 }
 
