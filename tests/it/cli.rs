@@ -170,14 +170,7 @@ async fn chat_streams_prints_json_reads_results_and_lists_models() {
 
 #[tokio::test]
 async fn cancel_and_dead_letter_operations() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_secs(20),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_secs(20)).await;
     let worker = stack.worker(&stack.simple_setup()).await;
 
     // cancel a running job.

@@ -173,14 +173,7 @@ async fn the_usage_event_equals_what_the_provider_reported() {
 
 #[tokio::test]
 async fn the_outcome_is_readable_after_the_producer_disconnected() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_millis(300),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(300)).await;
     let worker = stack.worker(&stack.simple_setup()).await;
     let job = chat_job("chat", "remember me");
     let job_id = job.id;
@@ -207,14 +200,7 @@ async fn the_outcome_is_readable_after_the_producer_disconnected() {
 
 #[tokio::test]
 async fn two_workers_share_the_consumer_and_each_job_runs_exactly_once() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_millis(20),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(20)).await;
     let a = stack
         .worker(&stack.simple_setup().with_id("worker-a"))
         .await;
@@ -253,14 +239,7 @@ async fn two_workers_share_the_consumer_and_each_job_runs_exactly_once() {
 
 #[tokio::test]
 async fn provider_concurrency_never_exceeds_its_limit_with_fifty_jobs_in_flight() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_millis(40),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(40)).await;
     let setup = stack.setup(&format!(
         "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"mock-model\" }}]\n",
         openai_mock_provider(4)
@@ -402,14 +381,7 @@ async fn a_malformed_payload_is_dead_lettered_and_the_next_job_still_succeeds() 
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_job_finish() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_millis(800),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(800)).await;
     let mut worker = stack.worker(&stack.simple_setup()).await;
     let client = stack.client().await;
     let handle = client.submit(chat_job("chat", "finish me")).await.unwrap();
@@ -465,14 +437,7 @@ async fn two_workers_starting_at_the_same_instant_both_come_up() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_millis(600),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(600)).await;
     let mut worker = stack.worker(&stack.simple_setup()).await;
     let admin = worker.started.admin_addr.expect("admin endpoint on");
     gateway_worker::providers::http_client::install_crypto_provider();

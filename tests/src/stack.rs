@@ -34,6 +34,19 @@ impl Stack {
         Stack { nats, mock, dir }
     }
 
+    /// A stack whose mock waits `first_token_delay` before every answer: jobs that stay
+    /// running while a test cancels, drains or kills them.
+    pub async fn with_slow_mock(first_token_delay: Duration) -> Stack {
+        Self::start_with(
+            MockOptions {
+                first_token_delay,
+                ..MockOptions::default()
+            },
+            ServerOptions::default(),
+        )
+        .await
+    }
+
     /// A worker setup with `body` (providers and models) against this stack.
     pub fn setup(&self, body: &str) -> WorkerSetup {
         WorkerSetup::new(

@@ -3,20 +3,11 @@
 use std::time::Duration;
 
 use llmq_submitter::SubmitError;
-use llmq_tests::mock::MockOptions;
-use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job};
 
 #[tokio::test]
 async fn submit_fails_with_queue_full_when_the_jobs_stream_is_at_its_limit() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_secs(30),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_secs(30)).await;
     let mut setup = stack.simple_setup();
     setup.set("jetstream", "jobs_max_msgs", "5");
     setup.set("worker", "max_inflight", "1");

@@ -7,7 +7,6 @@ use futures::StreamExt;
 use llmq_schemas::{DlqReason, OutcomeStatus, ReplyEvent};
 use llmq_submitter::WaitError;
 use llmq_tests::mock::MockOptions;
-use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually};
 use llmq_tests::worker::WorkerProcess;
 
@@ -56,14 +55,7 @@ async fn a_job_from_a_newer_protocol_is_dead_lettered_and_its_producer_told() {
 
 #[tokio::test]
 async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
-    let stack = Stack::start_with(
-        MockOptions {
-            first_token_delay: Duration::from_secs(20),
-            ..MockOptions::default()
-        },
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_secs(20)).await;
     let mut setup = stack.simple_setup();
     setup
         .set("jetstream", "ack_wait", "\"1s\"")

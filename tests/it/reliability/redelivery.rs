@@ -4,17 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use llmq_schemas::{Outcome, OutcomeStatus, PROTOCOL_VERSION, Tier, Timestamp, Timings};
-use llmq_tests::mock::MockOptions;
-use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job};
 use llmq_tests::worker::WorkerProcess;
-
-fn slow_stack_options(first_token: Duration) -> MockOptions {
-    MockOptions {
-        first_token_delay: first_token,
-        ..MockOptions::default()
-    }
-}
 
 async fn results_for(stack: &Stack, job_id: uuid::Uuid) -> u64 {
     let js = async_nats::jetstream::new(stack.nats.client().await);
@@ -33,11 +24,7 @@ async fn results_for(stack: &Stack, job_id: uuid::Uuid) -> u64 {
 
 #[tokio::test]
 async fn a_job_on_a_killed_worker_is_redelivered_and_completed_by_another() {
-    let stack = Stack::start_with(
-        slow_stack_options(Duration::from_millis(1500)),
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(1500)).await;
     let mut setup = stack.simple_setup();
     setup.set("jetstream", "ack_wait", "\"2s\"");
     let mut doomed = WorkerProcess::spawn(&setup.clone().with_id("doomed"), "doomed").await;
@@ -75,11 +62,7 @@ async fn a_job_on_a_killed_worker_is_redelivered_and_completed_by_another() {
 
 #[tokio::test]
 async fn a_generation_longer_than_ack_wait_is_kept_alive_and_not_redelivered() {
-    let stack = Stack::start_with(
-        slow_stack_options(Duration::from_millis(3500)),
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(3500)).await;
     let mut setup = stack.simple_setup();
     setup.set("jetstream", "ack_wait", "\"1s\"");
     let a = stack.worker(&setup.clone().with_id("a")).await;
@@ -105,11 +88,7 @@ async fn a_generation_longer_than_ack_wait_is_kept_alive_and_not_redelivered() {
 
 #[tokio::test]
 async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
-    let stack = Stack::start_with(
-        slow_stack_options(Duration::from_secs(5)),
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_secs(5)).await;
     let mut setup = stack.simple_setup();
     setup.set("jetstream", "ack_wait", "\"1s\"");
     let mut doomed = WorkerProcess::spawn(&setup.clone().with_id("doomed"), "doomed").await;
@@ -196,11 +175,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
 
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {
-    let stack = Stack::start_with(
-        slow_stack_options(Duration::from_millis(800)),
-        NatsOptions::default(),
-    )
-    .await;
+    let stack = Stack::with_slow_mock(Duration::from_millis(800)).await;
     let setup = stack.simple_setup();
     let mut worker = WorkerProcess::spawn(&setup, "graceful").await;
     let client = stack.client().await;
