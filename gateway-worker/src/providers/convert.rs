@@ -7,6 +7,23 @@ use serde_json::{Map, Value};
 
 use super::ProviderError;
 
+/// A request this provider cannot take as written: the producer's error, not retryable.
+pub(crate) fn invalid(message: impl Into<String>) -> ProviderError {
+    ProviderError::new(ErrorType::InvalidRequest, message)
+}
+
+/// A content part (audio, file, ...) `provider` has no equivalent for.
+pub(crate) fn unsupported_part(
+    part: &Map<String, Value>,
+    at: usize,
+    provider: &str,
+) -> ProviderError {
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or("(none)");
+    invalid(format!(
+        "messages[{at}]: content part type {kind} is not supported by {provider}"
+    ))
+}
+
 /// `data:<mime>;base64,<data>` split into mime type and data.
 pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
@@ -22,10 +39,10 @@ pub(crate) fn tool_arguments(call: &ToolCall) -> Result<Value, ProviderError> {
     }
     match serde_json::from_str::<Value>(text) {
         Ok(value @ Value::Object(_)) => Ok(value),
-        _ => Err(ProviderError::new(
-            ErrorType::InvalidRequest,
-            format!("tool call {}: arguments are not a JSON object", call.id),
-        )),
+        _ => Err(invalid(format!(
+            "tool call {}: arguments are not a JSON object",
+            call.id
+        ))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! OpenAI chat request -> Messages request.
 
-use crate::providers::convert::{data_url, tool_arguments};
-use llmq_schemas::{ChatRequest, Content, ContentPart, ErrorType, Message, Role, ToolChoice};
+use crate::providers::convert::{data_url, invalid, tool_arguments, unsupported_part};
+use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -88,10 +88,6 @@ struct ToolDef<'a> {
 }
 // ---- conversions ------------------------------------------------------------------------
 
-fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorType::InvalidRequest, message)
-}
-
 pub(super) fn messages_request<'a>(
     call: &CallSpec<'a>,
 ) -> Result<MessagesRequest<'a>, ProviderError> {
@@ -173,13 +169,7 @@ fn content_blocks(content: Option<&Content>, at: usize) -> Result<Vec<Block>, Pr
                 ContentPart::Text { text } if text.is_empty() => None,
                 ContentPart::Text { text } => Some(Ok(Block::Text { text: text.clone() })),
                 ContentPart::ImageUrl { image_url } => Some(image_block(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(invalid(format!(
-                    "messages[{at}]: content part type {} is not supported by Anthropic",
-                    other
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("(none)")
-                )))),
+                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Anthropic"))),
             })
             .collect(),
     }
@@ -293,6 +283,7 @@ mod tests {
     use super::*;
     use crate::providers::Adapter;
     use crate::providers::anthropic::tests::{adapter, spec};
+    use llmq_schemas::ErrorType;
 
     fn body_of(request: &ChatRequest, stream: bool) -> Value {
         let call = adapter().build(&spec(request, stream)).unwrap();

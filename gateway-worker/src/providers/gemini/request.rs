@@ -1,12 +1,12 @@
 //! OpenAI chat request -> `GenerateContentRequest`.
 
-use llmq_schemas::{ChatRequest, Content, ContentPart, ErrorType, Message, Role, ToolChoice};
+use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::signature::signature_of;
 use crate::providers::ProviderError;
-use crate::providers::convert::{data_url, tool_arguments};
+use crate::providers::convert::{data_url, invalid, tool_arguments, unsupported_part};
 
 // ---- request wire types -----------------------------------------------------------------
 
@@ -149,10 +149,6 @@ impl GenerationConfig<'_> {
 
 // ---- conversions ------------------------------------------------------------------------
 
-fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorType::InvalidRequest, message)
-}
-
 pub(super) fn generate_request(
     request: &ChatRequest,
 ) -> Result<GenerateRequest<'_>, ProviderError> {
@@ -237,13 +233,7 @@ fn content_parts(content: Option<&Content>, at: usize) -> Result<Vec<Part>, Prov
                 ContentPart::Text { text } if text.is_empty() => None,
                 ContentPart::Text { text } => Some(Ok(Part::text(text.clone()))),
                 ContentPart::ImageUrl { image_url } => Some(image_part(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(invalid(format!(
-                    "messages[{at}]: content part type {} is not supported by Gemini",
-                    other
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("(none)")
-                )))),
+                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Gemini"))),
             })
             .collect(),
     }
@@ -379,6 +369,7 @@ mod tests {
     use crate::providers::Adapter;
     use crate::providers::gemini::signature::call_id;
     use crate::providers::gemini::tests::{adapter, spec};
+    use llmq_schemas::ErrorType;
 
     fn request(value: Value) -> ChatRequest {
         serde_json::from_value(value).unwrap()
