@@ -2,7 +2,7 @@
 //! same way: one definition, so Anthropic and Gemini never disagree on what a producer
 //! meant.
 
-use llmq_schemas::{ErrorType, ToolCall};
+use llmq_schemas::{ChatRequest, ErrorType, FunctionDef, ToolCall};
 use serde_json::{Map, Value};
 
 use super::ProviderError;
@@ -22,6 +22,29 @@ pub(crate) fn unsupported_part(
     invalid(format!(
         "messages[{at}]: content part type {kind} is not supported by {provider}"
     ))
+}
+
+/// The request's tools as function definitions; other tool types (OpenAI's built-ins)
+/// have no equivalent at `provider`.
+pub(crate) fn function_tools<'a>(
+    request: &'a ChatRequest,
+    provider: &str,
+) -> Result<Vec<&'a FunctionDef>, ProviderError> {
+    request
+        .tools
+        .iter()
+        .flatten()
+        .map(|tool| {
+            if tool.kind == "function" {
+                Ok(&tool.function)
+            } else {
+                Err(invalid(format!(
+                    "tool type {} is not supported by {provider}",
+                    tool.kind
+                )))
+            }
+        })
+        .collect()
 }
 
 /// `data:<mime>;base64,<data>` split into mime type and data.

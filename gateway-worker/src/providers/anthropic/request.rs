@@ -1,6 +1,8 @@
 //! OpenAI chat request -> Messages request.
 
-use crate::providers::convert::{data_url, invalid, tool_arguments, unsupported_part};
+use crate::providers::convert::{
+    data_url, function_tools, invalid, tool_arguments, unsupported_part,
+};
 use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -222,28 +224,17 @@ fn tool_result(message: &Message, at: usize) -> Result<Block, ProviderError> {
 }
 
 fn tool_defs(request: &ChatRequest) -> Result<Vec<ToolDef<'_>>, ProviderError> {
-    request
-        .tools
-        .iter()
-        .flatten()
-        .map(|tool| {
-            if tool.kind != "function" {
-                return Err(invalid(format!(
-                    "tool type {} is not supported by Anthropic",
-                    tool.kind
-                )));
-            }
-            Ok(ToolDef {
-                name: &tool.function.name,
-                description: tool.function.description.as_deref(),
-                input_schema: tool
-                    .function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            })
+    Ok(function_tools(request, "Anthropic")?
+        .into_iter()
+        .map(|function| ToolDef {
+            name: &function.name,
+            description: function.description.as_deref(),
+            input_schema: function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         })
-        .collect()
+        .collect())
 }
 
 fn tool_choice(request: &ChatRequest) -> Result<Option<Value>, ProviderError> {

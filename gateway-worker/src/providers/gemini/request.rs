@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::signature::signature_of;
 use crate::providers::ProviderError;
-use crate::providers::convert::{data_url, invalid, tool_arguments, unsupported_part};
+use crate::providers::convert::{
+    data_url, function_tools, invalid, tool_arguments, unsupported_part,
+};
 
 // ---- request wire types -----------------------------------------------------------------
 
@@ -324,24 +326,14 @@ fn function_response(messages: &[Message], at: usize) -> Result<Part, ProviderEr
 fn function_declarations(
     request: &ChatRequest,
 ) -> Result<Vec<FunctionDeclaration<'_>>, ProviderError> {
-    request
-        .tools
-        .iter()
-        .flatten()
-        .map(|tool| {
-            if tool.kind != "function" {
-                return Err(invalid(format!(
-                    "tool type {} is not supported by Gemini",
-                    tool.kind
-                )));
-            }
-            Ok(FunctionDeclaration {
-                name: &tool.function.name,
-                description: tool.function.description.as_deref(),
-                parameters_json_schema: tool.function.parameters.as_ref(),
-            })
+    Ok(function_tools(request, "Gemini")?
+        .into_iter()
+        .map(|function| FunctionDeclaration {
+            name: &function.name,
+            description: function.description.as_deref(),
+            parameters_json_schema: function.parameters.as_ref(),
         })
-        .collect()
+        .collect())
 }
 
 fn tool_config(request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
