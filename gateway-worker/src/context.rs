@@ -9,6 +9,7 @@ use llmq_schemas::Subjects;
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::metrics;
 use crate::nats::Setup;
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
@@ -34,5 +35,14 @@ impl WorkerContext {
     /// broker outage before the job is handed back instead.
     pub fn publish_window(&self) -> Duration {
         self.config.jetstream.ack_wait.max(Duration::from_secs(10))
+    }
+
+    /// The `model` label of a metric about a job for `model`: the name itself when this
+    /// worker's config has it, else [`metrics::OTHER_MODEL`]. A job names its model
+    /// freely, so labels from job names would grow without bound.
+    pub fn model_label(&self, model: &str) -> &str {
+        self.router
+            .model(model)
+            .map_or(metrics::OTHER_MODEL, |route| route.name.as_str())
     }
 }

@@ -128,10 +128,11 @@ pub async fn dead_letter_message(
     detail: String,
     job_id: Option<JobId>,
 ) -> bool {
-    let (stream_sequence, deliveries) = message
+    let (stream_sequence, delivered) = message
         .info()
         .map(|info| (info.stream_sequence, info.delivered.max(0) as u64))
         .unwrap_or_default();
+    let deliveries = counted_deliveries(reason, delivered);
     let letter = DeadLetter {
         subject: message.subject.as_str(),
         headers: message.headers.as_ref(),
@@ -199,9 +200,9 @@ pub async fn watch_max_deliveries(ctx: Arc<WorkerContext>, stop: CancellationTok
             headers: Some(&original.headers),
             payload: &original.payload,
             stream_sequence: advisory.stream_seq,
-            deliveries: advisory.deliveries,
+            deliveries: counted_deliveries(DlqReason::MaxDeliveries, advisory.deliveries),
             reason: DlqReason::MaxDeliveries,
-            detail: format!("delivered {} times without an outcome", advisory.deliveries),
+            detail: max_deliveries_detail(ctx.config.jetstream.max_deliver),
             job_id,
         };
         if dead_letter(&ctx, letter).await.is_ok() {
@@ -217,6 +218,27 @@ pub async fn watch_max_deliveries(ctx: Arc<WorkerContext>, stop: CancellationTok
             }
         }
     }
+}
+
+/// Deliveries that count against `jetstream.max_deliver`, as the letter reports them.
+///
+/// The consumer's own `max_deliver` is one more than the configured value, so that the
+/// delivery after the last allowed one reaches a worker (which has the message in hand
+/// and moves it) instead of only the server's advisory. That extra delivery is never
+/// processed and is not counted: a job with `max_deliver = 2` is reported as delivered 2
+/// times, as it was processed.
+fn counted_deliveries(reason: DlqReason, delivered: u64) -> u64 {
+    match reason {
+        DlqReason::MaxDeliveries => delivered.saturating_sub(1),
+        _ => delivered,
+    }
+}
+
+/// Why a job went over its delivery limit, in the letter's detail.
+pub fn max_deliveries_detail(max_deliver: i64) -> String {
+    format!(
+        "processed {max_deliver} times without an outcome (jetstream.max_deliver = {max_deliver})"
+    )
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -201,35 +201,93 @@ pub async fn run_with(
     });
 
     shutdown.await;
+    drain(Drain {
+        grace: config.worker.shutdown_grace,
+        health,
+        stops,
+        loops,
+        tracker,
+        services,
+        background,
+        nats,
+        in_flight: || capacity.in_use(config.worker.max_inflight),
+    })
+    .await;
+    Ok(())
+}
 
-    let grace = config.worker.shutdown_grace;
-    tracing::info!(
-        in_flight = capacity.in_use(config.worker.max_inflight),
-        ?grace,
-        "shutting down: draining"
-    );
-    health.draining.store(true, Ordering::Relaxed);
-    stops.fetching.cancel();
-    for consumer_loop in loops {
-        let _ = consumer_loop.await;
+/// How long the steps after the grace period (handing running jobs back, stopping side
+/// tasks, the last flush) may take. A worker told to stop exits within
+/// `shutdown_grace` plus this, whether or not NATS answers: what it could not hand back
+/// in time is redelivered by the server after `ack_wait`.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
+
+/// What a draining worker stops, in order.
+struct Drain<F> {
+    grace: Duration,
+    health: Arc<Health>,
+    stops: Stops,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    tracker: TaskTracker,
+    services: TaskTracker,
+    background: CancellationToken,
+    nats: async_nats::Client,
+    in_flight: F,
+}
+
+/// Stops fetching, lets in-flight jobs finish within the grace period, hands the rest
+/// back, stops the side tasks. Every wait is bounded: a broker that is gone (stopped
+/// with the worker, as an orchestrator does when a node goes away) must not keep the
+/// worker alive.
+async fn drain<F: Fn() -> usize>(drain: Drain<F>) {
+    let grace_over = tokio::time::Instant::now() + drain.grace;
+    tracing::info!(in_flight = (drain.in_flight)(), grace = ?drain.grace, "shutting down: draining");
+    drain.health.draining.store(true, Ordering::Relaxed);
+    drain.stops.fetching.cancel();
+    for consumer_loop in drain.loops {
+        let abort = consumer_loop.abort_handle();
+        if tokio::time::timeout_at(grace_over, consumer_loop)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    drain.tracker.close();
+    if tokio::time::timeout_at(grace_over, drain.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            still_running = capacity.in_use(config.worker.max_inflight),
+            still_running = (drain.in_flight)(),
             "grace period over: handing the remaining jobs back"
         );
-        stops.hard.cancel();
-        tracker.wait().await;
+        drain.stops.hard.cancel();
     }
-    background.cancel();
-    services.close();
-    services.wait().await;
-    if let Err(err) = nats.flush().await {
-        tracing::debug!(error = %err, "final flush failed");
+    let margin_over = tokio::time::Instant::now() + SHUTDOWN_MARGIN;
+    if tokio::time::timeout_at(margin_over, drain.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_running = (drain.in_flight)(),
+            "jobs not handed back in time (is NATS reachable?); the server redelivers them after ack_wait"
+        );
+    }
+    drain.background.cancel();
+    drain.services.close();
+    if tokio::time::timeout_at(margin_over, drain.services.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("side tasks did not stop in time; leaving them");
+    }
+    match tokio::time::timeout_at(margin_over, drain.nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "final flush failed"),
+        Err(_) => tracing::warn!("final flush timed out: NATS is not answering"),
     }
     tracing::info!("worker stopped");
-    Ok(())
 }
 
 /// Creates a consumer, waiting out a sweep consumer that briefly overlaps it (see

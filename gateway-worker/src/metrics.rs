@@ -1,7 +1,8 @@
 //! Every metric the worker exports, declared once, with bounded labels only.
 //!
 //! Labels are models and providers from the config, tiers, outcome statuses and error
-//! classes: all finite sets. Never a tenant, job id or error text.
+//! classes: all finite sets. Never a tenant, job id or error text, and never a model name
+//! as a job spells it: a model this worker does not serve is [`OTHER_MODEL`].
 
 use std::sync::OnceLock;
 
@@ -29,6 +30,10 @@ pub const COOLDOWNS: &str = "llmq_deployment_cooldowns_total";
 pub const TOKENS: &str = "llmq_tokens_total";
 pub const COST: &str = "llmq_cost_microusd_total";
 pub const PUBLISH_RETRIES: &str = "llmq_publish_retries_total";
+
+/// The `model` label of every model not in this worker's config (see
+/// `WorkerContext::model_label`).
+pub const OTHER_MODEL: &str = "_other";
 
 /// Installs the Prometheus recorder once per process (tests run several workers in one
 /// process; they share it) and returns the handle `/metrics` renders.

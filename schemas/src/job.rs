@@ -64,8 +64,14 @@ pub struct Job {
     pub tier: Tier,
     /// The OpenAI chat-completions request body.
     pub request: ChatRequest,
-    /// Stream deltas to `reply_to` as they are generated.
-    #[serde(default, skip_serializing_if = "crate::is_default")]
+    /// Stream deltas to `reply_to` as they are generated. `null` means `false`, as
+    /// OpenAI's API reads it.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::is_default",
+        deserialize_with = "null_is_false"
+    )]
+    #[schemars(with = "Option<bool>")]
     pub stream: bool,
     /// Core NATS subject for events (`started`, `delta`, `restart`, `final`). Optional:
     /// the final outcome is always stored in the results stream as well.
@@ -119,6 +125,10 @@ impl Job {
             },
         }
     }
+}
+
+fn null_is_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 /// The few fields a worker can still read from a payload it cannot decode as a job, so it

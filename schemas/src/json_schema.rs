@@ -81,4 +81,48 @@ mod tests {
             );
         }
     }
+
+    /// Whether a property's schema admits `null`.
+    fn admits_null(property: &serde_json::Value) -> bool {
+        let null_type = |v: &serde_json::Value| match v.get("type") {
+            Some(serde_json::Value::String(t)) => t == "null",
+            Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "null"),
+            _ => false,
+        };
+        null_type(property)
+            || property
+                .get("anyOf")
+                .and_then(|v| v.as_array())
+                .is_some_and(|options| options.iter().any(null_type))
+    }
+
+    #[test]
+    fn the_job_decoder_takes_null_exactly_where_the_schema_allows_it() {
+        let schema = serde_json::to_value(schema::<Job>()).unwrap();
+        let minimal = serde_json::json!({
+            "v": 1, "id": "0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69", "model": "m",
+            "request": {"messages": [{"role": "user", "content": "hi"}]}
+        });
+        let mut checked = 0;
+        for (name, property) in schema["properties"].as_object().unwrap() {
+            let mut job = minimal.clone();
+            job[name.as_str()] = serde_json::Value::Null;
+            let decoded = Job::decode(&serde_json::to_vec(&job).unwrap()).is_ok();
+            assert_eq!(
+                decoded,
+                admits_null(property),
+                "{name}: null decodes {decoded}, schema {property}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "{checked} properties");
+        // `stream: null` is `false`, as in OpenAI's API.
+        let mut job = minimal;
+        job["stream"] = serde_json::Value::Null;
+        assert!(
+            !Job::decode(&serde_json::to_vec(&job).unwrap())
+                .unwrap()
+                .stream
+        );
+    }
 }

@@ -81,6 +81,13 @@ pub struct Outcome {
     /// outcome's text is complete either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<u64>,
+    /// Streaming jobs: the `seq` of the first delta of the last attempt, the one whose
+    /// output this outcome holds (the answer, or `partial`). That output was streamed as
+    /// exactly the deltas `first_seq..=last_seq` (none when `first_seq > last_seq`), so a
+    /// producer can tell from the deltas it received whether its text is the whole
+    /// answer, even when the attempt's `started` event and its first deltas were lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
     /// The processing that produced this outcome: the id of its usage event, and of the
     /// events it sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -68,6 +68,21 @@ impl ChatRequest {
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
+
+    /// What makes the request impossible to mean, if anything, naming the field: no
+    /// messages, a message without content where its role needs some (OpenAI refuses
+    /// those too), a tool result without its call id. Producers and workers check the
+    /// same rules, so a job is refused before it reaches the queue.
+    pub fn problem(&self) -> Option<String> {
+        if self.messages.is_empty() {
+            return Some("request.messages must not be empty".into());
+        }
+        self.messages.iter().enumerate().find_map(|(i, message)| {
+            message
+                .problem()
+                .map(|p| format!("request.messages[{i}]: {p}"))
+        })
+    }
 }
 
 /// `stop`: one sequence or a list.
@@ -138,6 +153,33 @@ impl Message {
             tool_calls: None,
             tool_call_id: None,
             extra: Map::new(),
+        }
+    }
+
+    /// Why this message cannot be sent, if it cannot.
+    fn problem(&self) -> Option<String> {
+        let role = self.role.as_str();
+        let empty = match &self.content {
+            None => Some("null"),
+            Some(Content::Parts(parts)) if parts.is_empty() => Some("an empty array"),
+            Some(_) => None,
+        };
+        match self.role {
+            Role::System | Role::Developer | Role::User => {
+                empty.map(|got| format!("a {role} message needs content (got {got})"))
+            }
+            Role::Tool if self.tool_call_id.is_none() => {
+                Some("a tool message needs tool_call_id".into())
+            }
+            Role::Tool => empty.map(|got| format!("a tool message needs content (got {got})")),
+            Role::Assistant => {
+                let calls = self.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+                    || ["function_call", "refusal", "audio"]
+                        .iter()
+                        .any(|key| self.extra.get(*key).is_some_and(|v| !v.is_null()));
+                (empty.is_some() && !calls)
+                    .then(|| "an assistant message needs content or tool_calls".to_owned())
+            }
         }
     }
 
@@ -325,5 +367,42 @@ mod tests {
     fn unknown_role_is_rejected() {
         let err = serde_json::from_value::<Message>(json!({"role": "robot", "content": "x"}));
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn messages_that_cannot_be_meant_are_named() {
+        let request = |messages: Value| -> ChatRequest {
+            serde_json::from_value(json!({ "messages": messages })).unwrap()
+        };
+        let problem = |messages: Value| request(messages).problem();
+        assert_eq!(
+            problem(json!([])).as_deref(),
+            Some("request.messages must not be empty")
+        );
+        assert_eq!(
+            problem(json!([{"role": "user", "content": null}])).as_deref(),
+            Some("request.messages[0]: a user message needs content (got null)")
+        );
+        assert_eq!(
+            problem(json!([{"role": "system", "content": "s"}, {"role": "user", "content": []}]))
+                .as_deref(),
+            Some("request.messages[1]: a user message needs content (got an empty array)")
+        );
+        assert!(problem(json!([{"role": "user"}])).is_some());
+        assert!(problem(json!([{"role": "tool", "content": "42"}])).is_some());
+        assert!(
+            problem(json!([{"role": "user", "content": "q"}, {"role": "assistant"}])).is_some()
+        );
+        // What OpenAI accepts, llmq accepts.
+        for ok in [
+            json!([{"role": "user", "content": ""}]),
+            json!([{"role": "user", "content": [{"type": "text", "text": "x"}]}]),
+            json!([{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": null, "tool_calls": [
+                       {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "42"}]),
+        ] {
+            assert_eq!(problem(ok.clone()), None, "{ok}");
+        }
     }
 }

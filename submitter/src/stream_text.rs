@@ -23,6 +23,8 @@ pub struct StreamText {
     attempt: u32,
     /// Deltas applied in the current attempt.
     deltas: u64,
+    /// The lowest `seq` applied in the current attempt (0: none yet).
+    first_applied: u64,
     /// The next delta starts a later attempt at an unknown seq: no gap check for it.
     baseline_pending: bool,
     /// Deltas of the current attempt known to be missing.
@@ -150,6 +152,9 @@ impl StreamText {
                 }
                 let check_gap = !std::mem::take(&mut self.baseline_pending);
                 self.deltas += 1;
+                if self.first_applied == 0 {
+                    self.first_applied = delta.seq;
+                }
                 let content = delta.content.as_deref().unwrap_or("");
                 self.text.push_str(content);
                 if let Some(reasoning) = &delta.reasoning {
@@ -186,23 +191,46 @@ impl StreamText {
                 }
             }
             ReplyEvent::Final(outcome) => {
-                // The outcome says how far its processing streamed: what never arrived
-                // is missing, even when no later delta revealed a gap.
-                if let Some(last) = outcome.last_seq {
-                    let other_delivery = self.delivery != 0 && outcome.delivery != self.delivery;
-                    let other_processing = outcome.processing.is_some()
-                        && self.processing.is_some()
-                        && outcome.processing != self.processing;
-                    if other_delivery || other_processing {
-                        self.missed += last.max(1);
-                    } else if last > self.last_seq {
-                        self.missed += last - self.last_seq;
-                    }
-                }
+                self.check_final(outcome);
                 TextUpdate::Finished
             }
             ReplyEvent::DeadLettered(_) => TextUpdate::Finished,
         }
+    }
+
+    /// Counts what the final outcome says was streamed and this text lacks.
+    ///
+    /// The outcome names the range of deltas (`first_seq..=last_seq`) that streamed its
+    /// output: the text is complete only if it holds every one of them and nothing else,
+    /// which the events received decide on their own, whichever of them were lost.
+    fn check_final(&mut self, outcome: &llmq_schemas::Outcome) {
+        let Some(last) = outcome.last_seq else {
+            return;
+        };
+        let other_delivery = self.delivery != 0 && outcome.delivery != self.delivery;
+        let other_processing = outcome.processing.is_some()
+            && self.processing.is_some()
+            && outcome.processing != self.processing;
+        let Some(first) = outcome.first_seq else {
+            // An older worker: only deltas lost at the end can be seen.
+            if other_delivery || other_processing {
+                self.missed += last.max(1);
+            } else if last > self.last_seq {
+                self.missed += last - self.last_seq;
+            }
+            return;
+        };
+        let expected = (last + 1).saturating_sub(first);
+        let missing = if other_delivery || other_processing {
+            // Text of another processing is never this outcome's text.
+            expected.max(u64::from(self.deltas > 0))
+        } else if self.deltas > 0 && self.first_applied < first {
+            // The text is an earlier attempt's: the last attempt's deltas never arrived.
+            expected.max(1)
+        } else {
+            expected.saturating_sub(self.deltas)
+        };
+        self.missed = self.missed.max(missing);
     }
 
     /// The current attempt's text.
@@ -249,6 +277,7 @@ impl StreamText {
         self.text.clear();
         self.reasoning.clear();
         self.deltas = 0;
+        self.first_applied = 0;
         self.missed = 0;
         self.restarts += 1;
         self.baseline_pending = true;
@@ -574,5 +603,72 @@ mod tests {
         text.apply(&started(2));
         text.apply(&delta(2, 2, "b"));
         assert_eq!(text.missed(), 0);
+    }
+
+    fn final_range(delivery: u32, first_seq: u64, last_seq: u64) -> ReplyEvent {
+        let mut event = final_with(delivery, Some(last_seq));
+        if let ReplyEvent::Final(outcome) = &mut event {
+            outcome.first_seq = Some(first_seq);
+        }
+        event
+    }
+
+    #[test]
+    fn a_later_attempt_whose_start_was_lost_is_incomplete() {
+        // Seen in the chaos test while the broker restarted: attempt 1 started and failed
+        // without output; attempt 2's `started` and deltas 1-6 were lost; deltas 7-12 and
+        // the final arrived.
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        for seq in 7..=12 {
+            text.apply(&delta(seq, 2, "x"));
+        }
+        assert_eq!(text.apply(&final_range(1, 1, 12)), TextUpdate::Finished);
+        assert_eq!(text.text(), "xxxxxx");
+        assert!(!text.is_complete());
+        assert_eq!(text.missed(), 6, "deltas 1-6 of attempt 2 never arrived");
+    }
+
+    #[test]
+    fn the_final_range_confirms_a_complete_later_attempt() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "bad"));
+        text.apply(&restart(1));
+        // Attempt 2's `started` was lost, its deltas all arrived.
+        text.apply(&delta(2, 2, "go"));
+        text.apply(&delta(3, 2, "od"));
+        text.apply(&final_range(1, 2, 3));
+        assert_eq!(text.text(), "good");
+        assert!(text.is_complete());
+
+        // An answer streamed as no delta at all is complete with no text.
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&final_range(1, 1, 0));
+        assert!(text.is_complete());
+    }
+
+    #[test]
+    fn text_of_an_earlier_attempt_is_not_the_answer() {
+        // Attempt 1 streamed; its restart, attempt 2's start and every delta of it were
+        // lost. The count of deltas matches, but they are the wrong ones.
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "a"));
+        text.apply(&delta(2, 1, "b"));
+        text.apply(&final_range(1, 3, 4));
+        assert!(!text.is_complete());
+        assert_eq!(text.missed(), 2);
+    }
+
+    #[test]
+    fn a_gap_inside_the_last_attempt_is_counted_once() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "a"));
+        text.apply(&delta(3, 1, "c"));
+        text.apply(&final_range(1, 1, 3));
+        assert_eq!(text.missed(), 1);
     }
 }

@@ -51,10 +51,8 @@ impl Client {
         job.v = PROTOCOL_VERSION;
         let model =
             ModelName::parse(&job.model).map_err(|err| SubmitError::InvalidJob(err.to_string()))?;
-        if job.request.messages.is_empty() {
-            return Err(SubmitError::InvalidJob(
-                "the request has no messages".into(),
-            ));
+        if let Some(problem) = job.request.problem() {
+            return Err(SubmitError::InvalidJob(problem));
         }
         if let Some(deadline) = job.deadline
             && deadline.has_passed()

@@ -90,8 +90,9 @@ async fn run_one(client: &Client, job: Job) -> Ran {
                     unreachable!()
                 };
                 seen.push_str(&format!(
-                    "final(d{} last_seq {:?} attempts {})",
+                    "final(d{} seqs {:?}..={:?} attempts {})",
                     outcome.delivery,
+                    outcome.first_seq,
                     outcome.last_seq,
                     outcome.attempts.len()
                 ));

@@ -9,7 +9,7 @@ use llmq_submitter::{ClientOptions, SubmitError};
 use llmq_tests::mock::{MockOptions, mock_text, prompt_tokens_for};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually, run_job};
-use llmq_tests::worker::openai_mock_provider;
+use llmq_tests::worker::{WorkerProcess, openai_mock_provider};
 
 #[tokio::test]
 async fn a_non_streaming_job_succeeds_with_the_upstream_answer() {
@@ -573,5 +573,112 @@ async fn an_idle_tier_does_not_hold_the_only_job_slot() {
             outcome.error
         );
     }
+    worker.stop().await.unwrap();
+}
+
+/// Metric series of a `/metrics` page (sample lines, not comments).
+fn series(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter(|line| line.starts_with("llmq_"))
+        .map(|line| line.rsplit_once(' ').map_or(line, |(series, _)| series))
+        .collect()
+}
+
+#[tokio::test]
+async fn metric_labels_stay_bounded_whatever_model_names_jobs_carry() {
+    let stack = Stack::start().await;
+    let mut setup = stack.simple_setup();
+    setup.set("worker", "sweep_interval", "\"100ms\"");
+    let mut worker = WorkerProcess::spawn(&setup, "labels").await;
+    let client = stack
+        .client_with(ClientOptions {
+            check_catalog: false,
+            ..Default::default()
+        })
+        .await;
+    let unknown = |i: usize| chat_job(&format!("made-up-{i}"), "hello?");
+    // One served job and one unknown model: every series those produce now exists.
+    assert_eq!(
+        run_job(&client, chat_job("chat", "known")).await.status,
+        OutcomeStatus::Succeeded
+    );
+    let first = client.submit_detached(unknown(0)).await.unwrap();
+    let outcome = client
+        .wait_outcome(first, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome.error.unwrap().kind, ErrorType::UnknownModel);
+    let before = worker.metrics().await;
+
+    let ids = futures::future::join_all((1..=300).map(|i| client.submit_detached(unknown(i))))
+        .await
+        .into_iter()
+        .map(|id| id.unwrap())
+        .collect::<Vec<_>>();
+    for id in ids {
+        let outcome = client
+            .wait_outcome(id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(outcome.error.unwrap().kind, ErrorType::UnknownModel);
+    }
+    let after = worker.metrics().await;
+    assert!(
+        !after.contains("made-up-"),
+        "a job's model name became a label"
+    );
+    assert!(after.contains(r#"model="_other""#), "{after}");
+    assert_eq!(
+        series(&before).len(),
+        series(&after).len(),
+        "series grew:\n{}",
+        series(&after)
+            .into_iter()
+            .filter(|s| !series(&before).contains(s))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn messages_without_content_are_refused_by_producer_and_worker() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.simple_setup()).await;
+    let client = stack.client().await;
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    for content in [serde_json::Value::Null, serde_json::json!([])] {
+        let mut job = chat_job("chat", "x");
+        job.request.messages[0] =
+            serde_json::from_value(serde_json::json!({"role": "user", "content": content.clone()}))
+                .unwrap();
+        // The library refuses it before it reaches the queue...
+        match client.submit(job.clone()).await {
+            Err(SubmitError::InvalidJob(message)) => {
+                assert!(message.contains("messages[0]"), "{message}")
+            }
+            other => panic!("{content}: expected InvalidJob, got {other:?}"),
+        }
+        // ...and a producer in another language that sends it anyway gets invalid_job.
+        js.publish(
+            "llmq.jobs.chat.interactive.default",
+            serde_json::to_vec(&job).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let outcome = client
+            .wait_outcome(job.id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let error = outcome.error.unwrap();
+        assert_eq!(error.kind, ErrorType::InvalidJob, "{content}");
+        assert!(error.message.contains("needs content"), "{}", error.message);
+    }
+    assert_eq!(stack.mock.request_count(), 0, "nothing was forwarded");
     worker.stop().await.unwrap();
 }

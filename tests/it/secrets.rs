@@ -63,20 +63,7 @@ async fn a_rejected_key_appears_nowhere_outside_the_request_header() {
         seen.push((stream_name, text));
     }
     // The worker's metrics page, found through its start-up log line.
-    let log = worker.log();
-    let admin = log
-        .lines()
-        .find(|line| line.contains("worker started"))
-        .and_then(|line| line.split("127.0.0.1:").nth(1))
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .expect("the admin port in the start-up log");
-    gateway_worker::providers::http_client::install_crypto_provider();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = worker.metrics().await;
     assert!(
         metrics.contains("llmq_provider_attempts_total"),
         "{metrics}"

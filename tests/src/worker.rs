@@ -263,6 +263,32 @@ impl WorkerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The admin endpoint's address, from the worker's start-up log line.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        let port = log
+            .lines()
+            .find(|line| line.contains("worker started"))
+            .and_then(|line| line.split("127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|port| port.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no admin address in the start-up log:\n{log}"));
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// The worker's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        gateway_worker::providers::http_client::install_crypto_provider();
+        let url = format!("http://{}/metrics", self.admin_addr());
+        let response = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+        response
+            .text()
+            .await
+            .unwrap_or_else(|err| panic!("GET {url}: {err}"))
+    }
+
     /// Waits until the worker's log contains `needle` (it writes one JSON line per event).
     pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;

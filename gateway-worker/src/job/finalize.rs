@@ -75,6 +75,7 @@ async fn finalize_now(
 ) -> Disposition {
     let mut outcome = build_outcome(ctx, run, &finished);
     outcome.last_seq = reply.last_seq();
+    outcome.first_seq = reply.first_seq();
     let last = outcome
         .attempts
         .last()
@@ -108,7 +109,7 @@ async fn finalize_now(
     // Counted before the producer is told, so a scrape after the outcome includes it.
     let finished_metric = |status: OutcomeStatus| {
         metrics::job_finished(
-            &run.job.model,
+            ctx.model_label(&run.job.model),
             run.tier,
             status,
             run.picked_at.elapsed().as_secs_f64(),
@@ -166,6 +167,7 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         worker_id: ctx.worker_id.clone(),
         delivery: run.delivery,
         last_seq: None,
+        first_seq: None,
         processing: Some(run.processing),
     }
 }

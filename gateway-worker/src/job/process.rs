@@ -58,7 +58,7 @@ pub async fn process(
     };
 
     if delivered > ctx.config.jetstream.max_deliver as u64 {
-        let detail = format!("delivered {delivered} times without an outcome");
+        let detail = crate::dlq::max_deliveries_detail(ctx.config.jetstream.max_deliver);
         let job_id = llmq_schemas::job::Envelope::sniff(&message.payload).id;
         return terminate(
             Box::pin(dead_letter_message(
@@ -120,7 +120,7 @@ pub async fn process(
             );
         }
     };
-    metrics::job_received(&job.model, subject.tier, delivered > 1);
+    metrics::job_received(ctx.model_label(&job.model), subject.tier, delivered > 1);
 
     let delivery = u32::try_from(delivered).unwrap_or(u32::MAX);
     let processing = uuid::Uuid::now_v7();
@@ -156,7 +156,11 @@ pub async fn process(
     let submitted = job.submitted_at.or(published);
     let queued = submitted.map(|at| at.elapsed());
     if let Some(queued) = queued {
-        metrics::queue_wait(&job.model, subject.tier, queued.as_secs_f64());
+        metrics::queue_wait(
+            ctx.model_label(&job.model),
+            subject.tier,
+            queued.as_secs_f64(),
+        );
     }
     let run = JobRun {
         tenant,
@@ -359,19 +363,12 @@ fn invalid(
             ctx.subjects.prefix()
         ));
     }
-    if job.request.messages.is_empty() {
-        return Some("request.messages must not be empty".into());
+    if let Some(problem) = job.request.problem() {
+        return Some(problem);
     }
     if job.stream && job.request.n.is_some_and(|n| n > 1) {
         // Deltas carry one choice; the others would be paid for and never seen.
         return Some("request.n > 1 cannot be streamed: submit it without stream".into());
-    }
-    for (i, message) in job.request.messages.iter().enumerate() {
-        if message.role == llmq_schemas::Role::Tool && message.tool_call_id.is_none() {
-            return Some(format!(
-                "request.messages[{i}]: a tool message needs tool_call_id"
-            ));
-        }
     }
     None
 }

@@ -22,6 +22,8 @@ pub struct ReplySink {
     stream: bool,
     seq: u64,
     attempt: u32,
+    /// The `seq` the current attempt's first delta has (or will have).
+    attempt_first_seq: u64,
 }
 
 impl ReplySink {
@@ -42,6 +44,7 @@ impl ReplySink {
             stream,
             seq: 0,
             attempt: 0,
+            attempt_first_seq: 1,
         }
     }
 
@@ -53,6 +56,7 @@ impl ReplySink {
         model: &str,
     ) {
         self.attempt = attempt;
+        self.attempt_first_seq = self.seq + 1;
         if !self.stream {
             // Only streaming producers follow attempts; everyone gets the final.
             return;
@@ -63,7 +67,7 @@ impl ReplySink {
             delivery: self.delivery,
             processing: Some(self.processing),
             attempt,
-            first_seq: self.seq + 1,
+            first_seq: self.attempt_first_seq,
             provider: provider.to_owned(),
             upstream_model: upstream_model.to_owned(),
             model: model.to_owned(),
@@ -87,6 +91,12 @@ impl ReplySink {
     /// The `seq` of the last delta sent, for streaming jobs.
     pub fn last_seq(&self) -> Option<u64> {
         self.stream.then_some(self.seq)
+    }
+
+    /// The `seq` of the last attempt's first delta, for streaming jobs: with
+    /// [`last_seq`](Self::last_seq), the exact range of deltas that streamed its output.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.stream.then_some(self.attempt_first_seq)
     }
 
     pub async fn finished(&mut self, outcome: &Outcome) {
@@ -188,6 +198,7 @@ mod tests {
             worker_id: "w".into(),
             delivery: 2,
             last_seq: Some(7),
+            first_seq: Some(3),
             processing: Some(uuid::Uuid::now_v7()),
         };
         let json = serde_json::to_vec(&outcome).unwrap();

@@ -216,25 +216,62 @@ async fn stream(
     }
 }
 
-/// Completes the streamed output: a newline, or the full answer when the stream missed
-/// some of it (lost deltas, or a provider that did not stream).
+/// Completes the streamed output (see [`closing`]).
 fn finish_stream(text: &StreamText, outcome: &llmq_schemas::Outcome, warned_gap: bool) {
-    let Some(full) = outcome.text() else {
-        if !text.text().is_empty() {
-            write("\n");
-        }
-        return;
+    let closing = closing(text, outcome);
+    if let Some(notice) = closing.notice
+        && !warned_gap
+    {
+        note(notice);
+    }
+    write(&closing.output);
+}
+
+/// What ends a streamed answer on the terminal.
+#[derive(Debug, PartialEq)]
+struct Closing {
+    /// Said on stderr first.
+    notice: Option<&'static str>,
+    /// Written to stdout.
+    output: String,
+}
+
+/// A newline after a complete stream; the stored text (with a notice) whenever the
+/// stream did not carry all of it: deltas lost in transit, or a provider that did not
+/// stream. The outcome says what was streamed, so this never prints part of an answer
+/// as the whole.
+fn closing(text: &StreamText, outcome: &llmq_schemas::Outcome) -> Closing {
+    let streamed = text.text();
+    let newline = if streamed.is_empty() || streamed.ends_with('\n') {
+        ""
+    } else {
+        "\n"
     };
-    if text.text().is_empty() {
-        write(&print::with_newline(full));
-    } else if text.text() != full {
-        if !warned_gap {
-            note("\n[llmq] the streamed text differs from the final answer, which follows");
-        }
-        write("\n");
-        write(&print::with_newline(full));
-    } else if !full.ends_with('\n') {
-        write("\n");
+    let stored = outcome
+        .text()
+        .or_else(|| outcome.partial.as_ref().map(|p| p.content.as_str()));
+    let complete = text.is_complete();
+    match stored {
+        Some(full) if complete && full == streamed => Closing {
+            notice: None,
+            output: newline.to_owned(),
+        },
+        // Nothing was streamed (a provider that does not stream): just the answer.
+        Some(full) if complete && streamed.is_empty() => Closing {
+            notice: None,
+            output: print::with_newline(full),
+        },
+        Some(full) => Closing {
+            notice: Some(
+                "[llmq] the stream did not carry the whole answer; the complete stored text follows",
+            ),
+            output: format!("{newline}{}", print::with_newline(full)),
+        },
+        None => Closing {
+            notice: (!complete)
+                .then_some("[llmq] the stream was incomplete and the outcome holds no text"),
+            output: newline.to_owned(),
+        },
     }
 }
 
@@ -332,5 +369,70 @@ mod tests {
             let err = parse(bad).err().unwrap();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    fn outcome_with(text: &str, first_seq: u64, last_seq: u64) -> llmq_schemas::Outcome {
+        serde_json::from_value(serde_json::json!({
+            "v": 1, "job_id": uuid::Uuid::nil(), "status": "succeeded", "model": "m",
+            "tenant": "t", "tier": "interactive", "worker_id": "w", "delivery": 1,
+            "first_seq": first_seq, "last_seq": last_seq,
+            "response": {"id": "c", "object": "chat.completion", "created": 0, "model": "u",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop"}]},
+            "timings": {"total_ms": 1, "started_at": "2026-01-01T00:00:00Z",
+                "finished_at": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap()
+    }
+
+    fn event(value: serde_json::Value) -> ReplyEvent {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn delta(seq: u64, attempt: u32, text: &str) -> ReplyEvent {
+        event(
+            serde_json::json!({"type": "delta", "v": 1, "job_id": uuid::Uuid::nil(),
+            "delivery": 1, "seq": seq, "attempt": attempt, "content": text}),
+        )
+    }
+
+    #[test]
+    fn an_incomplete_stream_ends_with_the_stored_text_and_a_notice() {
+        let outcome = outcome_with("abcdef", 1, 3);
+        let mut text = StreamText::new();
+        // Attempt 2's start and first delta were lost.
+        text.apply(&delta(2, 2, "cd"));
+        text.apply(&delta(3, 2, "ef"));
+        text.apply(&ReplyEvent::Final(Box::new(outcome.clone())));
+        let closing = closing(&text, &outcome);
+        assert!(closing.notice.is_some());
+        assert_eq!(closing.output, "\nabcdef\n");
+    }
+
+    #[test]
+    fn a_complete_stream_ends_with_a_newline_only() {
+        let outcome = outcome_with("abcd", 1, 2);
+        let mut text = StreamText::new();
+        text.apply(&delta(1, 1, "ab"));
+        text.apply(&delta(2, 1, "cd"));
+        text.apply(&ReplyEvent::Final(Box::new(outcome.clone())));
+        assert_eq!(
+            closing(&text, &outcome),
+            Closing {
+                notice: None,
+                output: "\n".into()
+            }
+        );
+        // Nothing streamed at all (the provider did not stream): the answer, no notice.
+        let outcome = outcome_with("abcd", 1, 0);
+        let mut text = StreamText::new();
+        text.apply(&ReplyEvent::Final(Box::new(outcome.clone())));
+        assert_eq!(
+            closing(&text, &outcome),
+            Closing {
+                notice: None,
+                output: "abcd\n".into()
+            }
+        );
     }
 }

@@ -91,7 +91,11 @@ async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.reason_kind(), Some(DlqReason::MaxDeliveries));
-    assert_eq!(letter.deliveries, Some(3));
+    // Counted as configured: two deliveries, both processed (the consumer's own
+    // max_deliver is one higher, and that last delivery only moves the job).
+    assert_eq!(letter.deliveries, Some(2));
+    let detail = letter.detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("processed 2 times"), "{detail}");
     assert_eq!(letter.job_id, Some(job_id));
     assert_eq!(stack.mock.request_count(), 2);
 
@@ -158,7 +162,8 @@ async fn the_max_deliveries_advisory_moves_a_stuck_job_to_the_dead_letters() {
     })
     .await;
     assert_eq!(letters[0].reason_kind(), Some(DlqReason::MaxDeliveries));
-    assert_eq!(letters[0].deliveries, Some(6));
+    // The server delivered it max_deliver + 1 = 6 times; the last only moves it.
+    assert_eq!(letters[0].deliveries, Some(5));
     assert_eq!(letters[0].job_id, Some(job.id));
     let jobs = js.get_stream("LLMQ_JOBS").await.unwrap();
     eventually(Duration::from_secs(5), "the job to leave the queue", || {

@@ -128,6 +128,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
         worker_id: "doomed-before-ack".into(),
         delivery: 1,
         last_seq: None,
+        first_seq: None,
         processing: None,
     };
     let js = async_nats::jetstream::new(stack.nats.client().await);
@@ -193,4 +194,57 @@ async fn sigterm_drains_then_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", worker.log());
     let outcome = handle.outcome_within(Duration::from_secs(5)).await.unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn sigterm_ends_within_the_grace_period_even_when_the_broker_is_gone() {
+    // An orchestrator losing a node stops the broker and the worker together.
+    let mut stack = Stack::start_with(
+        llmq_tests::mock::MockOptions {
+            first_token_delay: Duration::from_secs(30),
+            ..Default::default()
+        },
+        llmq_tests::nats::NatsOptions { sync_always: true },
+    )
+    .await;
+    let mut setup = stack.simple_setup();
+    setup.set("worker", "shutdown_grace", "\"2s\"");
+    let mut worker = WorkerProcess::spawn(&setup, "orphaned").await;
+    let client = stack.client().await;
+    let job = chat_job("chat", "never finishes here");
+    let job_id = client.submit_detached(job).await.unwrap();
+    assert!(
+        stack
+            .mock
+            .wait_for_requests(1, Duration::from_secs(10))
+            .await
+    );
+    stack.nats.kill().await;
+    let began = std::time::Instant::now();
+    let status = worker.terminate(Duration::from_secs(30)).await;
+    let took = began.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", worker.log());
+    // The grace period plus the documented margin (SHUTDOWN_MARGIN, 3 s) for the steps
+    // after it, and a little for the process to exit.
+    assert!(
+        took < Duration::from_secs(2 + 3 + 2),
+        "shutdown took {took:?}:\n{}",
+        worker.log()
+    );
+
+    // The job it could not hand back is redelivered once the broker is back.
+    stack.nats.restart().await;
+    stack
+        .mock
+        .set_options(llmq_tests::mock::MockOptions::default());
+    let mut setup = setup.clone();
+    setup.set("jetstream", "ack_wait", "\"2s\"");
+    let survivor = stack.worker(&setup.with_id("after-the-outage")).await;
+    let outcome = client
+        .wait_outcome(job_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    assert_eq!(results_for(&stack, job_id).await, 1);
+    survivor.stop().await.unwrap();
 }

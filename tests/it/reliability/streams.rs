@@ -91,6 +91,27 @@ fn check_restarted(
     }
     assert_eq!(text.text(), expected);
     assert_eq!(text.restarts(), 1);
+    assert!(text.is_complete());
+    // The outcome names the second attempt's deltas, as its `started` event did.
+    let ReplyEvent::Started(second) = &events[restart_at + 1] else {
+        unreachable!()
+    };
+    assert_eq!(outcome.first_seq, Some(second.first_seq));
+    let ReplyEvent::Delta(last) = &events[events.len() - 2] else {
+        panic!("the last event before the final is a delta")
+    };
+    assert_eq!(outcome.last_seq, Some(last.seq));
+    // A producer that lost the second attempt's `started` and first delta can tell.
+    let mut lossy = StreamText::new();
+    for event in events
+        .iter()
+        .filter(|e| !std::ptr::eq(*e, &events[restart_at + 1]))
+        .filter(|e| !matches!(e, ReplyEvent::Delta(d) if d.seq == second.first_seq))
+        .filter(|e| !matches!(e, ReplyEvent::Restart(_)))
+    {
+        lossy.apply(event);
+    }
+    assert!(!lossy.is_complete(), "lost deltas must show");
     // Sequence numbers never repeat across attempts.
     let seqs: Vec<u64> = events
         .iter()
