@@ -117,7 +117,7 @@ impl SubmitError {
                 | SubmitError::Timeout { .. }
                 | SubmitError::Connection { .. }
                 | SubmitError::NoWorkers { .. }
-        )
+        ) || matches!(self, SubmitError::Catalog(read) if read.is_transient())
     }
 }
 
@@ -159,6 +159,18 @@ impl ClientError {
             operation,
             source: source.into(),
         }
+    }
+
+    /// Whether the same call can succeed later without anything changing: a timeout, a
+    /// dropped connection (a broker restarting), a full queue.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. }
+                | ClientError::PublishTimeout { .. }
+                | ClientError::QueueFull { .. }
+                | ClientError::Nats { .. }
+        )
     }
 
     pub(crate) fn not_set_up(prefix: &str, missing: impl Into<String>) -> Self {
@@ -235,6 +247,16 @@ mod tests {
             .is_retryable()
         );
         assert!(SubmitError::Timeout { attempts: 3 }.is_retryable());
+        // A catalog read cut short by a broker restart is worth retrying; a missing
+        // catalog is not.
+        let timed_out = ClientError::nats(
+            "reading the catalog",
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+        );
+        assert!(SubmitError::Catalog(Box::new(timed_out)).is_retryable());
+        assert!(
+            !SubmitError::Catalog(Box::new(ClientError::not_set_up("llmq", "x"))).is_retryable()
+        );
         assert!(!SubmitError::InvalidJob("x".into()).is_retryable());
         assert!(
             !SubmitError::UnknownModel {
