@@ -365,3 +365,39 @@ async fn the_usage_report_sums_tokens_and_cost_per_tenant_and_model() {
     );
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn reasoning_tokens_are_named_by_every_kind_that_reports_them() {
+    let stack = Stack::start_with(
+        MockOptions {
+            reasoning_tokens: 4,
+            ..MockOptions::default()
+        },
+        NatsOptions::default(),
+    )
+    .await;
+    let worker = stack.worker(&stack.setup(&all_kinds())).await;
+    let client = stack.client().await;
+    for model in ["m-openai", "m-azure", "m-anthropic", "m-gemini"] {
+        for stream in [false, true] {
+            let mut job = chat_job(model, "think first");
+            job.stream = stream;
+            let outcome = run_job(&client, job).await;
+            assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{model}");
+            let usage = outcome.usage.unwrap();
+            // Reasoning is a part of completion_tokens: 12 content tokens + 4 reasoning.
+            assert_eq!(
+                (usage.completion_tokens, usage.reasoning_tokens),
+                (16, 4),
+                "{model} stream={stream}"
+            );
+            let wire = outcome.response.unwrap().usage.unwrap();
+            assert_eq!(
+                wire.completion_tokens_details.map(|d| d.reasoning_tokens),
+                Some(4),
+                "{model} stream={stream}"
+            );
+        }
+    }
+    worker.stop().await.unwrap();
+}

@@ -18,9 +18,10 @@
 //!   consecutive same-role turns are merged, tool results travel as `tool_result` blocks
 //!   in a user turn.
 //! - `input_tokens` excludes cache reads and writes, so the normalized prompt is their
-//!   sum. Thinking tokens are billed inside `output_tokens` and not reported apart, so
-//!   `reasoning_tokens` stays 0. Stream usage is cumulative: `message_delta` replaces
-//!   what `message_start` said, field by field, when it carries a field.
+//!   sum. Thinking tokens are billed inside `output_tokens`, and
+//!   `output_tokens_details.thinking_tokens` names them: that is `reasoning_tokens`.
+//!   Stream usage is cumulative: `message_delta` replaces what `message_start` said,
+//!   field by field, when it carries a field.
 //! - A `refusal` stop with nothing else in the answer is the error `ContentFiltered`, so
 //!   `content_policy_fallbacks` fire as they would on OpenAI's policy error; a refusal
 //!   after some text or a tool call keeps that output and finishes `content_filter`.

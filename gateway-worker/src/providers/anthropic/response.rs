@@ -55,6 +55,14 @@ pub(super) struct WireUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    output_tokens_details: Option<OutputDetails>,
+}
+
+/// The part of `output_tokens` spent thinking.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub(super) struct OutputDetails {
+    thinking_tokens: Option<u64>,
 }
 
 impl WireUsage {
@@ -68,6 +76,13 @@ impl WireUsage {
         self.cache_read_input_tokens = newer
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
+        let thinking = newer
+            .output_tokens_details
+            .and_then(|d| d.thinking_tokens)
+            .or(self.output_tokens_details.and_then(|d| d.thinking_tokens));
+        self.output_tokens_details = thinking.map(|thinking_tokens| OutputDetails {
+            thinking_tokens: Some(thinking_tokens),
+        });
     }
 }
 // ---- conversions ------------------------------------------------------------------------
@@ -83,7 +98,11 @@ pub(super) fn normalize_usage(usage: &WireUsage) -> Usage {
         total_tokens: prompt + completion,
         cached_prompt_tokens: cache_read,
         cache_write_tokens: cache_write,
-        reasoning_tokens: 0,
+        // Thinking is billed inside output_tokens; this names that part.
+        reasoning_tokens: usage
+            .output_tokens_details
+            .and_then(|d| d.thinking_tokens)
+            .unwrap_or(0),
     }
 }
 
@@ -241,6 +260,28 @@ mod tests {
             );
             assert_eq!(done.response.text(), "partial");
         }
+    }
+
+    #[test]
+    fn thinking_tokens_are_reasoning_tokens_inside_completion_tokens() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "Hm.", "signature": "Eq"}, {"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 5, "output_tokens": 30, "output_tokens_details": {"thinking_tokens": 24}}});
+        let done = adapter()
+            .parse_response(body.to_string().as_bytes())
+            .unwrap();
+        let usage = done.usage.unwrap();
+        assert_eq!(
+            (
+                usage.completion_tokens,
+                usage.reasoning_tokens,
+                usage.total_tokens
+            ),
+            (30, 24, 35)
+        );
+        let wire = done.response.usage.unwrap();
+        assert_eq!(wire.completion_tokens_details.unwrap().reasoning_tokens, 24);
     }
 
     #[test]

@@ -442,6 +442,35 @@ mod tests {
     }
 
     #[test]
+    fn thinking_tokens_are_reasoning_tokens_inside_completion_tokens() {
+        let stream = sse(&[
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hm."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "ok"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                   "usage": {"output_tokens": 30, "output_tokens_details": {"thinking_tokens": 24}}}),
+            // A later report without the breakdown keeps it (usage is cumulative).
+            json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 31}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&stream);
+        end.unwrap();
+        let usage = acc.finish("m").usage.unwrap();
+        assert_eq!(
+            (
+                usage.completion_tokens,
+                usage.reasoning_tokens,
+                usage.total_tokens
+            ),
+            (31, 24, 36)
+        );
+    }
+
+    #[test]
     fn error_events_refusals_cut_and_malformed_streams_fail() {
         let start = json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 5, "output_tokens": 1}}});
         let mut stream = sse(std::slice::from_ref(&start));

@@ -208,6 +208,25 @@ async fn tool_use_stream_matches_the_recorded_tool_block() {
 }
 
 #[tokio::test]
+async fn thinking_tokens_are_inside_output_tokens_and_named_apart() {
+    let mock = MockProvider::start(MockOptions {
+        reasoning_tokens: 4,
+        ..MockOptions::default()
+    })
+    .await;
+    let v = json_body(client(&mock).anthropic(&messages("think", false)).await).await;
+    assert_eq!(v["usage"]["output_tokens"], 16);
+    assert_eq!(v["usage"]["output_tokens_details"]["thinking_tokens"], 4);
+    let events = stream(&mock, &messages("think", true)).await;
+    let start = &first(&events, "message_start").json()["message"]["usage"];
+    assert!(start.get("output_tokens_details").is_none());
+    assert_eq!(
+        first(&events, "message_delta").json()["usage"],
+        json!({ "output_tokens": 16, "output_tokens_details": { "thinking_tokens": 4 } })
+    );
+}
+
+#[tokio::test]
 async fn usage_excludes_cache_reads_and_writes() {
     let options = MockOptions {
         cached_prompt_tokens: 100,
