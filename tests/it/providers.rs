@@ -7,7 +7,8 @@ use llmq_schemas::{
 };
 use llmq_submitter::UsageQuery;
 use llmq_tests::mock::{
-    Fault, MockOptions, ModelBehavior, WireFormat, mock_text, prompt_tokens_for,
+    Fault, MockOptions, ModelBehavior, REFUSAL_OUTPUT_TOKENS, ScriptedFault, WireFormat,
+    mock_text, prompt_tokens_for,
 };
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, run_job};
@@ -363,6 +364,109 @@ async fn the_usage_report_sums_tokens_and_cost_per_tenant_and_model() {
         "{} vs {cost}",
         row.cost_usd
     );
+    worker.stop().await.unwrap();
+}
+
+/// `m-anthropic` and `m-gemini` with `content_policy_fallbacks` to `m-openai`.
+fn with_policy_fallbacks() -> String {
+    format!(
+        r#"{}
+[models.strict-claude]
+deployments = [{{ provider = "claude", model = "claude-up" }}]
+default_max_tokens = 256
+content_policy_fallbacks = ["m-openai"]
+[models.strict-gemini]
+deployments = [{{ provider = "gem", model = "gemini-up" }}]
+content_policy_fallbacks = ["m-openai"]
+"#,
+        all_kinds()
+    )
+}
+
+#[tokio::test]
+async fn a_refused_answer_is_billed_and_so_is_its_fallback() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.setup(&with_policy_fallbacks())).await;
+    let client = stack.client().await;
+    let prompt = "something the model refuses";
+    let prompt_tokens = prompt_tokens_for(prompt.len(), 1);
+    let cases = [
+        // Anthropic bills the input and the output generated up to the refusal.
+        (
+            "strict-claude",
+            "claude-up",
+            Usage::new(prompt_tokens, REFUSAL_OUTPUT_TOKENS),
+        ),
+        // Gemini bills a blocked prompt's input.
+        ("strict-gemini", "gemini-up", Usage::new(prompt_tokens, 0)),
+    ];
+    for (model, upstream, refused) in cases {
+        for stream in [false, true] {
+            stack
+                .mock
+                .push_faults([ScriptedFault::for_model(upstream, Fault::ContentFiltered)]);
+            let mut job = chat_job(model, prompt);
+            job.stream = stream;
+            let outcome = run_job(&client, job).await;
+            let case = format!("{model} stream={stream}");
+            assert_eq!(
+                outcome.status,
+                OutcomeStatus::Succeeded,
+                "{case}: {outcome:?}"
+            );
+            let attempts: Vec<_> = outcome
+                .attempts
+                .iter()
+                .map(|a| (a.route, a.upstream_model.as_str(), a.error))
+                .collect();
+            assert_eq!(
+                attempts,
+                [
+                    (
+                        AttemptRoute::Primary,
+                        upstream,
+                        Some(ErrorType::ContentFiltered)
+                    ),
+                    (AttemptRoute::ContentPolicyFallback, "oai-up", None),
+                ],
+                "{case}"
+            );
+            assert_eq!(outcome.attempts[0].usage, Some(refused), "{case}");
+            let answered = outcome.attempts[1].usage.expect("the fallback's usage");
+            let mut total = refused;
+            total.add(&answered);
+            assert_eq!(outcome.usage, Some(total), "{case}: both attempts billed");
+
+            let event = usage_event(&stack, outcome.job_id).await;
+            assert_eq!(event.usage, total, "{case}");
+            assert_eq!(event.usage_source, UsageSource::Reported, "{case}");
+            let billed: Vec<(u32, &str, Usage, UsageSource)> = event
+                .attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a.attempt,
+                        a.upstream_model.as_str(),
+                        a.usage,
+                        a.usage_source,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                billed,
+                [
+                    (1, upstream, refused, UsageSource::Reported),
+                    (2, "oai-up", answered, UsageSource::Reported),
+                ],
+                "{case}"
+            );
+            assert!(
+                usd(&event.attempts[0].cost) > 0.0,
+                "{case}: refused tokens cost"
+            );
+            assert_eq!(outcome.cost.as_ref(), Some(&event.cost), "{case}");
+        }
+    }
     worker.stop().await.unwrap();
 }
 

@@ -5,6 +5,11 @@
 //! output), inter-token (streaming: longest silence once output has started), total
 //! (the whole attempt). Cancellation is the caller dropping this future, which drops the
 //! response and closes the connection, so the provider stops generating too.
+//!
+//! Billing is decided here too, for every attempt alike: the usage the provider reported
+//! is billed whatever the attempt's outcome (a refusal, a blocked prompt, a stream that
+//! failed after its usage came), and output that visibly came is never billed at less than
+//! its estimate.
 
 use std::time::Duration;
 
@@ -17,7 +22,10 @@ use super::accumulate::StreamAccumulator;
 use super::estimate::estimate;
 use super::redact::redact;
 use super::sse::SseParser;
-use super::{Adapter, CallSpec, Completion, DeltaPart, ProviderError, TimeoutKind};
+use super::{
+    Adapter, CallSpec, Completion, DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem,
+    TimeoutKind,
+};
 use crate::config::Timeouts;
 
 /// Where streamed output goes as it arrives.
@@ -49,8 +57,9 @@ pub struct Upstream<'a> {
 #[derive(Debug)]
 pub struct AttemptReport {
     pub result: Result<Completion, ProviderError>,
-    /// What to bill: reported by the provider, or estimated when it reported nothing but
-    /// output was produced. `None` when nothing was produced (a 429, a refused connect).
+    /// What to bill, success or not: reported by the provider, or estimated when it
+    /// reported nothing but output was produced. `None` when nothing was reported or
+    /// produced (a 429, a refused connect).
     pub usage: Option<(Usage, UsageSource)>,
     pub http_status: Option<u16>,
     pub latency: Duration,
@@ -97,8 +106,8 @@ pub async fn execute(
         }
         Err(mut err) => {
             err.message = redact(&err.message, upstream.secret);
+            report.usage = failed_usage(spec, &acc, err.reported_usage());
             if acc.saw_output() {
-                report.usage = Some(partial_usage(spec, &acc));
                 report.partial = Some((acc.content().to_owned(), acc.tool_calls()));
             }
             report.result = Err(err);
@@ -162,12 +171,15 @@ async fn run(
 
     let mut body = response.bytes_stream();
     let mut parser = SseParser::new();
-    let mut decoder = upstream.adapter.stream_decoder();
     let mut events = Vec::new();
-    let mut items = Vec::new();
-    let mut first_output: Option<Instant> = None;
-    while !decoder.is_done() {
-        let (deadline, kind) = match first_output {
+    let mut feed = Feed {
+        decoder: upstream.adapter.stream_decoder(),
+        items: Vec::new(),
+        started,
+        first_output: None,
+    };
+    while !feed.decoder.is_done() {
+        let (deadline, kind) = match feed.first_output {
             None => (first_token_deadline, TimeoutKind::FirstToken),
             Some(_) => (
                 Instant::now() + timeouts.inter_token,
@@ -192,16 +204,8 @@ async fn run(
                 parser
                     .finish(&mut events)
                     .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
-                for event in events.drain(..) {
-                    decoder.decode(&event, &mut items)?;
-                    for item in items.drain(..) {
-                        if let Some(part) = acc.apply(item) {
-                            sink.delta(part).await;
-                            report.deltas_sent = true;
-                        }
-                    }
-                }
-                decoder.finish()?;
+                feed.events(&mut events, acc, sink, report).await?;
+                feed.decoder.finish()?;
                 break;
             }
             Ok(Some(Err(err))) => {
@@ -215,29 +219,77 @@ async fn run(
         parser
             .feed(&chunk, &mut events)
             .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
+        feed.events(&mut events, acc, sink, report).await?;
+    }
+    Ok(std::mem::take(acc).finish(spec.upstream_model))
+}
+
+/// One stream's decoding state.
+struct Feed {
+    decoder: Box<dyn StreamDecoder>,
+    items: Vec<StreamItem>,
+    started: Instant,
+    first_output: Option<Instant>,
+}
+
+impl Feed {
+    /// Decodes `events` and forwards their output. What an event yielded before its error
+    /// is applied first: Anthropic's refusal comes in the `message_delta` that carries
+    /// the final usage, and those tokens were charged.
+    async fn events(
+        &mut self,
+        events: &mut Vec<SseEvent>,
+        acc: &mut StreamAccumulator,
+        sink: &mut dyn DeltaSink,
+        report: &mut AttemptReport,
+    ) -> Result<(), ProviderError> {
         for event in events.drain(..) {
-            decoder.decode(&event, &mut items)?;
-            for item in items.drain(..) {
+            let decoded = self.decoder.decode(&event, &mut self.items);
+            for item in self.items.drain(..) {
                 if let Some(part) = acc.apply(item) {
-                    if first_output.is_none() {
-                        first_output = Some(Instant::now());
-                        report.ttft = Some(started.elapsed());
+                    if self.first_output.is_none() {
+                        self.first_output = Some(Instant::now());
+                        report.ttft = Some(self.started.elapsed());
                     }
                     sink.delta(part).await;
                     report.deltas_sent = true;
                 }
             }
+            decoded?;
         }
+        Ok(())
     }
-    Ok(std::mem::take(acc).finish(spec.upstream_model))
+}
+
+/// What to bill for a failed attempt: the usage the provider reported (with the error,
+/// or in the stream before it), because it charged for it; after visible output, never
+/// less than that output. `None` when nothing was reported or produced (a 429, a refused
+/// connect).
+fn failed_usage(
+    spec: CallSpec<'_>,
+    acc: &StreamAccumulator,
+    with_error: Option<Usage>,
+) -> Option<(Usage, UsageSource)> {
+    let reported = with_error
+        .or(acc.usage())
+        .filter(|usage| usage.total_tokens > 0);
+    if acc.saw_output() {
+        Some(partial_usage(spec, acc.content().len(), reported))
+    } else {
+        reported.map(|usage| (usage, UsageSource::Reported))
+    }
 }
 
 /// Usage of an attempt that failed after producing output. A cut stream may have
 /// reported usage early (Anthropic's `message_start` says 1 output token) and never the
 /// final count: never bill less than the output visibly produced.
-fn partial_usage(spec: CallSpec<'_>, acc: &StreamAccumulator) -> (Usage, UsageSource) {
-    let estimated = estimate(spec.request, acc.content().len());
-    match acc.usage() {
+fn partial_usage(
+    spec: CallSpec<'_>,
+    output_bytes: usize,
+    reported: Option<Usage>,
+) -> (Usage, UsageSource) {
+    let estimated = estimate(spec.request, output_bytes);
+    match reported {
         Some(reported) if reported.completion_tokens >= estimated.completion_tokens => {
             (reported, UsageSource::Reported)
         }

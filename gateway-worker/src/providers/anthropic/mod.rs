@@ -25,7 +25,9 @@
 //! - A `refusal` stop with nothing else in the answer is the error `ContentFiltered`, so
 //!   `content_policy_fallbacks` fire as they would on OpenAI's policy error; a refusal
 //!   after some text or a tool call keeps that output and finishes `content_filter`.
-//!   Streaming and non-streaming apply the same rule.
+//!   Streaming and non-streaming apply the same rule. The error names `stop_details`'
+//!   category and explanation and carries the usage reported with the refusal: Anthropic
+//!   bills the input and the output generated up to it.
 //! - Thinking comes back as `reasoning_content`; its signature cannot ride through the
 //!   OpenAI format, so thinking is not replayed in later turns.
 

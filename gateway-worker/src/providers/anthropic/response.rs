@@ -22,7 +22,17 @@ pub(super) struct MessageResponse {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
+    stop_details: Option<StopDetails>,
+    #[serde(default)]
     usage: Option<WireUsage>,
+}
+
+/// Why a `refusal` stop happened (`message_delta` carries it when streaming).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub(super) struct StopDetails {
+    category: Option<String>,
+    explanation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,12 +128,20 @@ pub(super) fn finish_reason(stop_reason: Option<&str>, has_tool_calls: bool) -> 
     .to_owned()
 }
 
-pub(super) fn refusal() -> ProviderError {
-    ProviderError::new(
-        ErrorType::ContentFiltered,
-        "the model refused to answer (stop_reason refusal)",
-    )
-    .with_code(Some("refusal".into()))
+/// A refusal with nothing else in the answer. `usage` is what the provider reported: it
+/// bills a refused answer's tokens.
+pub(super) fn refusal(details: Option<&StopDetails>, usage: &WireUsage) -> ProviderError {
+    let mut message = "the model refused to answer (stop_reason refusal".to_owned();
+    if let Some(category) = details.and_then(|d| d.category.as_deref()) {
+        message.push_str(&format!(", category {category}"));
+    }
+    message.push(')');
+    if let Some(explanation) = details.and_then(|d| d.explanation.as_deref()) {
+        message.push_str(&format!(": {explanation}"));
+    }
+    ProviderError::new(ErrorType::ContentFiltered, message)
+        .with_code(Some("refusal".into()))
+        .with_usage(Some(normalize_usage(usage)))
 }
 
 pub(super) fn completion(message: MessageResponse) -> Result<Completion, ProviderError> {
@@ -150,7 +168,10 @@ pub(super) fn completion(message: MessageResponse) -> Result<Completion, Provide
     }
     let stop_reason = message.stop_reason.as_deref();
     if stop_reason == Some("refusal") && text.is_empty() && tool_calls.is_empty() {
-        return Err(refusal());
+        return Err(refusal(
+            message.stop_details.as_ref(),
+            &message.usage.unwrap_or_default(),
+        ));
     }
     let usage = message.usage.as_ref().map(normalize_usage);
     let finish = finish_reason(stop_reason, !tool_calls.is_empty());
@@ -286,10 +307,18 @@ mod tests {
 
     #[test]
     fn a_bare_refusal_is_content_filtered_and_error_bodies_are_errors() {
-        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":"refusal","usage":{"input_tokens":10,"output_tokens":0}}"#;
+        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":"refusal",
+            "stop_details":{"type":"refusal","category":"cyber","explanation":"Declined."},"usage":{"input_tokens":10,"output_tokens":3}}"#;
         let err = adapter().parse_response(body.as_bytes()).unwrap_err();
         assert_eq!(err.class, ErrorType::ContentFiltered);
         assert!(err.allows_fallback());
+        assert!(
+            err.message.ends_with("category cyber): Declined."),
+            "{}",
+            err.message
+        );
+        // Refused tokens are billed.
+        assert_eq!(err.reported_usage(), Some(Usage::new(10, 3)));
         let body = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}"#;
         let err = adapter().parse_response(body.as_bytes()).unwrap_err();
         assert_eq!(err.class, ErrorType::Overloaded);

@@ -32,7 +32,8 @@
 //!   OpenAI-only field.
 //! - A blocked prompt (`promptFeedback.blockReason`, no candidates) or an answer that is
 //!   only a safety stop is `ContentFiltered`, so content-policy fallbacks fire; a safety
-//!   stop after some output keeps it and finishes `content_filter`.
+//!   stop after some output keeps it and finishes `content_filter`. The error carries the
+//!   `usageMetadata` of that response, because those tokens are billed.
 //! - `RESOURCE_EXHAUSTED` is `RateLimited` (retry after `RetryInfo.retryDelay`), except
 //!   when retrying cannot help soon: every violated quota is a per-day one, or a quota's
 //!   value is 0 (the model has no free tier). Those are `QuotaExhausted`, so the job

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Event, client, header, json_body, read_stream, sse};
 use crate::mock::{
-    Fault, MockOptions, MockProvider, RetryHint, ScriptedFault, mock_text, prompt_tokens_for,
+    Fault, MockOptions, MockProvider, REFUSAL_OUTPUT_TOKENS, RetryHint, ScriptedFault, mock_text,
+    prompt_tokens_for,
 };
 
 const BASIC: &str = include_str!("../../../fixtures/anthropic/basic_response.txt");
@@ -359,6 +360,9 @@ async fn refusal_and_in_stream_error() {
         (v["stop_reason"].as_str(), &v["content"]),
         (Some("refusal"), &json!([]))
     );
+    assert_eq!(v["stop_details"]["type"], "refusal");
+    assert_eq!(v["usage"]["output_tokens"], REFUSAL_OUTPUT_TOKENS);
+    assert_eq!(v["usage"]["input_tokens"], prompt_tokens_for(1, 1));
 
     mock.push_faults([ScriptedFault::any(Fault::ContentFiltered)]);
     let events = stream(&mock, &messages("p", true)).await;
@@ -366,10 +370,10 @@ async fn refusal_and_in_stream_error() {
         sequence(&events),
         ["message_start", "ping", "message_delta", "message_stop"]
     );
-    assert_eq!(
-        first(&events, "message_delta").json()["delta"]["stop_reason"],
-        "refusal"
-    );
+    let delta = first(&events, "message_delta").json();
+    assert_eq!(delta["delta"]["stop_reason"], "refusal");
+    assert_eq!(delta["delta"]["stop_details"]["category"], "cyber");
+    assert_eq!(delta["usage"]["output_tokens"], REFUSAL_OUTPUT_TOKENS);
 
     mock.push_faults([ScriptedFault::any(Fault::InStreamError { after_tokens: 2 })]);
     let events = stream(&mock, &messages("p", true)).await;
