@@ -9,19 +9,21 @@
 //! Billing is decided here too, for every attempt alike: the usage the provider reported
 //! is billed whatever the attempt's outcome (a refusal, a blocked prompt, a stream that
 //! failed after its usage came), and output that visibly came is never billed at less than
-//! its estimate.
+//! its estimate. The tool-argument rule ([`super::tool_arguments`]) is applied to the
+//! finished answer, so streaming and non-streaming answers are judged alike.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use llmq_schemas::{ToolCall, Usage, UsageSource};
+use llmq_schemas::{AttemptWarning, ToolCall, Usage, UsageSource};
 use tokio::time::{Instant, timeout_at};
 
 use super::accumulate::StreamAccumulator;
 use super::estimate::estimate;
 use super::redact::redact;
 use super::sse::SseParser;
+use super::tool_arguments;
 use super::{
     Adapter, CallSpec, Completion, DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem,
     TimeoutKind,
@@ -69,6 +71,8 @@ pub struct AttemptReport {
     pub deltas_sent: bool,
     /// Output produced before a failure.
     pub partial: Option<(String, Vec<ToolCall>)>,
+    /// What the answer got through with (tool arguments passed through unchecked).
+    pub warnings: Vec<AttemptWarning>,
 }
 
 pub async fn execute(
@@ -85,29 +89,20 @@ pub async fn execute(
         ttft: None,
         deltas_sent: false,
         partial: None,
+        warnings: Vec::new(),
     };
     let mut acc = StreamAccumulator::new();
     let result = run(upstream, spec, sink, started, &mut report, &mut acc).await;
     report.latency = started.elapsed();
+    let result = result.and_then(|completion| accept(spec, completion, &mut report));
     match result {
-        Ok(mut completion) => {
-            if completion.response.model.is_empty() {
-                // Some responses do not name the model (Gemini without modelVersion).
-                completion.response.model = spec.upstream_model.to_owned();
-            }
-            report.usage = Some(match completion.usage {
-                Some(usage) => (usage, UsageSource::Reported),
-                None => (
-                    estimate(spec.request, output_bytes(&completion)),
-                    UsageSource::Estimated,
-                ),
-            });
-            report.result = Ok(completion);
-        }
+        Ok(completion) => report.result = Ok(completion),
         Err(mut err) => {
             err.message = redact(&err.message, upstream.secret);
-            report.usage = failed_usage(spec, &acc, err.reported_usage());
-            if acc.saw_output() {
+            if report.usage.is_none() {
+                report.usage = failed_usage(spec, &acc, err.reported_usage());
+            }
+            if report.partial.is_none() && acc.saw_output() {
                 report.partial = Some((acc.content().to_owned(), acc.tool_calls()));
             }
             report.result = Err(err);
@@ -301,6 +296,51 @@ fn partial_usage(
         }
         None => (estimated, UsageSource::Estimated),
     }
+}
+
+/// A finished answer: named, billed, and held to the tool-argument rule (a broken one
+/// is still billed, and its output kept as the partial).
+fn accept(
+    spec: CallSpec<'_>,
+    mut completion: Completion,
+    report: &mut AttemptReport,
+) -> Result<Completion, ProviderError> {
+    if completion.response.model.is_empty() {
+        // Some responses do not name the model (Gemini without modelVersion).
+        completion.response.model = spec.upstream_model.to_owned();
+    }
+    report.usage = Some(match completion.usage {
+        Some(usage) => (usage, UsageSource::Reported),
+        None => (
+            estimate(spec.request, output_bytes(&completion)),
+            UsageSource::Estimated,
+        ),
+    });
+    match tool_arguments::check(&mut completion, spec.invalid_tool_arguments) {
+        Ok(warnings) => {
+            report.warnings = warnings;
+            Ok(completion)
+        }
+        Err(err) => {
+            report.partial = Some(partial_of(&completion));
+            Err(err)
+        }
+    }
+}
+
+/// The first choice's output, for an answer that is not used.
+fn partial_of(completion: &Completion) -> (String, Vec<ToolCall>) {
+    completion
+        .response
+        .choices
+        .first()
+        .map(|choice| {
+            (
+                choice.message.content.clone().unwrap_or_default(),
+                choice.message.tool_calls.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn output_bytes(completion: &Completion) -> usize {

@@ -411,6 +411,7 @@ mod tests {
             upstream_model: "gpt-4.1-mini",
             stream,
             default_max_tokens: None,
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 

@@ -67,6 +67,12 @@ pub enum Fault {
     InStreamError { after_tokens: usize },
     /// 200 with `content-type: application/json` and a body that is not JSON.
     GarbageBody,
+    /// A forced tool call whose arguments end before their JSON does
+    /// (`{"query":"<prompt>`), where the format carries arguments as text: OpenAI and
+    /// Azure (streaming or not), Anthropic streams (`partial_json`). Anthropic
+    /// non-streaming and Gemini carry arguments as JSON values and answer normally, and
+    /// so does a request that forces no tool.
+    InvalidToolArguments,
 }
 
 /// Which server-directed delay a rate-limit response carries.

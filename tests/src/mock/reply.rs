@@ -156,6 +156,17 @@ impl Reply {
         }
     }
 
+    /// A forced tool call's arguments, cut before their JSON ends (`{"query":"<prompt>`),
+    /// as a provider that streams arguments as text can send them.
+    pub(crate) fn break_tool_arguments(&mut self) {
+        if let Output::Tool(call) = &mut self.output {
+            call.arguments
+                .truncate(call.arguments.len().saturating_sub(2));
+            call.fragments = fragments(&call.arguments);
+            self.usage.completion = call.fragments.len() as u64;
+        }
+    }
+
     /// How many content chunks a stream of this reply carries.
     pub(crate) fn content_chunks(&self) -> usize {
         match &self.output {

@@ -28,6 +28,8 @@
 //!   Streaming and non-streaming apply the same rule. The error names `stop_details`'
 //!   category and explanation and carries the usage reported with the refusal: Anthropic
 //!   bills the input and the output generated up to it.
+//! - A history's tool call whose arguments are not a JSON object is sent as
+//!   `{"_raw_arguments": "<text>"}` (see `providers::tool_arguments`).
 //! - Thinking comes back as `reasoning_content`; its signature cannot ride through the
 //!   OpenAI format, so thinking is not replayed in later turns.
 
@@ -158,6 +160,7 @@ mod tests {
             upstream_model: "claude-sonnet-4-5",
             stream,
             default_max_tokens: None,
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 

@@ -228,6 +228,37 @@ async fn thinking_tokens_are_inside_output_tokens_and_named_apart() {
 }
 
 #[tokio::test]
+async fn invalid_tool_arguments_break_streamed_arguments_only() {
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let mut body = messages("weather in Paris", true);
+    body["tools"] = json!([{ "name": "get_weather", "input_schema": { "type": "object" } }]);
+    body["tool_choice"] = json!({ "type": "any" });
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let events = stream(&mock, &body).await;
+    let arguments: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("content_block_delta"))
+        .map(|e| {
+            e.json()["delta"]["partial_json"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(arguments, r#"{"query":"weather in Paris"#);
+    assert!(serde_json::from_str::<Value>(&arguments).is_err());
+
+    // A non-streaming body carries the input as a JSON value: nothing to break.
+    body["stream"] = json!(false);
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let v = json_body(client(&mock).anthropic(&body).await).await;
+    assert_eq!(
+        v["content"][0]["input"],
+        json!({ "query": "weather in Paris" })
+    );
+}
+
+#[tokio::test]
 async fn usage_excludes_cache_reads_and_writes() {
     let options = MockOptions {
         cached_prompt_tokens: 100,
