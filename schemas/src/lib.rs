@@ -27,7 +27,9 @@ pub use dlq::DlqReason;
 pub use error::{ErrorType, JobError};
 pub use event::{DeadLettered, Delta, ReplyEvent, Restart, Started};
 pub use job::{Job, JobId, Tier};
-pub use outcome::{Attempt, AttemptRoute, Outcome, OutcomeStatus, Partial, Timings};
+pub use outcome::{
+    Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeStatus, Partial, Timings,
+};
 pub use request::{
     ChatRequest, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Stop,
     Tool, ToolCall, ToolCallDelta, ToolChoice,

@@ -152,6 +152,21 @@ pub struct Attempt {
     pub ttft_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What a succeeded attempt's answer got through with, when it was let through
+    /// anyway (see [`AttemptWarning`]). Empty almost always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<AttemptWarning>,
+}
+
+/// Something wrong with an answer that was returned anyway, because the model's config
+/// says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptWarning {
+    /// A tool call's arguments are not a JSON object and were passed through unchanged
+    /// (`invalid_tool_arguments = "pass_through"`). Sending that assistant message back
+    /// still works with every provider kind.
+    InvalidToolArguments,
 }
 
 /// Where the time went. Durations in milliseconds.

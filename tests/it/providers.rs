@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use llmq_schemas::{
-    AttemptRoute, ChatRequest, Cost, ErrorType, Job, OutcomeStatus, Usage, UsageEvent, UsageSource,
+    AttemptRoute, AttemptWarning, ChatRequest, Cost, ErrorType, Job, OutcomeStatus, ReplyEvent,
+    Usage, UsageEvent, UsageSource,
 };
 use llmq_submitter::UsageQuery;
 use llmq_tests::mock::{
-    Fault, MockOptions, ModelBehavior, WireFormat, mock_text, prompt_tokens_for,
+    Fault, MockOptions, ModelBehavior, REFUSAL_OUTPUT_TOKENS, ScriptedFault, WireFormat, mock_text,
+    prompt_tokens_for,
 };
 use llmq_tests::nats::NatsOptions;
-use llmq_tests::stack::{Stack, chat_job, run_job};
+use llmq_tests::stack::{Stack, chat_job, collect_events, run_job};
 
 /// One provider of each kind at the mock, one model per kind, with prices.
 fn all_kinds() -> String {
@@ -363,5 +365,297 @@ async fn the_usage_report_sums_tokens_and_cost_per_tenant_and_model() {
         "{} vs {cost}",
         row.cost_usd
     );
+    worker.stop().await.unwrap();
+}
+
+/// `m-anthropic` and `m-gemini` with `content_policy_fallbacks` to `m-openai`.
+fn with_policy_fallbacks() -> String {
+    format!(
+        r#"{}
+[models.strict-claude]
+deployments = [{{ provider = "claude", model = "claude-up" }}]
+default_max_tokens = 256
+content_policy_fallbacks = ["m-openai"]
+[models.strict-gemini]
+deployments = [{{ provider = "gem", model = "gemini-up" }}]
+content_policy_fallbacks = ["m-openai"]
+"#,
+        all_kinds()
+    )
+}
+
+#[tokio::test]
+async fn a_refused_answer_is_billed_and_so_is_its_fallback() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&stack.setup(&with_policy_fallbacks())).await;
+    let client = stack.client().await;
+    let prompt = "something the model refuses";
+    let prompt_tokens = prompt_tokens_for(prompt.len(), 1);
+    let cases = [
+        // Anthropic bills the input and the output generated up to the refusal.
+        (
+            "strict-claude",
+            "claude-up",
+            Usage::new(prompt_tokens, REFUSAL_OUTPUT_TOKENS),
+        ),
+        // Gemini bills a blocked prompt's input.
+        ("strict-gemini", "gemini-up", Usage::new(prompt_tokens, 0)),
+    ];
+    for (model, upstream, refused) in cases {
+        for stream in [false, true] {
+            stack
+                .mock
+                .push_faults([ScriptedFault::for_model(upstream, Fault::ContentFiltered)]);
+            let mut job = chat_job(model, prompt);
+            job.stream = stream;
+            let outcome = run_job(&client, job).await;
+            let case = format!("{model} stream={stream}");
+            assert_eq!(
+                outcome.status,
+                OutcomeStatus::Succeeded,
+                "{case}: {outcome:?}"
+            );
+            let attempts: Vec<_> = outcome
+                .attempts
+                .iter()
+                .map(|a| (a.route, a.upstream_model.as_str(), a.error))
+                .collect();
+            assert_eq!(
+                attempts,
+                [
+                    (
+                        AttemptRoute::Primary,
+                        upstream,
+                        Some(ErrorType::ContentFiltered)
+                    ),
+                    (AttemptRoute::ContentPolicyFallback, "oai-up", None),
+                ],
+                "{case}"
+            );
+            assert_eq!(outcome.attempts[0].usage, Some(refused), "{case}");
+            let answered = outcome.attempts[1].usage.expect("the fallback's usage");
+            let mut total = refused;
+            total.add(&answered);
+            assert_eq!(outcome.usage, Some(total), "{case}: both attempts billed");
+
+            let event = usage_event(&stack, outcome.job_id).await;
+            assert_eq!(event.usage, total, "{case}");
+            assert_eq!(event.usage_source, UsageSource::Reported, "{case}");
+            let billed: Vec<(u32, &str, Usage, UsageSource)> = event
+                .attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a.attempt,
+                        a.upstream_model.as_str(),
+                        a.usage,
+                        a.usage_source,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                billed,
+                [
+                    (1, upstream, refused, UsageSource::Reported),
+                    (2, "oai-up", answered, UsageSource::Reported),
+                ],
+                "{case}"
+            );
+            assert!(
+                usd(&event.attempts[0].cost) > 0.0,
+                "{case}: refused tokens cost"
+            );
+            assert_eq!(outcome.cost.as_ref(), Some(&event.cost), "{case}");
+        }
+    }
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reasoning_tokens_are_named_by_every_kind_that_reports_them() {
+    let stack = Stack::start_with(
+        MockOptions {
+            reasoning_tokens: 4,
+            ..MockOptions::default()
+        },
+        NatsOptions::default(),
+    )
+    .await;
+    let worker = stack.worker(&stack.setup(&all_kinds())).await;
+    let client = stack.client().await;
+    for model in ["m-openai", "m-azure", "m-anthropic", "m-gemini"] {
+        for stream in [false, true] {
+            let mut job = chat_job(model, "think first");
+            job.stream = stream;
+            let outcome = run_job(&client, job).await;
+            assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{model}");
+            let usage = outcome.usage.unwrap();
+            // Reasoning is a part of completion_tokens: 12 content tokens + 4 reasoning.
+            assert_eq!(
+                (usage.completion_tokens, usage.reasoning_tokens),
+                (16, 4),
+                "{model} stream={stream}"
+            );
+            let wire = outcome.response.unwrap().usage.unwrap();
+            assert_eq!(
+                wire.completion_tokens_details.map(|d| d.reasoning_tokens),
+                Some(4),
+                "{model} stream={stream}"
+            );
+        }
+    }
+    worker.stop().await.unwrap();
+}
+
+fn tool_job(model: &str, stream: bool) -> Job {
+    let request: ChatRequest = serde_json::from_value(serde_json::json!({
+        "messages": [{"role": "user", "content": "weather in Paris"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}],
+        "tool_choice": "required"
+    }))
+    .unwrap();
+    let mut job = Job::new(model, request);
+    job.stream = stream;
+    job
+}
+
+const BROKEN_ARGUMENTS: &str = r#"{"query":"weather in Paris"#;
+
+#[tokio::test]
+async fn tool_arguments_that_are_not_json_fail_the_attempt_and_the_retry_answers() {
+    let stack = Stack::start().await;
+    let mut setup = stack.setup(&all_kinds());
+    setup.set("cooldown", "min_calls", "1000");
+    let worker = stack.worker(&setup).await;
+    let client = stack.client().await;
+    // Anthropic carries arguments as text only when streaming.
+    let cases = [
+        ("m-openai", "oai-up", false),
+        ("m-openai", "oai-up", true),
+        ("m-anthropic", "claude-up", true),
+    ];
+    for (model, upstream, stream) in cases {
+        let case = format!("{model} stream={stream}");
+        stack.mock.push_faults([ScriptedFault::for_model(
+            upstream,
+            Fault::InvalidToolArguments,
+        )]);
+        let handle = client.submit(tool_job(model, stream)).await.unwrap();
+        let (events, outcome) = collect_events(handle, Duration::from_secs(30)).await;
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{case}: {outcome:?}"
+        );
+        let attempts: Vec<_> = outcome
+            .attempts
+            .iter()
+            .map(|a| (a.route, a.error))
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                (AttemptRoute::Primary, Some(ErrorType::MalformedResponse)),
+                (AttemptRoute::Retry, None),
+            ],
+            "{case}"
+        );
+        let message = outcome.attempts[0].error_message.as_deref().unwrap();
+        assert!(
+            message.starts_with("tool call 0 (get_weather, id "),
+            "{case}: {message}"
+        );
+        assert!(
+            outcome.attempts[0].usage.is_some(),
+            "{case}: the broken answer is billed"
+        );
+        let call = &outcome.response.as_ref().unwrap().choices[0]
+            .message
+            .tool_calls
+            .as_ref()
+            .unwrap()[0];
+        let arguments: serde_json::Value = serde_json::from_str(&call.function.arguments).unwrap();
+        assert_eq!(
+            arguments,
+            serde_json::json!({"query": "weather in Paris"}),
+            "{case}"
+        );
+        let restarts = events
+            .iter()
+            .filter(|e| matches!(e, ReplyEvent::Restart(_)))
+            .count();
+        assert_eq!(
+            restarts,
+            usize::from(stream),
+            "{case}: streamed deltas are withdrawn"
+        );
+    }
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn passed_through_tool_arguments_are_flagged_and_the_history_goes_to_every_kind() {
+    let stack = Stack::start().await;
+    let body = format!(
+        "{}\n[models.lenient]\ndeployments = [{{ provider = \"oai\", model = \"oai-up\" }}]\ninvalid_tool_arguments = \"pass_through\"\n",
+        all_kinds()
+    );
+    let worker = stack.worker(&stack.setup(&body)).await;
+    let client = stack.client().await;
+    stack.mock.push_faults([ScriptedFault::for_model(
+        "oai-up",
+        Fault::InvalidToolArguments,
+    )]);
+    let outcome = run_job(&client, tool_job("lenient", true)).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.attempts.len(), 1);
+    assert_eq!(
+        outcome.attempts[0].warnings,
+        [AttemptWarning::InvalidToolArguments]
+    );
+    let assistant = outcome.response.unwrap().choices[0].message.clone();
+    let call = assistant.tool_calls.as_ref().unwrap()[0].clone();
+    assert_eq!(
+        call.function.arguments, BROKEN_ARGUMENTS,
+        "passed through unchanged"
+    );
+
+    // The next turn holds that call; every provider kind takes it.
+    for (model, format) in [
+        ("m-anthropic", WireFormat::Anthropic),
+        ("m-gemini", WireFormat::Gemini),
+        ("m-openai", WireFormat::OpenAi),
+    ] {
+        let request: ChatRequest = serde_json::from_value(serde_json::json!({
+            "messages": [
+                {"role": "user", "content": "weather in Paris"},
+                serde_json::to_value(&assistant).unwrap(),
+                {"role": "tool", "tool_call_id": call.id, "content": "18C"},
+                {"role": "user", "content": "and tomorrow?"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+        }))
+        .unwrap();
+        let outcome = run_job(&client, Job::new(model, request)).await;
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{model}: {outcome:?}"
+        );
+        let sent = stack.mock.requests().last().unwrap().clone();
+        assert_eq!(sent.format, format);
+        let arguments = match format {
+            WireFormat::Anthropic => sent.body["messages"][1]["content"][0]["input"].clone(),
+            WireFormat::Gemini => {
+                sent.body["contents"][1]["parts"][0]["functionCall"]["args"].clone()
+            }
+            _ => sent.body["messages"][1]["tool_calls"][0]["function"]["arguments"].clone(),
+        };
+        let expected = match format {
+            WireFormat::OpenAi => serde_json::json!(BROKEN_ARGUMENTS),
+            _ => serde_json::json!({"_raw_arguments": BROKEN_ARGUMENTS}),
+        };
+        assert_eq!(arguments, expected, "{model}");
+    }
     worker.stop().await.unwrap();
 }

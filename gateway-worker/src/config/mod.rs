@@ -497,6 +497,22 @@ pub struct ModelConfig {
     /// Token cap for providers that require one (Anthropic) when the job sets none.
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// What to do with a tool call whose arguments are not a JSON object.
+    #[serde(default)]
+    pub invalid_tool_arguments: InvalidToolArguments,
+}
+
+/// What to do with a tool call whose arguments, as the provider produced them, are not a
+/// JSON object (see `providers::tool_arguments`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidToolArguments {
+    /// The attempt fails `malformed_response`: retried, then falls back.
+    #[default]
+    Fail,
+    /// The answer is returned with the arguments unchanged (as OpenAI itself does), and
+    /// its attempt carries the warning `invalid_tool_arguments`.
+    PassThrough,
 }
 
 #[derive(Debug, Clone, Deserialize)]

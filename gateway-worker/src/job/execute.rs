@@ -240,6 +240,7 @@ impl Run<'_> {
             upstream_model: &candidate.deployment.upstream_model,
             stream: self.job.stream,
             default_max_tokens: candidate.model.default_max_tokens,
+            invalid_tool_arguments: candidate.model.invalid_tool_arguments,
         };
         metrics::provider_in_flight(&provider.name, 1.0);
         let report = tokio::select! {
@@ -275,6 +276,7 @@ impl Run<'_> {
                 latency_ms: 0,
                 ttft_ms: None,
                 usage: None,
+                warnings: Vec::new(),
             });
             return Some(if cancelled {
                 Execution::Cancelled
@@ -327,6 +329,7 @@ impl Run<'_> {
             latency_ms: millis(report.latency),
             ttft_ms: report.ttft.map(millis),
             usage: report.usage.map(|(usage, _)| usage),
+            warnings: report.warnings,
         });
 
         match report.result {

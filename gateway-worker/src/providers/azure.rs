@@ -167,6 +167,7 @@ mod tests {
             upstream_model: model,
             stream,
             default_max_tokens: None,
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 

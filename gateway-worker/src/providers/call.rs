@@ -5,19 +5,29 @@
 //! output), inter-token (streaming: longest silence once output has started), total
 //! (the whole attempt). Cancellation is the caller dropping this future, which drops the
 //! response and closes the connection, so the provider stops generating too.
+//!
+//! Billing is decided here too, for every attempt alike: the usage the provider reported
+//! is billed whatever the attempt's outcome (a refusal, a blocked prompt, a stream that
+//! failed after its usage came), and output that visibly came is never billed at less than
+//! its estimate. The tool-argument rule ([`super::tool_arguments`]) is applied to the
+//! finished answer, so streaming and non-streaming answers are judged alike.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use llmq_schemas::{ToolCall, Usage, UsageSource};
+use llmq_schemas::{AttemptWarning, ToolCall, Usage, UsageSource};
 use tokio::time::{Instant, timeout_at};
 
 use super::accumulate::StreamAccumulator;
 use super::estimate::estimate;
 use super::redact::redact;
 use super::sse::SseParser;
-use super::{Adapter, CallSpec, Completion, DeltaPart, ProviderError, TimeoutKind};
+use super::tool_arguments;
+use super::{
+    Adapter, CallSpec, Completion, DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem,
+    TimeoutKind,
+};
 use crate::config::Timeouts;
 
 /// Where streamed output goes as it arrives.
@@ -49,8 +59,9 @@ pub struct Upstream<'a> {
 #[derive(Debug)]
 pub struct AttemptReport {
     pub result: Result<Completion, ProviderError>,
-    /// What to bill: reported by the provider, or estimated when it reported nothing but
-    /// output was produced. `None` when nothing was produced (a 429, a refused connect).
+    /// What to bill, success or not: reported by the provider, or estimated when it
+    /// reported nothing but output was produced. `None` when nothing was reported or
+    /// produced (a 429, a refused connect).
     pub usage: Option<(Usage, UsageSource)>,
     pub http_status: Option<u16>,
     pub latency: Duration,
@@ -60,6 +71,8 @@ pub struct AttemptReport {
     pub deltas_sent: bool,
     /// Output produced before a failure.
     pub partial: Option<(String, Vec<ToolCall>)>,
+    /// What the answer got through with (tool arguments passed through unchecked).
+    pub warnings: Vec<AttemptWarning>,
 }
 
 pub async fn execute(
@@ -76,29 +89,20 @@ pub async fn execute(
         ttft: None,
         deltas_sent: false,
         partial: None,
+        warnings: Vec::new(),
     };
     let mut acc = StreamAccumulator::new();
     let result = run(upstream, spec, sink, started, &mut report, &mut acc).await;
     report.latency = started.elapsed();
+    let result = result.and_then(|completion| accept(spec, completion, &mut report));
     match result {
-        Ok(mut completion) => {
-            if completion.response.model.is_empty() {
-                // Some responses do not name the model (Gemini without modelVersion).
-                completion.response.model = spec.upstream_model.to_owned();
-            }
-            report.usage = Some(match completion.usage {
-                Some(usage) => (usage, UsageSource::Reported),
-                None => (
-                    estimate(spec.request, output_bytes(&completion)),
-                    UsageSource::Estimated,
-                ),
-            });
-            report.result = Ok(completion);
-        }
+        Ok(completion) => report.result = Ok(completion),
         Err(mut err) => {
             err.message = redact(&err.message, upstream.secret);
-            if acc.saw_output() {
-                report.usage = Some(partial_usage(spec, &acc));
+            if report.usage.is_none() {
+                report.usage = failed_usage(spec, &acc, err.reported_usage());
+            }
+            if report.partial.is_none() && acc.saw_output() {
                 report.partial = Some((acc.content().to_owned(), acc.tool_calls()));
             }
             report.result = Err(err);
@@ -162,12 +166,15 @@ async fn run(
 
     let mut body = response.bytes_stream();
     let mut parser = SseParser::new();
-    let mut decoder = upstream.adapter.stream_decoder();
     let mut events = Vec::new();
-    let mut items = Vec::new();
-    let mut first_output: Option<Instant> = None;
-    while !decoder.is_done() {
-        let (deadline, kind) = match first_output {
+    let mut feed = Feed {
+        decoder: upstream.adapter.stream_decoder(),
+        items: Vec::new(),
+        started,
+        first_output: None,
+    };
+    while !feed.decoder.is_done() {
+        let (deadline, kind) = match feed.first_output {
             None => (first_token_deadline, TimeoutKind::FirstToken),
             Some(_) => (
                 Instant::now() + timeouts.inter_token,
@@ -192,16 +199,8 @@ async fn run(
                 parser
                     .finish(&mut events)
                     .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
-                for event in events.drain(..) {
-                    decoder.decode(&event, &mut items)?;
-                    for item in items.drain(..) {
-                        if let Some(part) = acc.apply(item) {
-                            sink.delta(part).await;
-                            report.deltas_sent = true;
-                        }
-                    }
-                }
-                decoder.finish()?;
+                feed.events(&mut events, acc, sink, report).await?;
+                feed.decoder.finish()?;
                 break;
             }
             Ok(Some(Err(err))) => {
@@ -215,29 +214,77 @@ async fn run(
         parser
             .feed(&chunk, &mut events)
             .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
+        feed.events(&mut events, acc, sink, report).await?;
+    }
+    Ok(std::mem::take(acc).finish(spec.upstream_model))
+}
+
+/// One stream's decoding state.
+struct Feed {
+    decoder: Box<dyn StreamDecoder>,
+    items: Vec<StreamItem>,
+    started: Instant,
+    first_output: Option<Instant>,
+}
+
+impl Feed {
+    /// Decodes `events` and forwards their output. What an event yielded before its error
+    /// is applied first: Anthropic's refusal comes in the `message_delta` that carries
+    /// the final usage, and those tokens were charged.
+    async fn events(
+        &mut self,
+        events: &mut Vec<SseEvent>,
+        acc: &mut StreamAccumulator,
+        sink: &mut dyn DeltaSink,
+        report: &mut AttemptReport,
+    ) -> Result<(), ProviderError> {
         for event in events.drain(..) {
-            decoder.decode(&event, &mut items)?;
-            for item in items.drain(..) {
+            let decoded = self.decoder.decode(&event, &mut self.items);
+            for item in self.items.drain(..) {
                 if let Some(part) = acc.apply(item) {
-                    if first_output.is_none() {
-                        first_output = Some(Instant::now());
-                        report.ttft = Some(started.elapsed());
+                    if self.first_output.is_none() {
+                        self.first_output = Some(Instant::now());
+                        report.ttft = Some(self.started.elapsed());
                     }
                     sink.delta(part).await;
                     report.deltas_sent = true;
                 }
             }
+            decoded?;
         }
+        Ok(())
     }
-    Ok(std::mem::take(acc).finish(spec.upstream_model))
+}
+
+/// What to bill for a failed attempt: the usage the provider reported (with the error,
+/// or in the stream before it), because it charged for it; after visible output, never
+/// less than that output. `None` when nothing was reported or produced (a 429, a refused
+/// connect).
+fn failed_usage(
+    spec: CallSpec<'_>,
+    acc: &StreamAccumulator,
+    with_error: Option<Usage>,
+) -> Option<(Usage, UsageSource)> {
+    let reported = with_error
+        .or(acc.usage())
+        .filter(|usage| usage.total_tokens > 0);
+    if acc.saw_output() {
+        Some(partial_usage(spec, acc.content().len(), reported))
+    } else {
+        reported.map(|usage| (usage, UsageSource::Reported))
+    }
 }
 
 /// Usage of an attempt that failed after producing output. A cut stream may have
 /// reported usage early (Anthropic's `message_start` says 1 output token) and never the
 /// final count: never bill less than the output visibly produced.
-fn partial_usage(spec: CallSpec<'_>, acc: &StreamAccumulator) -> (Usage, UsageSource) {
-    let estimated = estimate(spec.request, acc.content().len());
-    match acc.usage() {
+fn partial_usage(
+    spec: CallSpec<'_>,
+    output_bytes: usize,
+    reported: Option<Usage>,
+) -> (Usage, UsageSource) {
+    let estimated = estimate(spec.request, output_bytes);
+    match reported {
         Some(reported) if reported.completion_tokens >= estimated.completion_tokens => {
             (reported, UsageSource::Reported)
         }
@@ -249,6 +296,51 @@ fn partial_usage(spec: CallSpec<'_>, acc: &StreamAccumulator) -> (Usage, UsageSo
         }
         None => (estimated, UsageSource::Estimated),
     }
+}
+
+/// A finished answer: named, billed, and held to the tool-argument rule (a broken one
+/// is still billed, and its output kept as the partial).
+fn accept(
+    spec: CallSpec<'_>,
+    mut completion: Completion,
+    report: &mut AttemptReport,
+) -> Result<Completion, ProviderError> {
+    if completion.response.model.is_empty() {
+        // Some responses do not name the model (Gemini without modelVersion).
+        completion.response.model = spec.upstream_model.to_owned();
+    }
+    report.usage = Some(match completion.usage {
+        Some(usage) => (usage, UsageSource::Reported),
+        None => (
+            estimate(spec.request, output_bytes(&completion)),
+            UsageSource::Estimated,
+        ),
+    });
+    match tool_arguments::check(&mut completion, spec.invalid_tool_arguments) {
+        Ok(warnings) => {
+            report.warnings = warnings;
+            Ok(completion)
+        }
+        Err(err) => {
+            report.partial = Some(partial_of(&completion));
+            Err(err)
+        }
+    }
+}
+
+/// The first choice's output, for an answer that is not used.
+fn partial_of(completion: &Completion) -> (String, Vec<ToolCall>) {
+    completion
+        .response
+        .choices
+        .first()
+        .map(|choice| {
+            (
+                choice.message.content.clone().unwrap_or_default(),
+                choice.message.tool_calls.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn output_bytes(completion: &Completion) -> usize {

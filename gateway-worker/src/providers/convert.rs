@@ -2,7 +2,7 @@
 //! same way: one definition, so Anthropic and Gemini never disagree on what a producer
 //! meant.
 
-use llmq_schemas::{ChatRequest, ErrorType, FunctionDef, ToolCall};
+use llmq_schemas::{ChatRequest, ErrorType, FunctionDef};
 use serde_json::{Map, Value};
 
 use super::ProviderError;
@@ -54,25 +54,9 @@ pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     (!mime.is_empty()).then_some((mime, data))
 }
 
-/// A tool call's arguments as the JSON object providers want (`""` means no arguments).
-pub(crate) fn tool_arguments(call: &ToolCall) -> Result<Value, ProviderError> {
-    let text = call.function.arguments.trim();
-    if text.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(value @ Value::Object(_)) => Ok(value),
-        _ => Err(invalid(format!(
-            "tool call {}: arguments are not a JSON object",
-            call.id
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmq_schemas::FunctionCall;
 
     #[test]
     fn data_urls_split_into_mime_and_data() {
@@ -87,30 +71,5 @@ mod tests {
             "only base64 data URLs"
         );
         assert_eq!(data_url("https://x/y.png"), None);
-    }
-
-    #[test]
-    fn tool_arguments_must_be_an_object() {
-        let call = |arguments: &str| ToolCall {
-            id: "call_1".into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: "f".into(),
-                arguments: arguments.into(),
-            },
-        };
-        assert_eq!(tool_arguments(&call("")).unwrap(), serde_json::json!({}));
-        assert_eq!(
-            tool_arguments(&call(" {\"a\":1} ")).unwrap(),
-            serde_json::json!({"a": 1})
-        );
-        assert_eq!(
-            tool_arguments(&call("[1]")).unwrap_err().class,
-            ErrorType::InvalidRequest
-        );
-        assert_eq!(
-            tool_arguments(&call("{oops")).unwrap_err().class,
-            ErrorType::InvalidRequest
-        );
     }
 }

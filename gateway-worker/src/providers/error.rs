@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use llmq_schemas::ErrorType;
+use llmq_schemas::{ErrorType, Usage};
 
 /// Which timeout fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub struct ProviderError {
     /// `x-should-retry`, which overrides the class's default when present.
     pub should_retry: Option<bool>,
     pub timeout: Option<TimeoutKind>,
+    /// Usage the provider reported with the failure (a refusal's or a blocked prompt's
+    /// body): it charged for those tokens, so they are billed like any other. Boxed to
+    /// keep the error, which every fallible adapter function returns, small.
+    pub usage: Option<Box<Usage>>,
 }
 
 impl ProviderError {
@@ -57,6 +61,7 @@ impl ProviderError {
             retry_after: None,
             should_retry: None,
             timeout: None,
+            usage: None,
         }
     }
 
@@ -94,6 +99,16 @@ impl ProviderError {
     pub fn with_code(mut self, code: Option<String>) -> Self {
         self.code = code;
         self
+    }
+
+    pub fn with_usage(mut self, usage: Option<Usage>) -> Self {
+        self.usage = usage.map(Box::new);
+        self
+    }
+
+    /// See [`ProviderError::usage`].
+    pub fn reported_usage(&self) -> Option<Usage> {
+        self.usage.as_deref().copied()
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {

@@ -22,6 +22,7 @@ pub mod retry_hint;
 pub mod sse;
 #[cfg(test)]
 pub mod testing;
+pub mod tool_arguments;
 
 use std::fmt;
 
@@ -32,7 +33,7 @@ pub use call::{AttemptReport, DeltaSink, execute};
 pub use error::{ProviderError, TimeoutKind};
 pub use sse::SseEvent;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{InvalidToolArguments, ProviderConfig, ProviderKind};
 
 /// Everything an adapter needs to build one upstream call.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,8 @@ pub struct CallSpec<'a> {
     pub stream: bool,
     /// For providers that require a token cap (Anthropic) when the job sets none.
     pub default_max_tokens: Option<u32>,
+    /// The model's rule for tool-call arguments that are not a JSON object.
+    pub invalid_tool_arguments: InvalidToolArguments,
 }
 
 /// A ready-to-send HTTP request. Header values carrying keys are marked sensitive, so

@@ -137,7 +137,8 @@ pub(crate) fn request_body(
 pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
     match serde_json::from_slice::<llmq_schemas::ChatCompletion>(body) {
         Ok(response) if response.choices.is_empty() => {
-            Err(ProviderError::malformed("the completion has no choices"))
+            Err(ProviderError::malformed("the completion has no choices")
+                .with_usage(response.usage.as_ref().map(normalize_usage)))
         }
         Ok(response) => {
             let usage = response.usage.as_ref().map(normalize_usage);
@@ -328,6 +329,11 @@ impl StreamDecoder for ChunkDecoder {
                 snippet(data.as_bytes())
             ))
         })?;
+        // Any chunk may carry usage, not only the choices-less last one; one that also
+        // carries an error still reports what was billed.
+        if let Some(usage) = &chunk.usage {
+            out.push(StreamItem::Usage(normalize_usage(usage)));
+        }
         if let Some(error) = &chunk.error {
             return Err(classify_object(None, error));
         }
@@ -367,10 +373,6 @@ impl StreamDecoder for ChunkDecoder {
                 out.push(StreamItem::Finish(reason));
             }
         }
-        // Any chunk may carry usage, not only the choices-less last one.
-        if let Some(usage) = &chunk.usage {
-            out.push(StreamItem::Usage(normalize_usage(usage)));
-        }
         Ok(())
     }
 
@@ -409,6 +411,7 @@ mod tests {
             upstream_model: "gpt-4.1-mini",
             stream,
             default_max_tokens: None,
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 
@@ -675,6 +678,20 @@ data: [DONE]
         let (end, _) =
             decode_stream("data: {\"error\":{\"message\":\"slow down\",\"code\":429}}\n\n");
         assert_eq!(end.unwrap_err().class, ErrorType::RateLimited);
+    }
+
+    #[test]
+    fn usage_reported_with_or_before_an_error_is_kept_for_billing() {
+        let (end, acc) = decode_stream(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13},\"error\":{\"message\":\"Provider returned error\",\"code\":502}}\n\n",
+        );
+        assert_eq!(end.unwrap_err().class, ErrorType::Server);
+        assert_eq!(acc.usage(), Some(Usage::new(9, 4)));
+        let err = adapter()
+            .parse_response(br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":0,"total_tokens":9}}"#)
+            .unwrap_err();
+        assert_eq!(err.class, ErrorType::MalformedResponse);
+        assert_eq!(err.reported_usage(), Some(Usage::new(9, 0)));
     }
 
     #[test]

@@ -6,9 +6,10 @@ use super::sse::SseParser;
 use super::{ProviderError, StreamDecoder};
 
 /// Feeds `text` in `chunk`-byte pieces (any boundary must work), decodes every event and
-/// accumulates the items; returns the decoder's verdict at the end of the body, or the
-/// first decode error, with what was accumulated. Also checks that no event follows the
-/// stream's end marker.
+/// accumulates the items (those an event yielded before its error too, as `call.rs`
+/// does); returns the decoder's verdict at the end of the body, or the first decode
+/// error, with what was accumulated. Also checks that no event follows the stream's end
+/// marker.
 pub fn decode_stream(
     mut decoder: Box<dyn StreamDecoder>,
     text: &[u8],
@@ -27,11 +28,12 @@ pub fn decode_stream(
             !decoder.is_done(),
             "an event after the end marker: {event:?}"
         );
-        if let Err(err) = decoder.decode(event, &mut items) {
-            return (Err(err), acc);
-        }
+        let decoded = decoder.decode(event, &mut items);
         for item in items.drain(..) {
             acc.apply(item);
+        }
+        if let Err(err) = decoded {
+            return (Err(err), acc);
         }
     }
     (decoder.finish(), acc)

@@ -15,7 +15,7 @@ use llmq_schemas::{AttemptRoute, ModelName};
 use rand::RngExt;
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiKey, Config, ProviderKind, Timeouts};
+use crate::config::{ApiKey, Config, InvalidToolArguments, ProviderKind, Timeouts};
 use crate::providers::{Adapter, build_adapter, http_client};
 
 /// A configured provider: its adapter, HTTP client and concurrency limit.
@@ -65,6 +65,7 @@ pub struct ModelRoute {
     pub context_window_fallbacks: Vec<String>,
     pub content_policy_fallbacks: Vec<String>,
     pub default_max_tokens: Option<u32>,
+    pub invalid_tool_arguments: InvalidToolArguments,
 }
 
 impl ModelRoute {
@@ -146,6 +147,7 @@ impl Router {
                     context_window_fallbacks: model.context_window_fallbacks.clone(),
                     content_policy_fallbacks: model.content_policy_fallbacks.clone(),
                     default_max_tokens: model.default_max_tokens,
+                    invalid_tool_arguments: model.invalid_tool_arguments,
                 }),
             );
         }
@@ -277,6 +279,7 @@ deployments = [{ provider = "a", model = "placeholder" }]
                 context_window_fallbacks: vec![],
                 content_policy_fallbacks: vec![],
                 default_max_tokens: None,
+                invalid_tool_arguments: InvalidToolArguments::default(),
             },
         );
         config

@@ -4,8 +4,11 @@
 //! `tests/fixtures/anthropic/`): named SSE events, a `ping` after the first block start,
 //! usage split between `message_start` (input and cache counts, `output_tokens: 1`) and
 //! a cumulative `message_delta`, no `[DONE]`. `input_tokens` excludes cache reads and
-//! writes, unlike OpenAI's `prompt_tokens`. The API insists on `anthropic-version` and
-//! `max_tokens`, so the mock does too.
+//! writes, unlike OpenAI's `prompt_tokens`; `output_tokens` includes thinking, which
+//! `output_tokens_details.thinking_tokens` names. A refusal is a 200 with
+//! `stop_reason: "refusal"` and `stop_details` (in `message_delta` when streaming), and
+//! reports the output tokens it was billed for. The API insists on `anthropic-version`
+//! and `max_tokens`, so the mock does too.
 
 use axum::http::StatusCode;
 use bytes::Bytes;
@@ -28,16 +31,44 @@ struct WireUsage {
     cache_creation_input_tokens: u64,
     cache_read_input_tokens: u64,
     output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_tokens_details: Option<OutputDetails>,
     service_tier: &'static str,
 }
 
-fn usage(u: Usage, output_tokens: u64) -> WireUsage {
+#[derive(Clone, Copy, Serialize)]
+struct OutputDetails {
+    thinking_tokens: u64,
+}
+
+/// `message_start` usage: the input, and one output token so far.
+fn start_usage(u: Usage) -> WireUsage {
     WireUsage {
         input_tokens: u.prompt.saturating_sub(u.cached + u.cache_write),
         cache_creation_input_tokens: u.cache_write,
         cache_read_input_tokens: u.cached,
-        output_tokens,
+        output_tokens: 1,
+        output_tokens_details: None,
         service_tier: "standard",
+    }
+}
+
+/// The whole answer's usage: thinking is inside `output_tokens`.
+fn final_usage(u: Usage) -> WireUsage {
+    let output = output_usage(u);
+    WireUsage {
+        output_tokens: output.output_tokens,
+        output_tokens_details: output.output_tokens_details,
+        ..start_usage(u)
+    }
+}
+
+fn output_usage(u: Usage) -> OutputUsage {
+    OutputUsage {
+        output_tokens: u.completion + u.reasoning,
+        output_tokens_details: (u.reasoning > 0).then_some(OutputDetails {
+            thinking_tokens: u.reasoning,
+        }),
     }
 }
 
@@ -51,6 +82,8 @@ struct Message<'a> {
     content: Vec<Block<'a>>,
     stop_reason: Option<&'static str>,
     stop_sequence: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_details: Option<Value>,
     usage: WireUsage,
 }
 
@@ -123,11 +156,15 @@ struct MessageDelta {
 struct StopDelta {
     stop_reason: &'static str,
     stop_sequence: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_details: Option<Value>,
 }
 
 #[derive(Serialize)]
 struct OutputUsage {
     output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_tokens_details: Option<OutputDetails>,
 }
 
 // ---- rendering --------------------------------------------------------------------------
@@ -139,6 +176,17 @@ fn stop_reason(finish: Finish) -> &'static str {
         Finish::ToolCalls => "tool_use",
         Finish::Refused => "refusal",
     }
+}
+
+/// What the API says about why it refused, as its streaming-refusals page shows it.
+fn stop_details(finish: Finish) -> Option<Value> {
+    (finish == Finish::Refused).then(|| {
+        json!({
+            "type": "refusal",
+            "category": "cyber",
+            "explanation": "This request was declined because it could enable cyber harm."
+        })
+    })
 }
 
 fn message_id(seq: u64) -> String {
@@ -154,22 +202,22 @@ fn tool_use<'a>(hash: u64, name: &'a str, query: Option<&'a str>) -> Block<'a> {
     }
 }
 
-fn message<'a>(
-    id: &'a str,
-    reply: &'a Reply,
-    content: Vec<Block<'a>>,
-    stop: Option<&'static str>,
-    output: u64,
-) -> Message<'a> {
+/// The whole message (`done`), or the empty one `message_start` carries.
+fn message<'a>(id: &'a str, reply: &'a Reply, content: Vec<Block<'a>>, done: bool) -> Message<'a> {
     Message {
         id,
         kind: "message",
         role: "assistant",
         model: &reply.model,
         content,
-        stop_reason: stop,
+        stop_reason: done.then(|| stop_reason(reply.finish)),
         stop_sequence: None,
-        usage: usage(reply.usage, output),
+        stop_details: done.then(|| stop_details(reply.finish)).flatten(),
+        usage: if done {
+            final_usage(reply.usage)
+        } else {
+            start_usage(reply.usage)
+        },
     }
 }
 
@@ -197,7 +245,7 @@ fn frames(reply: &Reply) -> Vec<Frame> {
     let id = message_id(reply.seq);
     let start = MessageStart {
         kind: "message_start",
-        message: message(&id, reply, Vec::new(), None, 1),
+        message: message(&id, reply, Vec::new(), false),
     };
     let mut frames = Vec::with_capacity(reply.content_chunks() + 8);
     frames.push(Frame::control(event("message_start", &start)));
@@ -244,10 +292,9 @@ fn frames(reply: &Reply) -> Vec<Frame> {
         delta: StopDelta {
             stop_reason: stop_reason(reply.finish),
             stop_sequence: None,
+            stop_details: stop_details(reply.finish),
         },
-        usage: OutputUsage {
-            output_tokens: reply.usage.completion,
-        },
+        usage: output_usage(reply.usage),
     };
     frames.push(Frame::control(event("message_delta", &end)));
     frames.push(Frame::control(event(
@@ -424,13 +471,7 @@ impl Dialect for Anthropic {
             Output::Tool(call) => vec![tool_use(call.id_hash, &call.name, Some(&request.prompt))],
             Output::Refused => Vec::new(),
         };
-        let body = message(
-            &id,
-            reply,
-            content,
-            Some(stop_reason(reply.finish)),
-            reply.usage.completion,
-        );
+        let body = message(&id, reply, content, true);
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 

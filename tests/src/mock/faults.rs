@@ -35,7 +35,9 @@ pub enum Fault {
     /// 400 with the provider's context-length error.
     ContextWindowExceeded,
     /// OpenAI 400 `content_filter`; Azure its documented content-filter error; Anthropic a
-    /// 200 with `stop_reason: "refusal"`; Gemini a 200 with `promptFeedback.blockReason`.
+    /// 200 with `stop_reason: "refusal"` and `stop_details`, billed
+    /// [`REFUSAL_OUTPUT_TOKENS`](super::REFUSAL_OUTPUT_TOKENS) output tokens; Gemini a 200
+    /// with `promptFeedback.blockReason` and the prompt's `usageMetadata`.
     ContentFiltered,
     /// The format's bad-key error (Gemini: 400 `API_KEY_INVALID`, which is what Gemini
     /// really answers to a wrong key; the others 401).
@@ -65,6 +67,12 @@ pub enum Fault {
     InStreamError { after_tokens: usize },
     /// 200 with `content-type: application/json` and a body that is not JSON.
     GarbageBody,
+    /// A forced tool call whose arguments end before their JSON does
+    /// (`{"query":"<prompt>`), where the format carries arguments as text: OpenAI and
+    /// Azure (streaming or not), Anthropic streams (`partial_json`). Anthropic
+    /// non-streaming and Gemini carry arguments as JSON values and answer normally, and
+    /// so does a request that forces no tool.
+    InvalidToolArguments,
 }
 
 /// Which server-directed delay a rate-limit response carries.

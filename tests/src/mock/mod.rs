@@ -53,6 +53,7 @@ pub use content::{mock_reply, mock_text, prompt_tokens_for};
 pub use faults::{Fault, FaultMatch, RandomFaults, RetryHint, ScriptedFault};
 pub use options::{MockOptions, ModelBehavior};
 pub use record::{RecordedRequest, WireFormat};
+pub use reply::REFUSAL_OUTPUT_TOKENS;
 
 use conn::{ConnKill, MockListener};
 use server::Shared;

@@ -21,7 +21,8 @@ pub struct MockOptions {
     /// Anthropic `cache_creation_input_tokens`; ignored by the other formats.
     pub cache_write_tokens: u64,
     /// OpenAI/Azure `reasoning_tokens` (included in `completion_tokens`), Gemini
-    /// `thoughtsTokenCount`; ignored by Anthropic.
+    /// `thoughtsTokenCount`, Anthropic `output_tokens_details.thinking_tokens` (included
+    /// in `output_tokens`).
     pub reasoning_tokens: u64,
     /// OpenAI-format streams never send the usage chunk (servers without `stream_options`).
     pub omit_stream_usage: bool,

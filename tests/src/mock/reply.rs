@@ -10,6 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::content::{fnv1a, fragments, mock_reply, prompt_tokens_for, tokens_marker};
 use super::options::MockOptions;
 
+/// Output tokens an in-band refusal (Anthropic) reports: the API bills the tokens
+/// generated up to the refusal.
+pub const REFUSAL_OUTPUT_TOKENS: u64 = 3;
+
 /// What the mock needs from a request, whatever its wire format.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ChatRequest {
@@ -126,10 +130,10 @@ impl Reply {
             }
         };
         let completion = match &output {
-            Output::Text(tokens) => tokens.len(),
-            Output::Tool(call) => call.fragments.len(),
-            Output::Refused => 0,
-        } as u64;
+            Output::Text(tokens) => tokens.len() as u64,
+            Output::Tool(call) => call.fragments.len() as u64,
+            Output::Refused => REFUSAL_OUTPUT_TOKENS,
+        };
         let cached = options.cached_prompt_tokens;
         let cache_write = options.cache_write_tokens;
         let prompt = prompt_tokens(request, options);
@@ -149,6 +153,17 @@ impl Reply {
                 cache_write,
                 reasoning: options.reasoning_tokens,
             },
+        }
+    }
+
+    /// A forced tool call's arguments, cut before their JSON ends (`{"query":"<prompt>`),
+    /// as a provider that streams arguments as text can send them.
+    pub(crate) fn break_tool_arguments(&mut self) {
+        if let Output::Tool(call) = &mut self.output {
+            call.arguments
+                .truncate(call.arguments.len().saturating_sub(2));
+            call.fragments = fragments(&call.arguments);
+            self.usage.completion = call.fragments.len() as u64;
         }
     }
 

@@ -358,6 +358,7 @@ struct Exchange {
 #[derive(Default)]
 struct Shape {
     refused: bool,
+    broken_tool_arguments: bool,
     stream_fault: Option<(usize, StreamFault)>,
     cut_body: bool,
     /// Time spent waiting on purpose before the reply (excluded from the service time).
@@ -446,6 +447,13 @@ impl Exchange {
                 })
                 .await
             }
+            Fault::InvalidToolArguments => {
+                self.reply(Shape {
+                    broken_tool_arguments: true,
+                    ..Shape::default()
+                })
+                .await
+            }
             other => self.error(&other),
         }
     }
@@ -488,13 +496,17 @@ impl Exchange {
     }
 
     /// The reply, rendered (or taken from the lean cache).
-    fn rendered(&self, refused: bool) -> Rendered {
-        let key = (self.options.lean && !refused)
-            .then(|| cache_key(self.dialect.format(), &self.request));
+    fn rendered(&self, shape: &Shape) -> Rendered {
+        let faulty = shape.refused || shape.broken_tool_arguments;
+        let key =
+            (self.options.lean && !faulty).then(|| cache_key(self.dialect.format(), &self.request));
         if let Some(hit) = key.and_then(|k| lock(&self.shared.cache).get(&k).cloned()) {
             return hit;
         }
-        let reply = Reply::decide(&self.request, &self.options, refused, self.seq);
+        let mut reply = Reply::decide(&self.request, &self.options, shape.refused, self.seq);
+        if shape.broken_tool_arguments {
+            reply.break_tool_arguments();
+        }
         let rendered = if self.request.stream {
             Rendered::Frames(
                 self.dialect
@@ -522,7 +534,7 @@ impl Exchange {
             self.flight.keep_token_times(self.request.prompt.clone());
         }
         let headers = headers_of(&self.dialect.headers(&self.request_id, false));
-        match self.rendered(shape.refused) {
+        match self.rendered(&shape) {
             Rendered::Frames(frames) => {
                 let plan = StreamPlan {
                     frames,

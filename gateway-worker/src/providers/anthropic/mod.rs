@@ -18,13 +18,18 @@
 //!   consecutive same-role turns are merged, tool results travel as `tool_result` blocks
 //!   in a user turn.
 //! - `input_tokens` excludes cache reads and writes, so the normalized prompt is their
-//!   sum. Thinking tokens are billed inside `output_tokens` and not reported apart, so
-//!   `reasoning_tokens` stays 0. Stream usage is cumulative: `message_delta` replaces
-//!   what `message_start` said, field by field, when it carries a field.
+//!   sum. Thinking tokens are billed inside `output_tokens`, and
+//!   `output_tokens_details.thinking_tokens` names them: that is `reasoning_tokens`.
+//!   Stream usage is cumulative: `message_delta` replaces what `message_start` said,
+//!   field by field, when it carries a field.
 //! - A `refusal` stop with nothing else in the answer is the error `ContentFiltered`, so
 //!   `content_policy_fallbacks` fire as they would on OpenAI's policy error; a refusal
 //!   after some text or a tool call keeps that output and finishes `content_filter`.
-//!   Streaming and non-streaming apply the same rule.
+//!   Streaming and non-streaming apply the same rule. The error names `stop_details`'
+//!   category and explanation and carries the usage reported with the refusal: Anthropic
+//!   bills the input and the output generated up to it.
+//! - A history's tool call whose arguments are not a JSON object is sent as
+//!   `{"_raw_arguments": "<text>"}` (see `providers::tool_arguments`).
 //! - Thinking comes back as `reasoning_content`; its signature cannot ride through the
 //!   OpenAI format, so thinking is not replayed in later turns.
 
@@ -155,6 +160,7 @@ mod tests {
             upstream_model: "claude-sonnet-4-5",
             stream,
             default_max_tokens: None,
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 

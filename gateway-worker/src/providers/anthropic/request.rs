@@ -1,8 +1,7 @@
 //! OpenAI chat request -> Messages request.
 
-use crate::providers::convert::{
-    data_url, function_tools, invalid, tool_arguments, unsupported_part,
-};
+use crate::providers::convert::{data_url, function_tools, invalid, unsupported_part};
+use crate::providers::tool_arguments::as_object;
 use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -201,7 +200,7 @@ fn assistant_blocks(message: &Message, at: usize) -> Result<Vec<Block>, Provider
         blocks.push(Block::ToolUse {
             id: call.id.clone(),
             name: call.function.name.clone(),
-            input: tool_arguments(call)?,
+            input: as_object(&call.function.arguments),
         });
     }
     Ok(blocks)
@@ -427,10 +426,6 @@ mod tests {
     #[test]
     fn untranslatable_requests_are_invalid() {
         let cases = [
-            json!({"messages": [{"role": "assistant", "tool_calls": [
-                {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]}),
-            json!({"messages": [{"role": "assistant", "tool_calls": [
-                {"id": "t", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
             json!({"messages": [{"role": "tool", "content": "x"}]}),
             json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}),
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
@@ -443,12 +438,32 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.class, ErrorType::InvalidRequest, "{case}");
         }
-        // Empty arguments mean no arguments.
+    }
+
+    #[test]
+    fn a_history_s_tool_arguments_are_always_sent_as_an_object() {
         let body = body_of(
             &request(json!({"messages": [{"role": "assistant", "tool_calls": [
-                {"id": "t", "type": "function", "function": {"name": "f", "arguments": ""}}]}]})),
+                {"id": "t1", "type": "function", "function": {"name": "f", "arguments": ""}},
+                {"id": "t2", "type": "function", "function": {"name": "f", "arguments": "{\"q\": \"cut"}},
+                {"id": "t3", "type": "function", "function": {"name": "f", "arguments": "[1]"}},
+                {"id": "t4", "type": "function", "function": {"name": "f", "arguments": "{\"q\": 1}"}}]}]})),
             false,
         );
-        assert_eq!(body["messages"][0]["content"][0]["input"], json!({}));
+        let inputs: Vec<&Value> = body["messages"][0]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|block| &block["input"])
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                &json!({}),
+                &json!({"_raw_arguments": "{\"q\": \"cut"}),
+                &json!({"_raw_arguments": "[1]"}),
+                &json!({"q": 1}),
+            ]
+        );
     }
 }

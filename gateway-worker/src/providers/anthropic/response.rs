@@ -22,7 +22,17 @@ pub(super) struct MessageResponse {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
+    stop_details: Option<StopDetails>,
+    #[serde(default)]
     usage: Option<WireUsage>,
+}
+
+/// Why a `refusal` stop happened (`message_delta` carries it when streaming).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub(super) struct StopDetails {
+    category: Option<String>,
+    explanation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +65,14 @@ pub(super) struct WireUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    output_tokens_details: Option<OutputDetails>,
+}
+
+/// The part of `output_tokens` spent thinking.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub(super) struct OutputDetails {
+    thinking_tokens: Option<u64>,
 }
 
 impl WireUsage {
@@ -68,6 +86,13 @@ impl WireUsage {
         self.cache_read_input_tokens = newer
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
+        let thinking = newer
+            .output_tokens_details
+            .and_then(|d| d.thinking_tokens)
+            .or(self.output_tokens_details.and_then(|d| d.thinking_tokens));
+        self.output_tokens_details = thinking.map(|thinking_tokens| OutputDetails {
+            thinking_tokens: Some(thinking_tokens),
+        });
     }
 }
 // ---- conversions ------------------------------------------------------------------------
@@ -83,7 +108,11 @@ pub(super) fn normalize_usage(usage: &WireUsage) -> Usage {
         total_tokens: prompt + completion,
         cached_prompt_tokens: cache_read,
         cache_write_tokens: cache_write,
-        reasoning_tokens: 0,
+        // Thinking is billed inside output_tokens; this names that part.
+        reasoning_tokens: usage
+            .output_tokens_details
+            .and_then(|d| d.thinking_tokens)
+            .unwrap_or(0),
     }
 }
 
@@ -99,12 +128,20 @@ pub(super) fn finish_reason(stop_reason: Option<&str>, has_tool_calls: bool) -> 
     .to_owned()
 }
 
-pub(super) fn refusal() -> ProviderError {
-    ProviderError::new(
-        ErrorType::ContentFiltered,
-        "the model refused to answer (stop_reason refusal)",
-    )
-    .with_code(Some("refusal".into()))
+/// A refusal with nothing else in the answer. `usage` is what the provider reported: it
+/// bills a refused answer's tokens.
+pub(super) fn refusal(details: Option<&StopDetails>, usage: &WireUsage) -> ProviderError {
+    let mut message = "the model refused to answer (stop_reason refusal".to_owned();
+    if let Some(category) = details.and_then(|d| d.category.as_deref()) {
+        message.push_str(&format!(", category {category}"));
+    }
+    message.push(')');
+    if let Some(explanation) = details.and_then(|d| d.explanation.as_deref()) {
+        message.push_str(&format!(": {explanation}"));
+    }
+    ProviderError::new(ErrorType::ContentFiltered, message)
+        .with_code(Some("refusal".into()))
+        .with_usage(Some(normalize_usage(usage)))
 }
 
 pub(super) fn completion(message: MessageResponse) -> Result<Completion, ProviderError> {
@@ -131,7 +168,10 @@ pub(super) fn completion(message: MessageResponse) -> Result<Completion, Provide
     }
     let stop_reason = message.stop_reason.as_deref();
     if stop_reason == Some("refusal") && text.is_empty() && tool_calls.is_empty() {
-        return Err(refusal());
+        return Err(refusal(
+            message.stop_details.as_ref(),
+            &message.usage.unwrap_or_default(),
+        ));
     }
     let usage = message.usage.as_ref().map(normalize_usage);
     let finish = finish_reason(stop_reason, !tool_calls.is_empty());
@@ -244,11 +284,41 @@ mod tests {
     }
 
     #[test]
+    fn thinking_tokens_are_reasoning_tokens_inside_completion_tokens() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "Hm.", "signature": "Eq"}, {"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 5, "output_tokens": 30, "output_tokens_details": {"thinking_tokens": 24}}});
+        let done = adapter()
+            .parse_response(body.to_string().as_bytes())
+            .unwrap();
+        let usage = done.usage.unwrap();
+        assert_eq!(
+            (
+                usage.completion_tokens,
+                usage.reasoning_tokens,
+                usage.total_tokens
+            ),
+            (30, 24, 35)
+        );
+        let wire = done.response.usage.unwrap();
+        assert_eq!(wire.completion_tokens_details.unwrap().reasoning_tokens, 24);
+    }
+
+    #[test]
     fn a_bare_refusal_is_content_filtered_and_error_bodies_are_errors() {
-        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":"refusal","usage":{"input_tokens":10,"output_tokens":0}}"#;
+        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":"refusal",
+            "stop_details":{"type":"refusal","category":"cyber","explanation":"Declined."},"usage":{"input_tokens":10,"output_tokens":3}}"#;
         let err = adapter().parse_response(body.as_bytes()).unwrap_err();
         assert_eq!(err.class, ErrorType::ContentFiltered);
         assert!(err.allows_fallback());
+        assert!(
+            err.message.ends_with("category cyber): Declined."),
+            "{}",
+            err.message
+        );
+        // Refused tokens are billed.
+        assert_eq!(err.reported_usage(), Some(Usage::new(10, 3)));
         let body = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}"#;
         let err = adapter().parse_response(body.as_bytes()).unwrap_err();
         assert_eq!(err.class, ErrorType::Overloaded);

@@ -4,7 +4,7 @@ use llmq_schemas::ToolCallDelta;
 use serde::Deserialize;
 
 use super::error::{ErrorObject, classify_object};
-use super::response::{WireUsage, finish_reason, normalize_usage, refusal};
+use super::response::{StopDetails, WireUsage, finish_reason, normalize_usage, refusal};
 use crate::providers::error::snippet;
 use crate::providers::{DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem};
 
@@ -94,6 +94,7 @@ enum BlockDelta {
 #[serde(default)]
 struct MessageDeltaBody {
     stop_reason: Option<String>,
+    stop_details: Option<StopDetails>,
 }
 // ---- decoder ----------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ impl StreamDecoder for EventDecoder {
                 }
                 if let Some(reason) = delta.stop_reason {
                     if reason == "refusal" && !self.answered {
-                        return Err(refusal());
+                        return Err(refusal(delta.stop_details.as_ref(), &self.usage));
                     }
                     out.push(StreamItem::Finish(finish_reason(
                         Some(&reason),
@@ -438,6 +439,61 @@ mod tests {
                 usage.completion_tokens
             ),
             (10, 3, 2)
+        );
+    }
+
+    #[test]
+    fn a_refusal_reports_the_tokens_it_was_billed_for() {
+        let refusal = sse(&[
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 40, "cache_read_input_tokens": 2, "output_tokens": 1}}}),
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": "refusal", "stop_sequence": null,
+                             "stop_details": {"type": "refusal", "category": "cyber", "explanation": "This request was declined because it could enable cyber harm."}},
+                   "usage": {"output_tokens": 7}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&refusal);
+        let err = end.unwrap_err();
+        assert_eq!(err.class, ErrorType::ContentFiltered);
+        assert_eq!(
+            err.message,
+            "the model refused to answer (stop_reason refusal, category cyber): This request was declined because it could enable cyber harm."
+        );
+        let billed = Usage {
+            cached_prompt_tokens: 2,
+            ..Usage::new(42, 7)
+        };
+        assert_eq!(err.reported_usage(), Some(billed));
+        // The usage of the event that carried the refusal reached the accumulator too.
+        assert_eq!(acc.usage(), Some(billed));
+    }
+
+    #[test]
+    fn thinking_tokens_are_reasoning_tokens_inside_completion_tokens() {
+        let stream = sse(&[
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hm."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "ok"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                   "usage": {"output_tokens": 30, "output_tokens_details": {"thinking_tokens": 24}}}),
+            // A later report without the breakdown keeps it (usage is cumulative).
+            json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 31}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let (end, acc) = decode_stream(&stream);
+        end.unwrap();
+        let usage = acc.finish("m").usage.unwrap();
+        assert_eq!(
+            (
+                usage.completion_tokens,
+                usage.reasoning_tokens,
+                usage.total_tokens
+            ),
+            (31, 24, 36)
         );
     }
 

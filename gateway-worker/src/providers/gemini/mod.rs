@@ -32,7 +32,10 @@
 //!   OpenAI-only field.
 //! - A blocked prompt (`promptFeedback.blockReason`, no candidates) or an answer that is
 //!   only a safety stop is `ContentFiltered`, so content-policy fallbacks fire; a safety
-//!   stop after some output keeps it and finishes `content_filter`.
+//!   stop after some output keeps it and finishes `content_filter`. The error carries the
+//!   `usageMetadata` of that response, because those tokens are billed.
+//! - A history's tool call whose arguments are not a JSON object is sent as
+//!   `{"_raw_arguments": "<text>"}` (see `providers::tool_arguments`).
 //! - `RESOURCE_EXHAUSTED` is `RateLimited` (retry after `RetryInfo.retryDelay`), except
 //!   when retrying cannot help soon: every violated quota is a per-day one, or a quota's
 //!   value is 0 (the model has no free tier). Those are `QuotaExhausted`, so the job
@@ -176,6 +179,7 @@ mod tests {
             upstream_model: "gemini-2.5-flash",
             stream,
             default_max_tokens: Some(999),
+            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
         }
     }
 

@@ -6,9 +6,8 @@ use serde_json::{Value, json};
 
 use super::signature::signature_of;
 use crate::providers::ProviderError;
-use crate::providers::convert::{
-    data_url, function_tools, invalid, tool_arguments, unsupported_part,
-};
+use crate::providers::convert::{data_url, function_tools, invalid, unsupported_part};
+use crate::providers::tool_arguments::as_object;
 
 // ---- request wire types -----------------------------------------------------------------
 
@@ -286,7 +285,7 @@ fn model_parts(message: &Message, at: usize) -> Result<Vec<Part>, ProviderError>
         parts.push(Part {
             function_call: Some(OutgoingCall {
                 name: call.function.name.clone(),
-                args: tool_arguments(call)?,
+                args: as_object(&call.function.arguments),
             }),
             thought_signature: signature_of(&call.id),
             ..Part::default()
@@ -473,11 +472,24 @@ mod tests {
     }
 
     #[test]
+    fn a_history_s_tool_arguments_are_always_sent_as_an_object() {
+        let body = body_of(&request(json!({"messages": [
+            {"role": "assistant", "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": "f", "arguments": "{\"q\": \"cut"}},
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "nope"}}]}]})));
+        assert_eq!(
+            body["contents"][0]["parts"],
+            json!([
+                {"functionCall": {"name": "f", "args": {"_raw_arguments": "{\"q\": \"cut"}}},
+                {"functionCall": {"name": "f", "args": {"_raw_arguments": "nope"}}}
+            ])
+        );
+    }
+
+    #[test]
     fn untranslatable_requests_are_invalid() {
         let cases = [
             json!({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]}),
-            json!({"messages": [{"role": "assistant", "tool_calls": [
-                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "nope"}}]}]}),
             json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]}),
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/x.png"}}]}]}),
         ];

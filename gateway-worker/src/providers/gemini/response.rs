@@ -156,7 +156,14 @@ pub(super) fn part_output(part: ResponsePart) -> PartOutput {
     }
 }
 
+/// The answer, or why there is none; an error carries the usage the response reported,
+/// because Gemini bills a blocked prompt's or answer's tokens too.
 pub(super) fn completion(response: GenerateResponse) -> Result<Completion, ProviderError> {
+    let usage = response.usage_metadata.as_ref().map(normalize_usage);
+    answer(response, usage).map_err(|err| err.with_usage(usage))
+}
+
+fn answer(response: GenerateResponse, usage: Option<Usage>) -> Result<Completion, ProviderError> {
     if response.candidates.is_empty() {
         return Err(
             match response.prompt_feedback.and_then(|f| f.block_reason) {
@@ -219,7 +226,6 @@ pub(super) fn completion(response: GenerateResponse) -> Result<Completion, Provi
         return Err(blocked("the answer", reason.as_deref().unwrap_or("SAFETY")));
     }
     choices.sort_by_key(|c| c.index);
-    let usage = response.usage_metadata.as_ref().map(normalize_usage);
     let response = ChatCompletion {
         id: response
             .response_id
@@ -329,6 +335,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.class, ErrorType::ContentFiltered);
         assert_eq!(err.code.as_deref(), Some("SAFETY"));
+        // The blocked prompt's tokens are billed.
+        assert_eq!(err.reported_usage(), Some(Usage::new(9, 0)));
         let bare_safety = json!({"candidates": [{"content": {"parts": [], "role": "model"}, "finishReason": "SAFETY"}]});
         let err = adapter()
             .parse_response(bare_safety.to_string().as_bytes())

@@ -35,6 +35,11 @@ impl StreamDecoder for ChunkStream {
         if let Some(error) = &chunk.error {
             return Err(classify_status(None, error));
         }
+        // First: a chunk that says the prompt or answer was blocked still reports the
+        // tokens it was billed for.
+        if let Some(usage) = &chunk.usage_metadata {
+            out.push(StreamItem::Usage(normalize_usage(usage)));
+        }
         if !self.meta_sent && (chunk.response_id.is_some() || chunk.model_version.is_some()) {
             self.meta_sent = true;
             out.push(StreamItem::Meta {
@@ -97,9 +102,6 @@ impl StreamDecoder for ChunkStream {
                 self.finished = true;
                 out.push(StreamItem::Finish(finish.to_owned()));
             }
-        }
-        if let Some(usage) = &chunk.usage_metadata {
-            out.push(StreamItem::Usage(normalize_usage(usage)));
         }
         Ok(())
     }
@@ -211,6 +213,20 @@ mod tests {
         assert_eq!(streamed.response.choices, whole.response.choices);
         assert_eq!(streamed.usage, whole.usage);
         assert_eq!(streamed.usage, Some(expected_usage()));
+    }
+
+    #[test]
+    fn blocked_prompts_and_answers_report_the_tokens_they_were_billed_for() {
+        let blocked = json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}});
+        let (end, acc) = decode_stream(&sse(&[blocked]));
+        assert_eq!(end.unwrap_err().class, ErrorType::ContentFiltered);
+        assert_eq!(acc.usage(), Some(Usage::new(9, 0)));
+
+        let bare_safety = json!({"candidates": [{"content": {"parts": [], "role": "model"}, "finishReason": "SAFETY"}],
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 2, "totalTokenCount": 11}});
+        let (end, acc) = decode_stream(&sse(&[bare_safety]));
+        assert_eq!(end.unwrap_err().class, ErrorType::ContentFiltered);
+        assert_eq!(acc.usage(), Some(Usage::new(9, 2)));
     }
 
     #[test]

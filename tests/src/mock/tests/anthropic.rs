@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Event, client, header, json_body, read_stream, sse};
 use crate::mock::{
-    Fault, MockOptions, MockProvider, RetryHint, ScriptedFault, mock_text, prompt_tokens_for,
+    Fault, MockOptions, MockProvider, REFUSAL_OUTPUT_TOKENS, RetryHint, ScriptedFault, mock_text,
+    prompt_tokens_for,
 };
 
 const BASIC: &str = include_str!("../../../fixtures/anthropic/basic_response.txt");
@@ -208,6 +209,56 @@ async fn tool_use_stream_matches_the_recorded_tool_block() {
 }
 
 #[tokio::test]
+async fn thinking_tokens_are_inside_output_tokens_and_named_apart() {
+    let mock = MockProvider::start(MockOptions {
+        reasoning_tokens: 4,
+        ..MockOptions::default()
+    })
+    .await;
+    let v = json_body(client(&mock).anthropic(&messages("think", false)).await).await;
+    assert_eq!(v["usage"]["output_tokens"], 16);
+    assert_eq!(v["usage"]["output_tokens_details"]["thinking_tokens"], 4);
+    let events = stream(&mock, &messages("think", true)).await;
+    let start = &first(&events, "message_start").json()["message"]["usage"];
+    assert!(start.get("output_tokens_details").is_none());
+    assert_eq!(
+        first(&events, "message_delta").json()["usage"],
+        json!({ "output_tokens": 16, "output_tokens_details": { "thinking_tokens": 4 } })
+    );
+}
+
+#[tokio::test]
+async fn invalid_tool_arguments_break_streamed_arguments_only() {
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let mut body = messages("weather in Paris", true);
+    body["tools"] = json!([{ "name": "get_weather", "input_schema": { "type": "object" } }]);
+    body["tool_choice"] = json!({ "type": "any" });
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let events = stream(&mock, &body).await;
+    let arguments: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("content_block_delta"))
+        .map(|e| {
+            e.json()["delta"]["partial_json"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(arguments, r#"{"query":"weather in Paris"#);
+    assert!(serde_json::from_str::<Value>(&arguments).is_err());
+
+    // A non-streaming body carries the input as a JSON value: nothing to break.
+    body["stream"] = json!(false);
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let v = json_body(client(&mock).anthropic(&body).await).await;
+    assert_eq!(
+        v["content"][0]["input"],
+        json!({ "query": "weather in Paris" })
+    );
+}
+
+#[tokio::test]
 async fn usage_excludes_cache_reads_and_writes() {
     let options = MockOptions {
         cached_prompt_tokens: 100,
@@ -340,6 +391,9 @@ async fn refusal_and_in_stream_error() {
         (v["stop_reason"].as_str(), &v["content"]),
         (Some("refusal"), &json!([]))
     );
+    assert_eq!(v["stop_details"]["type"], "refusal");
+    assert_eq!(v["usage"]["output_tokens"], REFUSAL_OUTPUT_TOKENS);
+    assert_eq!(v["usage"]["input_tokens"], prompt_tokens_for(1, 1));
 
     mock.push_faults([ScriptedFault::any(Fault::ContentFiltered)]);
     let events = stream(&mock, &messages("p", true)).await;
@@ -347,10 +401,10 @@ async fn refusal_and_in_stream_error() {
         sequence(&events),
         ["message_start", "ping", "message_delta", "message_stop"]
     );
-    assert_eq!(
-        first(&events, "message_delta").json()["delta"]["stop_reason"],
-        "refusal"
-    );
+    let delta = first(&events, "message_delta").json();
+    assert_eq!(delta["delta"]["stop_reason"], "refusal");
+    assert_eq!(delta["delta"]["stop_details"]["category"], "cyber");
+    assert_eq!(delta["usage"]["output_tokens"], REFUSAL_OUTPUT_TOKENS);
 
     mock.push_faults([ScriptedFault::any(Fault::InStreamError { after_tokens: 2 })]);
     let events = stream(&mock, &messages("p", true)).await;

@@ -253,6 +253,28 @@ async fn forced_tool_calls() {
         chunks.last().expect("finish")["choices"][0]["finish_reason"],
         "tool_calls"
     );
+
+    // Arguments cut before their JSON ends, streaming or not.
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let (text, _) = read_stream(client.openai(&body).await).await;
+    let data = data_events(&text);
+    let arguments: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).expect("json"))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(arguments, r#"{"query":"weather in Paris"#);
+    body["stream"] = json!(false);
+    mock.push_faults([ScriptedFault::any(Fault::InvalidToolArguments)]);
+    let v = json_body(client.openai(&body).await).await;
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"query":"weather in Paris"#
+    );
 }
 
 #[tokio::test]
