@@ -158,3 +158,14 @@ fn the_url_comes_from_the_workers_variable_or_the_deprecated_one() {
         "{text}"
     );
 }
+
+#[test]
+fn a_bad_job_id_says_what_a_job_id_is() {
+    for command in ["result", "cancel"] {
+        let output = submitter(&[command, "not-a-uuid"]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert!(text.contains("not a job id: \"not-a-uuid\""), "{text}");
+        assert!(text.contains("submitter chat --no-wait"), "{text}");
+    }
+}

@@ -6,6 +6,7 @@ mod chat;
 mod dlq;
 pub mod exit;
 mod global;
+mod job_id_arg;
 mod models;
 pub mod print;
 mod result;
