@@ -88,10 +88,9 @@ deployments = [{ provider = "p", model = "x" }]
     assert!(stderr.contains("max_inflite"), "{stderr}");
 }
 
-#[test]
-fn an_unreachable_nats_exits_69() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("worker.toml");
+/// A valid config whose NATS server does not exist: the worker logs, then exits 69.
+fn unreachable_nats_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("worker.toml");
     // Port 9 (discard) on loopback: nothing listens there.
     std::fs::write(
         &path,
@@ -109,11 +108,37 @@ deployments = [{ provider = "p", model = "x" }]
 "#,
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn an_unreachable_nats_exits_69() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unreachable_nats_config(dir.path());
     let output = worker().arg("--config").arg(&path).output().unwrap();
     assert_eq!(
         output.status.code(),
         Some(69),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unreachable_nats_config(dir.path());
+    let output = worker()
+        .arg("--config")
+        .arg(&path)
+        .env("LLMQ__LOG__FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("worker failed"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in {stderr:?}"
     );
 }

@@ -169,3 +169,16 @@ fn a_bad_job_id_says_what_a_job_id_is() {
         assert!(text.contains("submitter chat --no-wait"), "{text}");
     }
 }
+
+#[test]
+fn logs_written_to_a_file_or_pipe_have_no_colour_codes() {
+    let url = unreachable_url();
+    let output = submitter_with_env(&["models", "--url", &url], &[("RUST_LOG", "debug")]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("DEBUG"),
+        "expected debug logs on stderr: {text}"
+    );
+    assert!(!text.contains('\u{1b}'), "ANSI escape codes in {text:?}");
+}
