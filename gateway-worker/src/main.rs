@@ -17,7 +17,7 @@ use gateway_worker::{RunError, run};
 (e.g. LLMQ__WORKER__MAX_INFLIGHT=64, LLMQ__NATS__URL=nats://nats:4222); in provider and model \
 names, _ stands for - (LLMQ__PROVIDERS__AZURE_EU__BASE_URL sets providers.azure-eu). Provider \
 keys are read from the variables or files the config names (api_key_env / api_key_file).\n\n\
-Exit codes: 0 clean shutdown; 64 invalid config; 69 NATS \
+Exit codes: 0 clean shutdown; 64 invalid config (also: admin.listen already in use); 69 NATS \
 unreachable, too old, or its streams could not be set up; 70 internal error."
 )]
 struct Cli {
@@ -61,9 +61,9 @@ fn main() -> ExitCode {
             tracing::error!(error = %err, "worker failed");
             eprintln!("gateway-worker: {err}");
             ExitCode::from(match err {
-                RunError::Config(_) => EX_CONFIG,
+                RunError::Config(_) | RunError::Admin { .. } => EX_CONFIG,
                 RunError::Connect(_) | RunError::Setup(_) => EX_UNAVAILABLE,
-                RunError::Admin(_) | RunError::Metrics(_) => EX_SOFTWARE,
+                RunError::Metrics(_) => EX_SOFTWARE,
             })
         }
     }

@@ -11,3 +11,4 @@ mod providers;
 mod reliability;
 mod secrets;
 mod submitter;
+mod worker_binary;
