@@ -1,9 +1,11 @@
-//! The worker binary as operators run it: what it says when it cannot start.
+//! The worker binary as operators run it: what it says when it cannot start, and what
+//! its log lines hold.
 
 use std::time::Duration;
 
-use llmq_tests::stack::Stack;
-use llmq_tests::worker::worker_binary;
+use llmq_schemas::OutcomeStatus;
+use llmq_tests::stack::{Stack, chat_job, run_job};
+use llmq_tests::worker::{WorkerProcess, worker_binary};
 
 #[tokio::test]
 async fn a_second_worker_on_the_same_admin_address_exits_64_naming_it() {
@@ -33,4 +35,35 @@ async fn a_second_worker_on_the_same_admin_address_exits_64_naming_it() {
     );
     assert!(stderr.contains("admin.listen"), "{stderr}");
     first.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn log_lines_inside_a_job_name_its_id_once() {
+    let stack = Stack::start().await;
+    let setup = stack.simple_setup();
+    let mut worker = WorkerProcess::spawn(&setup, "logger").await;
+    let client = stack.client().await;
+    let job = chat_job("chat", "log me");
+    let job_id = job.id.to_string();
+    let outcome = run_job(&client, job).await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    worker
+        .wait_for_log("job finished", Duration::from_secs(10))
+        .await;
+
+    let log = worker.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("job finished"))
+        .expect("the job's last line");
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["span"]["job_id"], job_id.as_str(), "{line}");
+    assert!(
+        event.get("job_id").is_none(),
+        "job_id repeated in the event: {line}"
+    );
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
 }
