@@ -51,8 +51,17 @@ pub enum RunError {
     Connect(#[from] llmq_submitter::ConnectError),
     #[error(transparent)]
     Setup(#[from] nats::SetupError),
-    #[error("admin endpoint: {0}")]
-    Admin(std::io::Error),
+    /// The admin endpoint cannot listen on `admin.listen`: most often a second worker on
+    /// the same host with the same config.
+    #[error(
+        "admin endpoint: cannot listen on {addr} (admin.listen): {source}; to run several \
+         workers on one host, give each its own admin.listen (LLMQ__ADMIN__LISTEN=127.0.0.1:9465) \
+         or port 0 (admin.listen = \"127.0.0.1:0\")"
+    )]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("metrics: {0}")]
     Metrics(String),
 }
@@ -131,7 +140,7 @@ pub async fn run_with(
                 background.clone(),
             )
             .await
-            .map_err(RunError::Admin)?;
+            .map_err(|source| RunError::Admin { addr, source })?;
             Some(bound)
         }
         None => None,

@@ -1,7 +1,7 @@
 //! `gateway-worker --config worker.toml`: loads the config, sets up logging, runs the
 //! worker until SIGINT or SIGTERM, and exits with a code that says what went wrong.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,18 +14,23 @@ use gateway_worker::{RunError, run};
 #[command(
     version,
     after_help = "Environment: LLMQ__<SECTION>__<KEY> overrides a config value \
-(e.g. LLMQ__WORKER__MAX_INFLIGHT=64, LLMQ__NATS__URL=nats://nats:4222). Provider keys are read \
-from the variables or files the config names (api_key_env / api_key_file).\n\n\
-Exit codes: 0 clean shutdown; 64 invalid config; 69 NATS unreachable, too old, or its \
-streams could not be set up; 70 internal error."
+(e.g. LLMQ__WORKER__MAX_INFLIGHT=64, LLMQ__NATS__URL=nats://nats:4222); in provider and model \
+names, _ stands for - (LLMQ__PROVIDERS__AZURE_EU__BASE_URL sets providers.azure-eu). Provider \
+keys are read from the variables or files the config names (api_key_env / api_key_file).\n\n\
+Exit codes: 0 clean shutdown; 64 invalid config (also: admin.listen already in use); 69 NATS \
+unreachable, too old, or its streams could not be set up; 70 internal error."
 )]
 struct Cli {
     /// The TOML config file.
     #[arg(short, long, env = "LLMQ_CONFIG", default_value = "llmq.toml")]
     config: PathBuf,
-    /// Load and validate the config, print a summary, and exit.
+    /// Check the config's structure and references without reading any key (each
+    /// provider's key source is printed), then exit.
     #[arg(long)]
     check_config: bool,
+    /// Like --check-config, and also read every provider key as start-up does.
+    #[arg(long)]
+    check_keys: bool,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -34,35 +39,13 @@ const EX_SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.check_config || cli.check_keys {
+        return check(&cli.config, cli.check_keys);
+    }
     let config = match config::load(&cli.config) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!(
-                "gateway-worker: invalid config {}:\n{err}",
-                cli.config.display()
-            );
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(err) => return invalid_config(&cli.config, &err),
     };
-    if cli.check_config {
-        // Building the router builds every adapter and HTTP client: all a config can get
-        // wrong without a network.
-        gateway_worker::providers::http_client::install_crypto_provider();
-        if let Err(err) = gateway_worker::routing::Router::build(&config) {
-            eprintln!(
-                "gateway-worker: invalid config {}:\n{err}",
-                cli.config.display()
-            );
-            return ExitCode::from(EX_CONFIG);
-        }
-        println!(
-            "config ok: {} provider(s), {} model(s), prefix {:?}",
-            config.providers.len(),
-            config.models.len(),
-            config.jetstream.prefix
-        );
-        return ExitCode::SUCCESS;
-    }
     gateway_worker::telemetry::init(&config.log);
     let runtime = match config.worker.runtime() {
         Ok(runtime) => runtime,
@@ -78,12 +61,56 @@ fn main() -> ExitCode {
             tracing::error!(error = %err, "worker failed");
             eprintln!("gateway-worker: {err}");
             ExitCode::from(match err {
-                RunError::Config(_) => EX_CONFIG,
+                RunError::Config(_) | RunError::Admin { .. } => EX_CONFIG,
                 RunError::Connect(_) | RunError::Setup(_) => EX_UNAVAILABLE,
-                RunError::Admin(_) | RunError::Metrics(_) => EX_SOFTWARE,
+                RunError::Metrics(_) => EX_SOFTWARE,
             })
         }
     }
+}
+
+/// `--check-config` (no key read) or `--check-keys` (every key read): validates, builds
+/// every adapter and HTTP client (all a config can get wrong without a network), prints
+/// a summary with each provider's key source.
+fn check(path: &Path, read_keys: bool) -> ExitCode {
+    let loaded = if read_keys {
+        config::load(path)
+    } else {
+        config::check(path)
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(err) => return invalid_config(path, &err),
+    };
+    gateway_worker::providers::http_client::install_crypto_provider();
+    if let Err(err) = gateway_worker::routing::Router::build(&config) {
+        eprintln!("gateway-worker: invalid config {}:\n{err}", path.display());
+        return ExitCode::from(EX_CONFIG);
+    }
+    let keys = if read_keys {
+        "every key read"
+    } else {
+        "no key read (--check-keys also reads every key)"
+    };
+    println!(
+        "config ok: {} provider(s), {} model(s), prefix {:?}; {keys}",
+        config.providers.len(),
+        config.models.len(),
+        config.jetstream.prefix
+    );
+    for (name, provider) in &config.providers {
+        println!(
+            "  providers.{name} ({}): {}",
+            provider.kind.as_str(),
+            provider.key_source()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
+    eprintln!("gateway-worker: invalid config {}:\n{err}", path.display());
+    ExitCode::from(EX_CONFIG)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -1,6 +1,9 @@
 //! The worker binary's command line: exit codes and what it prints. (This test also makes
 //! cargo build the binary the integration tests run as a child process.)
 
+// Helpers, not only `#[test]` functions, may fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn worker() -> Command {
@@ -20,8 +23,68 @@ fn help_explains_environment_and_exit_codes() {
     assert!(text.contains("64 invalid config"), "{text}");
 }
 
+/// The worker binary with no `LLMQ*` variable and none of the example's key variables
+/// from the caller's environment.
+fn clean_worker() -> Command {
+    let mut command = worker();
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("LLMQ") || name.ends_with("_API_KEY") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn all_output(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 #[test]
-fn the_example_config_is_valid_and_keys_come_from_the_environment() {
+fn check_config_passes_the_example_without_any_key_and_names_each_key_source() {
+    let output = clean_worker()
+        .args(["--check-config", "--config"])
+        .arg(example_config())
+        .output()
+        .unwrap();
+    let all = all_output(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("config ok"), "{all}");
+    assert!(all.contains("no key read"), "{all}");
+    for line in [
+        "providers.openai (openai): key from environment variable OPENAI_API_KEY",
+        "providers.azure-eu (azure): key from file /run/secrets/azure-openai-key",
+        "providers.vllm (openai_compatible): no key",
+    ] {
+        assert!(all.contains(line), "{line:?} missing from:\n{all}");
+    }
+}
+
+#[test]
+fn check_keys_reads_every_key_and_names_the_missing_ones() {
+    let output = clean_worker()
+        .args(["--check-keys", "--config"])
+        .arg(example_config())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", all_output(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for field in [
+        "providers.openai.api_key_env: environment variable OPENAI_API_KEY",
+        "providers.anthropic.api_key_env: environment variable ANTHROPIC_API_KEY",
+        "providers.gemini.api_key_env: environment variable GEMINI_API_KEY",
+        "providers.azure-eu.api_key_file: cannot read /run/secrets/azure-openai-key",
+    ] {
+        assert!(stderr.contains(field), "{field:?} missing from:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_keys_passes_when_every_key_is_there_and_prints_none() {
     let dir = tempfile::tempdir().unwrap();
     let azure_key = dir.path().join("azure.key");
     std::fs::write(&azure_key, "azure-secret-value").unwrap();
@@ -31,22 +94,37 @@ fn the_example_config_is_valid_and_keys_come_from_the_environment() {
     );
     let path = dir.path().join("worker.toml");
     std::fs::write(&path, config).unwrap();
-    let output = worker()
-        .args(["--check-config", "--config"])
+    let output = clean_worker()
+        .args(["--check-keys", "--config"])
         .arg(&path)
         .env("OPENAI_API_KEY", "sk-openai-secret-value")
         .env("ANTHROPIC_API_KEY", "sk-ant-secret-value")
         .env("GEMINI_API_KEY", "gemini-secret-value")
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let all = all_output(&output);
     assert!(output.status.success(), "{all}");
-    assert!(all.contains("config ok"), "{all}");
+    assert!(
+        all.contains("config ok") && all.contains("every key read"),
+        "{all}"
+    );
     assert!(!all.contains("secret-value"), "a key was printed: {all}");
+}
+
+#[test]
+fn an_environment_override_with_underscores_reaches_a_dashed_provider() {
+    let output = clean_worker()
+        .args(["--check-config", "--config"])
+        .arg(example_config())
+        .env("LLMQ__PROVIDERS__AZURE_EU__BASE_URL", "ftp://elsewhere")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", all_output(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("providers.azure-eu.base_url: must start with http"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -88,10 +166,9 @@ deployments = [{ provider = "p", model = "x" }]
     assert!(stderr.contains("max_inflite"), "{stderr}");
 }
 
-#[test]
-fn an_unreachable_nats_exits_69() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("worker.toml");
+/// A valid config whose NATS server does not exist: the worker logs, then exits 69.
+fn unreachable_nats_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("worker.toml");
     // Port 9 (discard) on loopback: nothing listens there.
     std::fs::write(
         &path,
@@ -109,11 +186,37 @@ deployments = [{ provider = "p", model = "x" }]
 "#,
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn an_unreachable_nats_exits_69() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unreachable_nats_config(dir.path());
     let output = worker().arg("--config").arg(&path).output().unwrap();
     assert_eq!(
         output.status.code(),
         Some(69),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unreachable_nats_config(dir.path());
+    let output = worker()
+        .arg("--config")
+        .arg(&path)
+        .env("LLMQ__LOG__FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("worker failed"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in {stderr:?}"
     );
 }

@@ -1,7 +1,9 @@
 //! `submitter`: the llmq producer CLI. Parses, runs, and maps the result to an exit code
-//! (the table is in `--help`).
+//! (the table is in `--help`). Logs go to stderr, coloured only when it is a terminal.
 
 mod cli;
+
+use std::io::IsTerminal;
 
 use clap::Parser;
 
@@ -15,6 +17,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,16 +7,21 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 
 fn submitter(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_submitter"))
+    submitter_with_env(args, &[])
+}
+
+/// Runs the binary with `vars` as its only `LLMQ*` environment variables.
+fn submitter_with_env(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_submitter"));
+    // The caller's environment must not point the test at a real deployment.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLMQ") {
+            command.env_remove(name);
+        }
+    }
+    command
         .args(args)
-        // The caller's environment must not point the test at a real deployment.
-        .env_remove("LLMQ_NATS_URL")
-        .env_remove("LLMQ_PREFIX")
-        .env_remove("LLMQ_TENANT")
-        .env_remove("LLMQ_NATS_USER")
-        .env_remove("LLMQ_NATS_PASSWORD")
-        .env_remove("LLMQ_NATS_TOKEN")
-        .env_remove("LLMQ_NATS_CREDS")
+        .envs(vars.iter().copied())
         .output()
         .expect("run the submitter binary")
 }
@@ -105,4 +110,75 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
+}
+
+#[test]
+fn usage_lines_do_not_list_options_set_from_the_environment() {
+    let url = unreachable_url();
+    let output = submitter_with_env(
+        &["chat", "--model", "m", "--stream", "--json", "hi"],
+        &[
+            ("LLMQ__NATS__URL", &url),
+            ("LLMQ_NATS_URL", &url),
+            ("LLMQ_TENANT", "acme"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    let usage = text
+        .lines()
+        .find(|line| line.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line in {text}"));
+    assert!(!usage.contains("--url"), "{usage}");
+    assert!(!usage.contains("--tenant"), "{usage}");
+}
+
+#[test]
+fn the_url_comes_from_the_workers_variable_or_the_deprecated_one() {
+    let url = unreachable_url();
+    let output = submitter_with_env(&["models"], &[("LLMQ__NATS__URL", &url)]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with(&format!("error: cannot connect to NATS at {url}")),
+        "{text}"
+    );
+    assert!(!text.contains("deprecated"), "{text}");
+    assert!(!text.contains("default"), "named, not the default: {text}");
+
+    let output = submitter_with_env(&["models"], &[("LLMQ_NATS_URL", &url)]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("LLMQ_NATS_URL is deprecated; set LLMQ__NATS__URL instead"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cannot connect to NATS at {url}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_job_id_says_what_a_job_id_is() {
+    for command in ["result", "cancel"] {
+        let output = submitter(&[command, "not-a-uuid"]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert!(text.contains("not a job id: \"not-a-uuid\""), "{text}");
+        assert!(text.contains("submitter chat --no-wait"), "{text}");
+    }
+}
+
+#[test]
+fn logs_written_to_a_file_or_pipe_have_no_colour_codes() {
+    let url = unreachable_url();
+    let output = submitter_with_env(&["models", "--url", &url], &[("RUST_LOG", "debug")]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("DEBUG"),
+        "expected debug logs on stderr: {text}"
+    );
+    assert!(!text.contains('\u{1b}'), "ANSI escape codes in {text:?}");
 }

@@ -11,7 +11,7 @@ use llmq_tests::worker::workspace_binary;
 
 async fn submitter(stack: &Stack, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(workspace_binary("submitter"));
-    command.env("LLMQ_NATS_URL", stack.nats.url()).args(args);
+    command.env("LLMQ__NATS__URL", stack.nats.url()).args(args);
     tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("the CLI finished")

@@ -9,5 +9,7 @@ mod core;
 mod harness_smoke;
 mod providers;
 mod reliability;
+mod scripts;
 mod secrets;
 mod submitter;
+mod worker_binary;

@@ -5,7 +5,8 @@
 //! unknown key is an error, not a silently ignored typo), then validated as a whole with
 //! errors that name the field. Secrets are resolved at load time from the environment or
 //! files named in the config, never from the TOML itself, so a config file can be
-//! committed and a key can never end up in it.
+//! committed and a key can never end up in it; `check` validates everything else
+//! without reading any key.
 
 mod load;
 mod secret;
@@ -19,8 +20,8 @@ use std::time::Duration;
 use llmq_schemas::ErrorType;
 use serde::Deserialize;
 
-pub use load::{ConfigError, load, load_str};
-pub use secret::ApiKey;
+pub use load::{ConfigError, Env, Keys, check, load, load_file, load_str, process_env};
+pub use secret::{ApiKey, KeySource};
 pub use validate::validate;
 
 pub use llmq_submitter::NatsOptions;
@@ -440,6 +441,17 @@ impl ProviderConfig {
             project: None,
             stream_usage: true,
             http: HttpVersion::Auto,
+        }
+    }
+
+    /// Where the key comes from, as configured (nothing is read).
+    pub fn key_source(&self) -> KeySource {
+        match (&self.api_key_env, &self.api_key_file) {
+            (Some(_), Some(_)) => KeySource::Ambiguous,
+            (Some(var), None) => KeySource::Env(var.clone()),
+            (None, Some(file)) => KeySource::File(file.clone()),
+            (None, None) if self.api_key.is_some() => KeySource::Given,
+            (None, None) => KeySource::None,
         }
     }
 

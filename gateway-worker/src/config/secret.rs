@@ -1,6 +1,8 @@
-//! Provider keys: held only here, printed nowhere.
+//! Provider keys: held only here, printed nowhere; and where each comes from, which can be
+//! printed.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -28,6 +30,34 @@ impl fmt::Debug for ApiKey {
 impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// Where a provider's key comes from, as the config says. Reading it is the loader's job;
+/// `--check-config` prints this instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `api_key_env`: the variable's name.
+    Env(String),
+    /// `api_key_file`, relative paths resolved against the config file's directory.
+    File(PathBuf),
+    /// Both `api_key_env` and `api_key_file`: a config error.
+    Ambiguous,
+    /// Set directly by the code that built the config.
+    Given,
+    /// No key (optional for `openai_compatible`).
+    None,
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env(var) => write!(f, "key from environment variable {var}"),
+            KeySource::File(path) => write!(f, "key from file {}", path.display()),
+            KeySource::Ambiguous => f.write_str("both api_key_env and api_key_file (invalid)"),
+            KeySource::Given => f.write_str("key given by the caller"),
+            KeySource::None => f.write_str("no key"),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use llmq_schemas::{ModelName, Subjects};
 
-use super::{Config, ProviderKind};
+use super::{Config, KeySource, ProviderKind};
 
 /// Headers that carry keys: set by the adapters from the resolved key only.
 const AUTH_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key", "x-goog-api-key"];
@@ -154,12 +154,18 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
             );
         }
         let needs_key = provider.kind != ProviderKind::OpenaiCompatible;
-        if needs_key && provider.api_key.is_none() {
-            check(
+        match provider.key_source() {
+            KeySource::Ambiguous => check(
+                false,
+                &field,
+                "set one of api_key_env and api_key_file, not both",
+            ),
+            KeySource::None if needs_key => check(
                 false,
                 &field,
                 "a key is required: set api_key_env (an environment variable name) or api_key_file",
-            );
+            ),
+            _ => {}
         }
         check(
             provider.max_concurrency >= 1,

@@ -92,7 +92,7 @@ async fn finalize_now(
     let json = match serde_json::to_vec(&outcome) {
         Ok(json) => Bytes::from(json),
         Err(err) => {
-            tracing::error!(job_id = %run.job.id, error = %err, "cannot encode the outcome");
+            tracing::error!(error = %err, "cannot encode the outcome");
             return Disposition::Requeue {
                 delay: Some(Duration::from_secs(1)),
                 reason: "outcome_not_stored",
@@ -122,13 +122,13 @@ async fn finalize_now(
             outcome.status
         }
         Ok(Stored::Theirs(stored)) => {
-            tracing::info!(job_id = %run.job.id, ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
+            tracing::info!(ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
             finished_metric(stored.status);
             reply.finished(&stored).await;
             stored.status
         }
         Err(err) => {
-            tracing::warn!(job_id = %run.job.id, error = %err, "outcome not stored; handing the job back");
+            tracing::warn!(error = %err, "outcome not stored; handing the job back");
             return Disposition::Requeue {
                 delay: Some(Duration::from_secs(1)),
                 reason: "outcome_not_stored",
@@ -136,7 +136,6 @@ async fn finalize_now(
         }
     };
     tracing::info!(
-        job_id = %run.job.id,
         %status,
         attempts = outcome.attempts.len(),
         total_ms = outcome.timings.total_ms,
@@ -222,7 +221,6 @@ pub fn bill_handed_back<'a>(
             calls,
         );
         tracing::info!(
-            job_id = %run.job.id,
             prompt_tokens = event.usage.prompt_tokens,
             completion_tokens = event.usage.completion_tokens,
             "billing a processing that hands the job back"
@@ -358,7 +356,6 @@ async fn publish_usage(ctx: &WorkerContext, run: &JobRun, event: &UsageEvent) {
         // The outcome (stored) carries the same usage and cost; the event is logged whole
         // so billing can be repaired from the logs.
         tracing::error!(
-            job_id = %run.job.id,
             error = %err,
             usage_event = %String::from_utf8_lossy(&payload),
             "usage event not stored"

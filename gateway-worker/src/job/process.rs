@@ -270,7 +270,7 @@ async fn run_job(
     let report = tokio::select! {
         report = execute(ctx, spec, model, &running.token, reply) => report,
         () = hard_stop.cancelled() => {
-            tracing::warn!(job_id = %run.job.id, "shutdown grace period over; handing the job back");
+            tracing::warn!("shutdown grace period over; handing the job back");
             return Disposition::Requeue { delay: None, reason: "shutdown" };
         }
     };
@@ -297,7 +297,10 @@ async fn run_job(
             let delay = wait
                 .max(Duration::from_millis(100))
                 .min(deadline_at.remaining());
-            tracing::info!(job_id = %run.job.id, ?delay, "every deployment is cooling down; handing the job back");
+            tracing::info!(
+                ?delay,
+                "every deployment is cooling down; handing the job back"
+            );
             if report.usage.iter().any(|c| c.usage.total_tokens > 0) {
                 bill_handed_back(ctx, run, &report.usage).await;
             }

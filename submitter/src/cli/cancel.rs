@@ -4,11 +4,14 @@ use clap::Args;
 use llmq_schemas::JobId;
 use llmq_submitter::{CancelStatus, Client, ClientOptions};
 
+use super::job_id_arg::parse_job_id;
 use super::print::out_line;
 use super::{CliError, Exit};
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The job id `chat --no-wait` printed.
+    #[arg(value_parser = parse_job_id)]
     pub job_id: JobId,
     /// Why, for the record (shown in the job's outcome).
     #[arg(long, value_name = "TEXT")]

@@ -94,6 +94,14 @@ pub enum CliError {
     NoOutcome { job_id: JobId, waited: Duration },
     #[error("{0}")]
     NotFound(String),
+    /// A connection or server error on the default URL, with a hint that it was the
+    /// default.
+    #[error(
+        "{0}\n  (no --url or LLMQ__NATS__URL was given, so this was the default {url}, which \
+         may be some other NATS server: point at llmq's with --url or LLMQ__NATS__URL)",
+        url = llmq_submitter::NatsOptions::DEFAULT_URL
+    )]
+    OnDefaultUrl(Box<CliError>),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -117,6 +125,7 @@ impl CliError {
             CliError::Client(err) => client_exit(err),
             CliError::Wait(err) => wait_exit(err),
             CliError::NoOutcome { .. } | CliError::NotFound(_) => Exit::NotFound,
+            CliError::OnDefaultUrl(inner) => inner.exit(),
             CliError::Io { .. } | CliError::Json { .. } => Exit::Unexpected,
         }
     }

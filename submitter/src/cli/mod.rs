@@ -6,6 +6,7 @@ mod chat;
 mod dlq;
 pub mod exit;
 mod global;
+mod job_id_arg;
 mod models;
 pub mod print;
 mod result;
@@ -29,7 +30,11 @@ Examples:
   submitter dlq list
   submitter dlq replay --all
   submitter usage --since 7d --all-tenants
-  LLMQ_NATS_URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
+  LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
+
+Environment: the connection options also come from the variables a worker's config reads
+(LLMQ__NATS__URL, LLMQ__NATS__USER, ...; each option's help names its own), so one export
+points the CLI and a worker at the same server; a flag wins over its variable.
 
 Logging: set RUST_LOG (e.g. RUST_LOG=llmq_submitter=debug); logs go to stderr.";
 
@@ -72,15 +77,23 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit, CliError> {
-    let options = cli.global.client_options()?;
-    match cli.command {
+    let global::Connection {
+        options,
+        default_url,
+        warnings,
+    } = cli.global.resolve(&|name| std::env::var(name).ok())?;
+    for warning in warnings {
+        print::note(warning);
+    }
+    let result = match cli.command {
         Command::Chat(args) => chat::run(args, options).await,
         Command::Result(args) => result::run(args, options).await,
         Command::Cancel(args) => cancel::run(args, options).await,
         Command::Models(args) => models::run(args, options).await,
         Command::Dlq(command) => dlq::run(command, options).await,
         Command::Usage(args) => usage::run(args, options).await,
-    }
+    };
+    result.map_err(|err| global::explain(default_url, err))
 }
 
 #[cfg(test)]
@@ -98,6 +111,14 @@ mod tests {
         let help = Cli::command().render_help().to_string();
         assert!(help.contains("Examples:"), "{help}");
         assert!(help.contains("5  rejected at submit"), "{help}");
+        for var in global::ALL {
+            assert!(
+                help.contains(var.name),
+                "{} missing from:\n{help}",
+                var.name
+            );
+        }
+        assert!(help.contains("logs go to stderr"), "{help}");
     }
 
     #[test]
@@ -111,7 +132,7 @@ mod tests {
             "nats://n:4222",
         ])
         .unwrap();
-        let options = cli.global.client_options().unwrap();
+        let options = cli.global.resolve(&|_| None).unwrap().options;
         assert_eq!(options.tenant, "acme");
         assert_eq!(options.nats.url, "nats://n:4222");
     }

@@ -6,12 +6,14 @@ use clap::Args;
 use llmq_schemas::JobId;
 use llmq_submitter::{Client, ClientOptions, WaitError};
 
+use super::job_id_arg::parse_job_id;
 use super::print::{self, Show};
 use super::{CliError, Exit};
 
 #[derive(Debug, Args)]
 pub struct ResultArgs {
     /// The job id `chat --no-wait` printed.
+    #[arg(value_parser = parse_job_id)]
     pub job_id: JobId,
     /// Wait up to this long for the outcome if it is not stored yet.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -41,10 +41,7 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
         return Ok(Exit::Success);
     }
     let scope = report.tenant.as_deref().unwrap_or("all tenants");
-    note(format!(
-        "usage of {scope} from {} to {}",
-        report.since, report.until
-    ));
+    note(window_line(scope, report.since, report.until));
     if report.rows.is_empty() {
         note("no usage in this window");
         return Ok(Exit::Success);
@@ -95,6 +92,18 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
     Ok(Exit::Success)
 }
 
+/// The header: both ends of the window to the second, so they read alike (`--since 24h`
+/// is computed to the millisecond, the default end is now to the nanosecond).
+fn window_line(scope: &str, since: Timestamp, until: Timestamp) -> String {
+    let to_second =
+        |at: Timestamp| Timestamp::from_unix_millis(at.unix_millis().div_euclid(1000) * 1000);
+    format!(
+        "usage of {scope} from {} to {}",
+        to_second(since),
+        to_second(until)
+    )
+}
+
 fn cells(row: &UsageRow) -> Vec<String> {
     let cost = if row.has_unknown_prices() {
         format!("{:.6} + unknown price", row.cost_usd)
@@ -113,4 +122,19 @@ fn cells(row: &UsageRow) -> Vec<String> {
         row.reasoning_tokens.to_string(),
         cost,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_shows_both_ends_to_the_second() {
+        let since = Timestamp::parse("2026-11-24T10:00:00.123Z").unwrap();
+        let until = Timestamp::parse("2026-11-25T10:00:00.123456789Z").unwrap();
+        assert_eq!(
+            window_line("acme", since, until),
+            "usage of acme from 2026-11-24T10:00:00Z to 2026-11-25T10:00:00Z"
+        );
+    }
 }

@@ -57,7 +57,9 @@ pub fn worker_main(config: &Path) -> ExitCode {
         Err(err) => {
             eprintln!("bench __worker: {err}");
             ExitCode::from(match err {
-                gateway_worker::RunError::Config(_) => EX_CONFIG,
+                gateway_worker::RunError::Config(_) | gateway_worker::RunError::Admin { .. } => {
+                    EX_CONFIG
+                }
                 gateway_worker::RunError::Connect(_) | gateway_worker::RunError::Setup(_) => {
                     EX_UNAVAILABLE
                 }
