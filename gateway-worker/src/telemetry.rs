@@ -23,6 +23,8 @@ pub fn init(config: &LogConfig) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            // The job span is the only one: the list would repeat its fields.
+            .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };

@@ -63,6 +63,11 @@ async fn log_lines_inside_a_job_name_its_id_once() {
         "job_id repeated in the event: {line}"
     );
     assert_eq!(
+        line.matches(job_id.as_str()).count(),
+        1,
+        "the id appears once in the line: {line}"
+    );
+    assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
     );
