@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
 use crate::metrics;
-use crate::nats::publish::{PublishFailure, publish_durable};
+use crate::nats::{PublishFailure, Store};
 
 /// What is known about the message being dead-lettered.
 #[derive(Debug)]
@@ -79,15 +79,13 @@ pub async fn dead_letter(
         ctx.subjects.jobs_stream(),
         letter.stream_sequence
     );
-    publish_durable(
-        &ctx.js,
-        &ctx.subjects.dlq(&token),
-        &msg_id,
-        Some(headers),
-        letter.payload.clone(),
-        ctx.publish_window(),
-        "dlq",
-    )
+    ctx.store(Store {
+        stream: "dlq",
+        subject: &ctx.subjects.dlq(&token),
+        msg_id: &msg_id,
+        headers: Some(&headers),
+        payload: letter.payload,
+    })
     .await?;
     metrics::dead_letter(letter.reason.as_str());
     tracing::warn!(

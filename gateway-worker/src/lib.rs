@@ -48,7 +48,7 @@ pub enum RunError {
     #[error("invalid config:\n{0}")]
     Config(String),
     #[error(transparent)]
-    Connect(#[from] llmq_submitter::ConnectError),
+    Connect(#[from] llmq_runtime::ConnectError),
     #[error(transparent)]
     Setup(#[from] nats::SetupError),
     /// The admin endpoint cannot listen on `admin.listen`: most often a second worker on
@@ -96,7 +96,7 @@ pub async fn run_with(
     let subjects =
         Subjects::new(&config.jetstream.prefix).map_err(|err| RunError::Config(err.to_string()))?;
 
-    let nats = llmq_submitter::connect(&config.nats, |options| {
+    let nats = llmq_runtime::connect(&config.nats, |options| {
         options
             .name(format!("llmq-worker {worker_id}"))
             .event_callback(|event| async move {

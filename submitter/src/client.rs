@@ -12,10 +12,11 @@ use llmq_schemas::{Subjects, Tenant};
 use tokio::sync::{OnceCell, watch};
 
 use crate::catalog::CatalogCache;
-use crate::connect::{ConnectionEvents, connect};
+use crate::connect::ConnectionEvents;
 use crate::error::{ClientError, ConnectError};
 use crate::inbox::Inbox;
 use crate::options::ClientOptions;
+use llmq_runtime::connect;
 
 /// A connected producer. Cheap to clone.
 #[derive(Clone)]
@@ -78,7 +79,7 @@ impl Client {
         options: ClientOptions,
         connects: Option<watch::Receiver<u64>>,
     ) -> Result<Client, ConnectError> {
-        crate::connect::check_server_version(&nats.server_info().version)?;
+        llmq_runtime::check_server_version(&nats.server_info().version)?;
         let (subjects, tenant) = validate(&options)?;
         let inbox = Inbox::open(&nats, &options.effective_inbox_prefix()).await?;
         let js = jetstream::new(nats.clone());

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::error::{ClientError, is_stream_not_found};
-use crate::publish::{PublishFailure, publish_acked};
 use crate::read_stream::ReadRange;
+use llmq_runtime::PublishFailure;
 
 /// One message in the dead-letter stream.
 #[derive(Debug, Clone, Serialize)]
@@ -155,16 +155,11 @@ impl Client {
             });
         }
         let msg_id = replay_msg_id(entry.job_id, seq);
-        let headers = replay_headers(&entry.headers, &msg_id);
-        let ack = publish_acked(
-            &self.inner.js_publish,
-            &subject,
-            headers,
-            entry.payload.clone(),
-            self.inner.options.publish_retries,
-        )
-        .await
-        .map_err(|failure| self.replay_error(failure))?;
+        let headers = replay_headers(&entry.headers);
+        let ack = self
+            .publish(&subject, &msg_id, Some(&headers), &entry.payload)
+            .await
+            .map_err(|failure| self.replay_error(failure))?;
         match stream.delete_message(seq).await {
             Ok(_) => {}
             // Replayed concurrently by someone else, who deleted it first.
@@ -228,10 +223,12 @@ impl Client {
                 subjects.prefix(),
                 format!("stream {}", subjects.jobs_stream()),
             ),
-            PublishFailure::Full { detail } => ClientError::QueueFull {
-                stream: subjects.jobs_stream(),
-                detail,
-            },
+            PublishFailure::Full { detail } | PublishFailure::SubjectFull { detail } => {
+                ClientError::QueueFull {
+                    stream: subjects.jobs_stream(),
+                    detail,
+                }
+            }
             PublishFailure::TooLarge { detail } => ClientError::Rejected {
                 code: 0,
                 description: detail,
@@ -257,7 +254,9 @@ fn replay_msg_id(job_id: Option<JobId>, seq: u64) -> String {
 
 /// The original headers without the dead-letter ones and publish expectations, with
 /// `msg_id` as the message id.
-fn replay_headers(original: &HeaderMap, msg_id: &str) -> HeaderMap {
+/// The original headers without the dead-letter ones and the old message id (the replay
+/// gets its own).
+fn replay_headers(original: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, values) in original.iter() {
         let name: &str = name.as_ref();
@@ -272,7 +271,6 @@ fn replay_headers(original: &HeaderMap, msg_id: &str) -> HeaderMap {
             headers.append(name, value.as_str());
         }
     }
-    headers.insert(HEADER_MSG_ID, msg_id);
     headers
 }
 
@@ -292,11 +290,8 @@ mod tests {
         original.insert(dlq::HEADER_REASON, "max_deliveries");
         original.insert(dlq::HEADER_SUBJECT, "llmq.jobs.m.batch.t");
         original.insert("Nats-Expected-Stream", "LLMQ_JOBS");
-        let headers = replay_headers(&original, "job-1-replay-7");
-        assert_eq!(
-            headers.get("Nats-Msg-Id").unwrap().as_str(),
-            "job-1-replay-7"
-        );
+        let headers = replay_headers(&original);
+        assert!(headers.get("Nats-Msg-Id").is_none());
         assert_eq!(
             headers.get("Traceparent").unwrap().as_str(),
             "00-abc-def-01"
@@ -304,7 +299,7 @@ mod tests {
         assert!(headers.get(dlq::HEADER_REASON).is_none());
         assert!(headers.get(dlq::HEADER_SUBJECT).is_none());
         assert!(headers.get("Nats-Expected-Stream").is_none());
-        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.len(), 1);
     }
 
     #[test]

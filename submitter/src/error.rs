@@ -5,45 +5,17 @@
 //! wait can end because the job was dead-lettered. Messages say what to do about it; they
 //! never contain a secret.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use llmq_schemas::{DlqReason, JobId, SubjectError, Tier};
 
-/// The oldest nats-server llmq accepts.
-pub const MINIMUM_SERVER_VERSION: &str = "2.11.0";
-
 /// Connecting to NATS, or building a [`Client`](crate::Client) on a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The options contradict each other (a TLS key without a certificate, no URL).
-    #[error("invalid NATS options: {0}")]
-    InvalidOptions(String),
-    #[error("cannot read the NATS credentials file {path}: {source}", path = path.display())]
-    Credentials {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server is unreachable, refused the credentials, or the TLS handshake failed;
-    /// `source.kind()` says which.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// With any `user:password@` removed.
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
-    #[error(
-        "nats-server {version} is too old: llmq needs {minimum} or newer, because older servers \
-         lack JetStream behaviour the protocol relies on (2.9 silently ignores a consumer's \
-         filter_subjects, so a worker would be handed every model's jobs)"
-    )]
-    ServerTooOld {
-        version: String,
-        minimum: &'static str,
-    },
+    /// Reaching the server: bad options, credentials, unreachable, too old.
+    #[error(transparent)]
+    Nats(#[from] llmq_runtime::ConnectError),
     /// A bad subject prefix or tenant.
     #[error(transparent)]
     Subject(#[from] SubjectError),

@@ -29,10 +29,8 @@ mod dlq;
 mod error;
 mod handle;
 mod inbox;
-mod nats_options;
 mod options;
 mod outcome;
-mod publish;
 mod read_stream;
 mod stream_text;
 mod submit;
@@ -41,11 +39,13 @@ mod usage_report;
 pub use cancel::CancelStatus;
 pub use catalog::{LIVE_HEARTBEAT, is_live};
 pub use client::Client;
-pub use connect::{ConnectionEvents, check_server_version, connect};
+pub use connect::ConnectionEvents;
 pub use dlq::{DlqEntry, ReplayResult};
-pub use error::{ClientError, ConnectError, MINIMUM_SERVER_VERSION, SubmitError, WaitError};
+pub use error::{ClientError, ConnectError, SubmitError, WaitError};
 pub use handle::JobHandle;
-pub use nats_options::{NatsOptions, TlsOptions};
+pub use llmq_runtime::{
+    MINIMUM_SERVER_VERSION, NatsOptions, TlsOptions, check_server_version, connect,
+};
 pub use options::ClientOptions;
 pub use stream_text::{StreamText, TextUpdate};
 pub use usage_report::{UsageQuery, UsageReport, UsageRow};

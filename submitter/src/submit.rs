@@ -7,12 +7,12 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use llmq_schemas::{HEADER_MSG_ID, Job, JobId, ModelName, PROTOCOL_VERSION, Timestamp};
+use llmq_schemas::{Job, JobId, ModelName, PROTOCOL_VERSION, Timestamp};
 
 use crate::client::Client;
 use crate::error::SubmitError;
 use crate::handle::JobHandle;
-use crate::publish::{PublishFailure, publish_acked};
+use llmq_runtime::{Budget, Durable, PublishFailure, publish_durable};
 
 impl Client {
     /// Publishes `job` and returns a handle that receives its events.
@@ -74,21 +74,35 @@ impl Client {
         let payload = serde_json::to_vec(job)
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, job.id.to_string());
-        let ack = publish_acked(
-            &inner.js_publish,
-            &subject,
-            headers,
-            payload,
-            inner.options.publish_retries,
-        )
-        .await
-        .map_err(|failure| self.submit_error(failure))?;
+        let ack = self
+            .publish(&subject, &job.id.to_string(), None, &payload)
+            .await
+            .map_err(|failure| self.submit_error(failure))?;
         if ack.duplicate {
             tracing::debug!(job_id = %job.id, "job was already queued; JetStream dropped the copy");
         }
         Ok(())
+    }
+
+    /// Publishes durably within the client's retry budget (`publish_retries`): a producer
+    /// reports a missing stream at once (llmq is not set up) rather than waiting for it.
+    pub(crate) async fn publish(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        headers: Option<&HeaderMap>,
+        payload: &Bytes,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, PublishFailure> {
+        let message = Durable {
+            subject,
+            msg_id,
+            headers,
+            payload,
+            budget: Budget::Attempts(self.inner.options.publish_retries.saturating_add(1)),
+            missing_stream_is_transient: false,
+            on_retry: None,
+        };
+        publish_durable(&self.inner.js_publish, message).await
     }
 
     fn submit_error(&self, failure: PublishFailure) -> SubmitError {
@@ -98,10 +112,12 @@ impl Client {
                 prefix: subjects.prefix().to_owned(),
                 missing: format!("stream {}", subjects.jobs_stream()),
             },
-            PublishFailure::Full { detail } => SubmitError::QueueFull {
-                stream: subjects.jobs_stream(),
-                detail,
-            },
+            PublishFailure::Full { detail } | PublishFailure::SubjectFull { detail } => {
+                SubmitError::QueueFull {
+                    stream: subjects.jobs_stream(),
+                    detail,
+                }
+            }
             PublishFailure::TooLarge { detail } => {
                 SubmitError::InvalidJob(format!("the job is too large: {detail}"))
             }

@@ -24,7 +24,7 @@ pub use load::{ConfigError, Env, Keys, check, load, load_file, load_str, process
 pub use secret::{ApiKey, KeySource};
 pub use validate::validate;
 
-pub use llmq_submitter::NatsOptions;
+pub use llmq_runtime::NatsOptions;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,7 @@ use super::process::JobRun;
 use super::reply::ReplySink;
 use crate::context::WorkerContext;
 use crate::metrics;
-use crate::nats::publish::{ERR_MAX_MSGS_PER_SUBJECT, PublishFailure, publish_durable};
+use crate::nats::{PublishFailure, Store};
 
 /// Everything a processing produced.
 #[derive(Debug)]
@@ -104,7 +104,7 @@ async fn finalize_now(
     // from the stored outcome has nothing left to bill. Both acks are awaited together.
     let (_, stored) = tokio::join!(
         publish_usage(ctx, run, &usage),
-        store_outcome(ctx, &run.tenant, &outcome, json.clone())
+        store_outcome(ctx, &run.tenant, &outcome, &json)
     );
     // Counted before the producer is told, so a scrape after the outcome includes it.
     let finished_metric = |status: OutcomeStatus| {
@@ -280,41 +280,47 @@ enum Stored {
     Theirs(Box<Outcome>),
 }
 
+/// Why an outcome was not stored.
+#[derive(Debug, thiserror::Error)]
+enum NotStored {
+    #[error(transparent)]
+    Publish(#[from] PublishFailure),
+    /// The stream refused ours because it holds one, which could not be read.
+    #[error("an outcome is stored but cannot be read: {0}")]
+    StoredUnreadable(String),
+}
+
 /// Stores `outcome` (already encoded as `json`) unless the job has one already.
 async fn store_outcome(
     ctx: &WorkerContext,
     tenant: &Tenant,
     outcome: &Outcome,
-    json: Bytes,
-) -> Result<Stored, PublishFailure> {
+    json: &Bytes,
+) -> Result<Stored, NotStored> {
     let subject = ctx.subjects.result(tenant, outcome.job_id);
     let msg_id = format!("outcome-{}", outcome.job_id);
-    let result = publish_durable(
-        &ctx.js,
-        &subject,
-        &msg_id,
-        None,
-        json,
-        ctx.publish_window(),
-        "results",
-    )
-    .await;
+    let result = ctx
+        .store(Store {
+            stream: "results",
+            subject: &subject,
+            msg_id: &msg_id,
+            headers: None,
+            payload: json,
+        })
+        .await;
     let already_stored = match &result {
         Ok(ack) => ack.duplicate,
-        Err(PublishFailure::Refused { code, .. }) => *code == Some(ERR_MAX_MSGS_PER_SUBJECT),
-        Err(PublishFailure::GaveUp(_)) => false,
+        Err(PublishFailure::SubjectFull { .. }) => true,
+        Err(_) => false,
     };
     if !already_stored {
-        return result.map(|_| Stored::Ours);
+        return result.map(|_| Stored::Ours).map_err(NotStored::from);
     }
     match load_outcome(ctx, tenant, outcome.job_id).await {
         Ok(Some(stored)) if stored.processing == outcome.processing => Ok(Stored::Ours),
         Ok(Some(stored)) => Ok(Stored::Theirs(Box::new(stored))),
-        Ok(None) => result.map(|_| Stored::Ours),
-        Err(message) => Err(PublishFailure::Refused {
-            code: None,
-            message,
-        }),
+        Ok(None) => result.map(|_| Stored::Ours).map_err(NotStored::from),
+        Err(message) => Err(NotStored::StoredUnreadable(message)),
     }
 }
 
@@ -342,16 +348,16 @@ async fn publish_usage(ctx: &WorkerContext, run: &JobRun, event: &UsageEvent) {
         return;
     };
     let subject = ctx.subjects.usage(&run.tenant, &model);
-    let result = publish_durable(
-        &ctx.js,
-        &subject,
-        &event.id.to_string(),
-        None,
-        Bytes::from(payload.clone()),
-        ctx.publish_window(),
-        "usage",
-    )
-    .await;
+    let payload = Bytes::from(payload);
+    let result = ctx
+        .store(Store {
+            stream: "usage",
+            subject: &subject,
+            msg_id: &event.id.to_string(),
+            headers: None,
+            payload: &payload,
+        })
+        .await;
     if let Err(err) = result {
         // The outcome (stored) carries the same usage and cost; the event is logged whole
         // so billing can be repaired from the logs.

@@ -4,5 +4,6 @@
 pub mod publish;
 pub mod setup;
 
-pub use publish::{PublishFailure, publish_durable};
+pub use llmq_runtime::PublishFailure;
+pub use publish::Store;
 pub use setup::{Setup, SetupError, consumer_config, ensure, ensure_consumer};

@@ -1,99 +1,43 @@
-//! Durable publishing that survives reconnects without duplicates.
+//! The worker's side of durable publishing: `llmq_runtime`'s one loop, with the worker's
+//! budget and a retry metric per stream.
 //!
-//! A publish whose PubAck timed out during a reconnect may still have been stored, so a
-//! retry must carry the same `Nats-Msg-Id`: the stream drops it as a duplicate and acks
-//! it again. The retry window is bounded; past it the caller hands the job back to the
-//! queue rather than holding it forever.
-
-use std::time::Duration;
+//! A worker created its streams, so a stream that answers "not found" is a server still
+//! restarting, and worth waiting for; and it retries for a window of time (at least 10 s,
+//! or `ack_wait`), after which the job is handed back to the queue instead of held.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{Context, publish::PublishAck};
+use async_nats::jetstream::publish::PublishAck;
 use bytes::Bytes;
-use tokio::time::Instant;
+use llmq_runtime::{Budget, Durable, PublishFailure, publish_durable};
 
+use crate::context::WorkerContext;
 use crate::metrics;
 
-/// Why a durable publish did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishFailure {
-    /// The stream refused the message for a reason a retry cannot fix; the server's
-    /// JetStream error code is kept for callers that expect a specific refusal.
-    #[error("refused by the stream: {message}")]
-    Refused { code: Option<u64>, message: String },
-    /// No ack within the retry window (broker down, or unreachable).
-    #[error("no acknowledgement within {0:?}")]
-    GaveUp(Duration),
+/// A message for one of llmq's streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Store<'a> {
+    /// The stream's label in the retry metric (`results`, `usage`, `dlq`).
+    pub stream: &'static str,
+    pub subject: &'a str,
+    pub msg_id: &'a str,
+    pub headers: Option<&'a HeaderMap>,
+    pub payload: &'a Bytes,
 }
 
-/// JetStream's error for a publish to a subject that already holds its maximum number of
-/// messages, with discard-new per subject: a job's outcome already stored.
-pub const ERR_MAX_MSGS_PER_SUBJECT: u64 = 10077;
-
-/// Publishes with `msg_id` and waits for the PubAck, retrying timeouts and disconnects
-/// with the same id for up to `window`.
-pub async fn publish_durable(
-    js: &Context,
-    subject: &str,
-    msg_id: &str,
-    headers: Option<HeaderMap>,
-    payload: Bytes,
-    window: Duration,
-    stream_label: &'static str,
-) -> Result<PublishAck, PublishFailure> {
-    let give_up = Instant::now() + window;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let mut publish = PublishMessage::build()
-            .payload(payload.clone())
-            .message_id(msg_id);
-        if let Some(headers) = &headers {
-            for (name, values) in headers.iter() {
-                for value in values {
-                    publish = publish.header(name.clone(), value.clone());
-                }
-            }
-        }
-        let result = match js.send_publish(subject.to_owned(), publish).await {
-            Ok(ack) => ack.await,
-            Err(err) => Err(err),
+impl WorkerContext {
+    /// Publishes `message` and waits for its PubAck, retrying timeouts, disconnects and a
+    /// restarting server with the same message id for up to the publish window.
+    pub async fn store(&self, message: Store<'_>) -> Result<PublishAck, PublishFailure> {
+        let count_retry = |_: &_| metrics::publish_retry(message.stream);
+        let durable = Durable {
+            subject: message.subject,
+            msg_id: message.msg_id,
+            headers: message.headers,
+            payload: message.payload,
+            budget: Budget::Time(self.publish_window()),
+            missing_stream_is_transient: true,
+            on_retry: Some(&count_retry),
         };
-        let err = match result {
-            Ok(ack) => return Ok(ack),
-            Err(err) => err,
-        };
-        match err.kind() {
-            PublishErrorKind::TimedOut
-            | PublishErrorKind::BrokenPipe
-            | PublishErrorKind::MaxAckPending => {}
-            // While the server restarts, the stream may briefly answer "no responders".
-            PublishErrorKind::StreamNotFound => {}
-            PublishErrorKind::Other => {
-                let api = std::error::Error::source(&err)
-                    .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
-                // Without an API error it is a connection-level failure: retry.
-                if let Some(api) = api {
-                    return Err(PublishFailure::Refused {
-                        code: Some(api.error_code().0),
-                        message: api.to_string(),
-                    });
-                }
-            }
-            _ => {
-                return Err(PublishFailure::Refused {
-                    code: None,
-                    message: err.to_string(),
-                });
-            }
-        }
-        if Instant::now() + delay > give_up {
-            return Err(PublishFailure::GaveUp(window));
-        }
-        metrics::publish_retry(stream_label);
-        tracing::debug!(subject, error = %err, "durable publish failed, retrying with the same id");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        publish_durable(&self.js, durable).await
     }
 }

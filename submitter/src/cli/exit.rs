@@ -132,13 +132,14 @@ impl CliError {
 }
 
 fn connect_exit(err: &ConnectError) -> Exit {
+    use llmq_runtime::ConnectError as Nats;
     match err {
-        ConnectError::InvalidOptions(_)
+        ConnectError::Nats(Nats::InvalidOptions(_))
         | ConnectError::Subject(_)
         | ConnectError::InvalidInboxPrefix(_) => Exit::Usage,
-        ConnectError::Credentials { .. }
-        | ConnectError::Connect { .. }
-        | ConnectError::ServerTooOld { .. }
+        ConnectError::Nats(
+            Nats::Credentials { .. } | Nats::Connect { .. } | Nats::ServerTooOld { .. },
+        )
         | ConnectError::Subscribe { .. } => Exit::Unavailable,
     }
 }
@@ -227,10 +228,12 @@ mod tests {
 
     #[test]
     fn connection_problems_are_4_and_bad_settings_are_2() {
-        let old = CliError::from(ConnectError::ServerTooOld {
-            version: "2.9.0".into(),
-            minimum: "2.11.0",
-        });
+        let old = CliError::from(ConnectError::Nats(
+            llmq_runtime::ConnectError::ServerTooOld {
+                version: "2.9.0".into(),
+                minimum: "2.11.0",
+            },
+        ));
         assert_eq!(old.exit(), Exit::Unavailable);
         let tenant = CliError::from(ConnectError::Subject(SubjectError::BadTenant("a.b".into())));
         assert_eq!(tenant.exit(), Exit::Usage);

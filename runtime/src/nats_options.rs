@@ -102,7 +102,7 @@ pub struct TlsOptions {
 }
 
 /// `nats://user:secret@host` -> `nats://[REDACTED]@host`, for each URL of a list.
-pub(crate) fn redact_url_userinfo(urls: &str) -> String {
+pub fn redact_url_userinfo(urls: &str) -> String {
     urls.split(',')
         .map(|url| {
             let (scheme, rest) = match url.split_once("://") {

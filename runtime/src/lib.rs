@@ -1,0 +1,17 @@
+//! llmq's shared runtime: what the worker, the producer library and (soon) the HTTP edge
+//! must do with NATS the same way.
+//!
+//! It exists so that the worker does not depend on the producer crate, and so that the
+//! code both sides must agree on lives once: how to reach NATS (auth, TLS, timeouts, the
+//! server-version check) and how to store a message durably (retries with the same
+//! `Nats-Msg-Id`). The tenant registry, the policy every component checks and the
+//! fleet-wide limits join it, for the same reason. `schemas` stays pure data; this crate
+//! is where that data meets the broker.
+
+mod connect;
+mod nats_options;
+pub mod publish;
+
+pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};
+pub use nats_options::{NatsOptions, TlsOptions, redact_url_userinfo};
+pub use publish::{Budget, Durable, PublishFailure, publish_durable};
