@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             tracing::error!(error = %err, "worker failed");
             eprintln!("gateway-worker: {err}");
             ExitCode::from(match err {
-                RunError::Config(_) | RunError::Admin { .. } => EX_CONFIG,
+                RunError::Config(_) | RunError::Routes(_) | RunError::Admin { .. } => EX_CONFIG,
                 RunError::Connect(_) | RunError::Setup(_) => EX_UNAVAILABLE,
                 RunError::Metrics(_) => EX_SOFTWARE,
             })

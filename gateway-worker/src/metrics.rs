@@ -37,8 +37,17 @@ pub const OTHER_MODEL: &str = "_other";
 
 /// Installs the Prometheus recorder once per process (tests run several workers in one
 /// process; they share it) and returns the handle `/metrics` renders.
-pub fn install() -> Result<PrometheusHandle, String> {
-    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+/// Why the metrics recorder could not be installed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetricsError {
+    #[error("invalid histogram buckets: {0}")]
+    Buckets(String),
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+}
+
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let latency_buckets = [
@@ -47,9 +56,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
             ];
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)
-                .map_err(|err| err.to_string())?
+                .map_err(|err| MetricsError::Buckets(err.to_string()))?
                 .install_recorder()
-                .map_err(|err| err.to_string())?;
+                .map_err(|err| MetricsError::Recorder(err.to_string()))?;
             describe();
             Ok(handle)
         })

@@ -10,8 +10,10 @@
 
 mod connect;
 mod nats_options;
+mod problems;
 pub mod publish;
 
 pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};
 pub use nats_options::{NatsOptions, TlsOptions, redact_url_userinfo};
+pub use problems::{Problem, Problems};
 pub use publish::{Budget, Durable, PublishFailure, publish_durable};

@@ -57,7 +57,7 @@ async fn a_non_streaming_job_succeeds_with_the_upstream_answer() {
         .find(|(name, _)| name == "authorization")
         .map(|(_, value)| value.as_str());
     assert_eq!(auth, Some("Bearer test-key"));
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -117,7 +117,7 @@ async fn streamed_deltas_arrive_in_order_and_concatenate_to_the_final_content() 
     assert!(request.stream);
     assert_eq!(request.body["stream_options"]["include_usage"], true);
     assert_eq!(outcome.usage.unwrap().completion_tokens, 40);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn the_usage_event_equals_what_the_provider_reported() {
         "{:?}",
         event.cost
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn the_outcome_is_readable_after_the_producer_disconnected() {
     assert_eq!(outcome.text(), Some(mock_text("remember me", 12).as_str()));
     let again = later.get_outcome(job_id).await.unwrap().unwrap();
     assert_eq!(again, outcome);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -233,8 +233,8 @@ async fn two_workers_share_the_consumer_and_each_job_runs_exactly_once() {
     assert_eq!(requests.len(), 100, "each job reached the provider once");
     let prompts: HashSet<String> = requests.iter().map(|r| r.prompt.clone()).collect();
     assert_eq!(prompts.len(), 100);
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
@@ -265,7 +265,7 @@ async fn provider_concurrency_never_exceeds_its_limit_with_fifty_jobs_in_flight(
         4,
         "the limit was reached and never exceeded"
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -300,7 +300,7 @@ async fn an_unknown_model_is_refused_at_submit_and_a_job_that_slips_through_fail
         error.message
     );
     assert_eq!(stack.mock.request_count(), 0);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -376,7 +376,7 @@ async fn a_malformed_payload_is_dead_lettered_and_the_next_job_still_succeeds() 
     .await;
     let outcome = run_job(&client, chat_job("chat", "still alive?")).await;
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -397,7 +397,7 @@ async fn graceful_shutdown_lets_an_in_flight_job_finish() {
         .await
         .unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
-    worker.finished().await.unwrap();
+    worker.finished().await;
     // Nothing left behind: the job was acked, not handed back.
     let js = async_nats::jetstream::new(stack.nats.client().await);
     let mut jobs = js.get_stream("LLMQ_JOBS").await.unwrap();
@@ -431,15 +431,15 @@ async fn two_workers_starting_at_the_same_instant_both_come_up() {
         ids,
         HashSet::from(["twin-a".to_owned(), "twin-b".to_owned()])
     );
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
     let stack = Stack::with_slow_mock(Duration::from_millis(600)).await;
     let mut worker = stack.worker(&stack.simple_setup()).await;
-    let admin = worker.started.admin_addr.expect("admin endpoint on");
+    let admin = worker.admin_addr().expect("admin endpoint on");
     gateway_worker::providers::http_client::install_crypto_provider();
     let http = reqwest::Client::new();
     let get = |path: &str| {
@@ -487,7 +487,7 @@ async fn health_readiness_and_metrics_are_served_on_the_admin_port() {
         .await
         .unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
-    worker.finished().await.unwrap();
+    worker.finished().await;
 }
 
 #[tokio::test]
@@ -547,7 +547,7 @@ async fn invalid_jobs_fail_with_a_clear_error_and_no_provider_call() {
         0,
         "nothing was injected"
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -573,7 +573,7 @@ async fn an_idle_tier_does_not_hold_the_only_job_slot() {
             outcome.error
         );
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 /// Metric series of a `/metrics` page (sample lines, not comments).
@@ -680,5 +680,5 @@ async fn messages_without_content_are_refused_by_producer_and_worker() {
         assert!(error.message.contains("needs content"), "{}", error.message);
     }
     assert_eq!(stack.mock.request_count(), 0, "nothing was forwarded");
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

@@ -201,7 +201,7 @@ async fn every_kind_runs_end_to_end_with_the_same_usage_streaming_or_not() {
             "{model}: cost {cost} expected {expected}"
         );
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn anthropic_overloaded_falls_back_to_openai() {
             Some(mock_text("fall back please", 12).as_str())
         );
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -293,7 +293,7 @@ async fn a_stream_without_usage_is_estimated_and_says_so() {
         "estimate, not zero"
     );
     assert!(event.usage.total_tokens > 0);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn anthropic_tool_calls_come_back_in_the_openai_shape() {
         assert_eq!(sent["tool_choice"]["type"], "any");
         assert_eq!(sent["tools"][0]["name"], "get_weather");
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -365,7 +365,7 @@ async fn the_usage_report_sums_tokens_and_cost_per_tenant_and_model() {
         "{} vs {cost}",
         row.cost_usd
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 /// `m-anthropic` and `m-gemini` with `content_policy_fallbacks` to `m-openai`.
@@ -468,7 +468,7 @@ async fn a_refused_answer_is_billed_and_so_is_its_fallback() {
             assert_eq!(outcome.cost.as_ref(), Some(&event.cost), "{case}");
         }
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -504,7 +504,7 @@ async fn reasoning_tokens_are_named_by_every_kind_that_reports_them() {
             );
         }
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 fn tool_job(model: &str, stream: bool) -> Job {
@@ -590,7 +590,7 @@ async fn tool_arguments_that_are_not_json_fail_the_attempt_and_the_retry_answers
             "{case}: streamed deltas are withdrawn"
         );
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -657,5 +657,5 @@ async fn passed_through_tool_arguments_are_flagged_and_the_history_goes_to_every
         };
         assert_eq!(arguments, expected, "{model}");
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

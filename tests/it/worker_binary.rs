@@ -12,7 +12,7 @@ async fn a_second_worker_on_the_same_admin_address_exits_64_naming_it() {
     let stack = Stack::start().await;
     let mut setup = stack.simple_setup();
     let first = stack.worker(&setup).await;
-    let admin = first.started.admin_addr.expect("admin endpoint on");
+    let admin = first.admin_addr().expect("admin endpoint on");
 
     // The same config, as README's scaling advice has it, with the admin port fixed.
     setup.set("admin", "listen", &format!("\"{admin}\""));
@@ -34,7 +34,7 @@ async fn a_second_worker_on_the_same_admin_address_exits_64_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("admin.listen"), "{stderr}");
-    first.stop().await.unwrap();
+    first.stop().await;
 }
 
 #[tokio::test]

@@ -6,14 +6,14 @@
 //! temp dir: no test mutates the process environment.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use gateway_worker::RunningWorker;
 use gateway_worker::config::{Config, load_str};
-use gateway_worker::{RunError, Started};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::nats::workspace_root;
@@ -113,73 +113,73 @@ timeouts = {{ connect = "2s", first_token = "10s", inter_token = "5s", total = "
     )
 }
 
-/// A worker running in this process.
+/// A worker running in this process: the same [`RunningWorker`] the binary runs.
 #[derive(Debug)]
 pub struct TestWorker {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-    pub started: Started,
+    worker: Option<RunningWorker>,
+    draining: Option<JoinHandle<()>>,
+    id: String,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl TestWorker {
     /// Starts the worker and waits until it is consuming.
     pub async fn start(config: Config) -> TestWorker {
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel();
-        let task = tokio::spawn(gateway_worker::run_with(
-            config,
-            async move {
-                let _ = stop.await;
-            },
-            move |started| {
-                let _ = started_tx.send(started);
-            },
-        ));
-        let started = match tokio::time::timeout(Duration::from_secs(30), started_rx).await {
-            Ok(Ok(started)) => started,
-            Ok(Err(_)) => match task.await {
-                Ok(Err(err)) => panic!("test worker failed to start: {err}"),
-                other => panic!("test worker failed to start: {other:?}"),
-            },
+        let started = tokio::time::timeout(Duration::from_secs(30), RunningWorker::start(config));
+        let worker = match started.await {
+            Ok(Ok(worker)) => worker,
+            Ok(Err(err)) => panic!("test worker failed to start: {err}"),
             Err(_) => panic!("test worker did not start within 30s"),
         };
         TestWorker {
-            shutdown: Some(shutdown),
-            task,
-            started,
+            id: worker.id().to_owned(),
+            admin_addr: worker.admin_addr(),
+            worker: Some(worker),
+            draining: None,
         }
     }
 
-    /// Graceful shutdown, as on SIGTERM; returns the worker's result.
-    pub async fn stop(mut self) -> Result<(), RunError> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(err) => panic!("test worker task panicked: {err}"),
-        }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Graceful shutdown, as on SIGTERM: returns once the worker is drained.
+    pub async fn stop(mut self) {
+        self.begin_stop();
+        self.wait_drained().await;
     }
 
     /// Starts the shutdown without waiting for it.
     pub fn begin_stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+        if let Some(worker) = self.worker.take() {
+            self.draining = Some(tokio::spawn(worker.drain()));
         }
     }
 
     /// Waits for a shutdown begun with [`begin_stop`](Self::begin_stop).
-    pub async fn finished(mut self) -> Result<(), RunError> {
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(err) => panic!("test worker task panicked: {err}"),
+    pub async fn finished(mut self) {
+        self.wait_drained().await;
+    }
+
+    async fn wait_drained(&mut self) {
+        if let Some(draining) = self.draining.take()
+            && let Err(err) = draining.await
+        {
+            panic!("test worker drain panicked: {err}");
         }
     }
 }
 
 impl Drop for TestWorker {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(worker) = self.worker.take() {
+            worker.stop_now();
+        }
     }
 }
 

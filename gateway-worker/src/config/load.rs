@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use llmq_runtime::Problems;
+
 use super::{ApiKey, Config, KeySource, validate};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +23,8 @@ pub enum ConfigError {
     #[error("{0}")]
     Parse(String),
     /// One line per problem, each starting with the field's path.
-    #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    #[error(transparent)]
+    Invalid(Problems),
 }
 
 /// Environment variables overriding the file: `LLMQ__SECTION__KEY`.
@@ -197,30 +199,34 @@ fn anchor_key_files(config: &mut Config, base_dir: Option<&Path>) {
 }
 
 /// Reads every provider's key from its source; one message per key that cannot be read.
-fn read_keys(config: &mut Config, env: &Env) -> Vec<String> {
-    let mut problems = Vec::new();
+fn read_keys(config: &mut Config, env: &Env) -> Problems {
+    let mut problems = Problems::default();
     for (name, provider) in &mut config.providers {
         let field = format!("providers.{name}");
         let key = match provider.key_source() {
             KeySource::Env(var) => match env.get(&var) {
                 Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
-                _ => Err(format!(
-                    "{field}.api_key_env: environment variable {var} is not set or empty"
+                _ => Err((
+                    format!("{field}.api_key_env"),
+                    format!("environment variable {var} is not set or empty"),
                 )),
             },
             KeySource::File(path) => match std::fs::read_to_string(&path) {
                 Ok(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
-                Ok(_) => Err(format!("{field}.api_key_file: {} is empty", path.display())),
-                Err(err) => Err(format!(
-                    "{field}.api_key_file: cannot read {}: {err}",
-                    path.display()
+                Ok(_) => Err((
+                    format!("{field}.api_key_file"),
+                    format!("{} is empty", path.display()),
+                )),
+                Err(err) => Err((
+                    format!("{field}.api_key_file"),
+                    format!("cannot read {}: {err}", path.display()),
                 )),
             },
             KeySource::Given | KeySource::None | KeySource::Ambiguous => continue,
         };
         match key {
             Ok(key) => provider.api_key = Some(ApiKey::new(key)),
-            Err(problem) => problems.push(problem),
+            Err((field, message)) => problems.add(field, message),
         }
     }
     problems
@@ -264,7 +270,7 @@ deployments = [{ provider = "openai", model = "gpt-4.1-mini" }, { provider = "az
 
     fn problems(result: Result<Config, ConfigError>) -> Vec<String> {
         match result {
-            Err(ConfigError::Invalid(problems)) => problems,
+            Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
             other => panic!("expected invalid, got {other:?}"),
         }
     }

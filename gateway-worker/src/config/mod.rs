@@ -336,6 +336,14 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    pub const ALL: [ProviderKind; 5] = [
+        ProviderKind::Openai,
+        ProviderKind::OpenaiCompatible,
+        ProviderKind::Azure,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",

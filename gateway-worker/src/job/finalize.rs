@@ -20,8 +20,8 @@ use llmq_schemas::{
 
 use super::disposition::Disposition;
 use super::execute::{CallUsage, millis};
-use super::process::JobRun;
 use super::reply::ReplySink;
+use super::run::JobRun;
 use crate::context::WorkerContext;
 use crate::metrics;
 use crate::nats::{PublishFailure, Store};

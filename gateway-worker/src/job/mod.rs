@@ -1,17 +1,22 @@
 //! One job, from delivery to ack.
 //!
-//! [`process()`] is the whole life of a delivery: checks that need no provider (dead
-//! letters, stored outcomes, cancels, deadlines, unknown models), the attempts
+//! [`process()`] is the whole life of a delivery: [`decode()`] (a job ready to run, or a
+//! rejection for the dead-letter stream), the checks that need no provider (stored
+//! outcomes, invalid jobs, cancels, deadlines, unknown models), the attempts
 //! ([`execute()`]), the outcome (`finalize`), and the one [`Disposition`] that decides
 //! ack, nak or term.
 
+mod decode;
 mod disposition;
 mod execute;
 mod finalize;
 mod process;
 mod reply;
+mod run;
 
+pub use decode::{Decoded, Delivery, Ready, Rejection, decode};
 pub use disposition::{Disposition, apply};
 pub use execute::{Execution, ExecutionReport, execute};
 pub use process::process;
 pub use reply::ReplySink;
+pub use run::JobRun;

@@ -4,4 +4,4 @@ mod cooldown;
 mod router;
 
 pub use cooldown::Cooldowns;
-pub use router::{Candidate, Deployment, ModelRoute, ProviderHandle, Router};
+pub use router::{Candidate, Deployment, ModelRoute, ProviderHandle, RouteError, Router};

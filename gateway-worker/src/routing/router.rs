@@ -15,7 +15,9 @@ use llmq_schemas::{AttemptRoute, ModelName};
 use rand::RngExt;
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiKey, Config, InvalidToolArguments, ProviderKind, Timeouts};
+use crate::config::{
+    ApiKey, Config, InvalidToolArguments, ModelConfig, ProviderConfig, ProviderKind, Timeouts,
+};
 use crate::providers::{Adapter, build_adapter, http_client};
 
 /// A configured provider: its adapter, HTTP client and concurrency limit.
@@ -99,62 +101,48 @@ pub struct Router {
     deployment_count: usize,
 }
 
+/// Why the routes could not be built from a validated config.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("providers.{provider}: {message}")]
+    Adapter { provider: String, message: String },
+    #[error("providers.{provider}: cannot build HTTP client: {source}")]
+    HttpClient {
+        provider: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("models.{model}: {source}")]
+    ModelName {
+        model: String,
+        #[source]
+        source: llmq_schemas::SubjectError,
+    },
+    #[error("models.{model}.deployments[{index}].provider: unknown provider {provider:?}")]
+    UnknownProvider {
+        model: String,
+        index: usize,
+        provider: String,
+    },
+}
+
 impl Router {
-    pub fn build(config: &Config) -> Result<Router, String> {
-        let mut providers = BTreeMap::new();
-        for (name, provider) in &config.providers {
-            let adapter = build_adapter(name, provider)?;
-            let client = http_client::build_client(provider)
-                .map_err(|err| format!("providers.{name}: cannot build HTTP client: {err}"))?;
-            providers.insert(
-                name.clone(),
-                Arc::new(ProviderHandle {
-                    name: name.clone(),
-                    kind: provider.kind,
-                    adapter,
-                    client,
-                    permits: Arc::new(Semaphore::new(provider.max_concurrency)),
-                    max_concurrency: provider.max_concurrency,
-                    timeouts: provider.timeouts.clone(),
-                    key: provider.api_key.clone(),
-                }),
-            );
-        }
+    pub fn build(config: &Config) -> Result<Router, RouteError> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|(name, provider)| Ok((name.clone(), Arc::new(provider_handle(name, provider)?))))
+            .collect::<Result<BTreeMap<_, _>, RouteError>>()?;
         let mut models = BTreeMap::new();
-        let mut index = 0;
+        let mut next_index = 0;
         for (name, model) in &config.models {
-            let model_name =
-                ModelName::parse(name).map_err(|err| format!("models.{name}: {err}"))?;
-            let mut deployments = Vec::new();
-            for (i, deployment) in model.deployments.iter().enumerate() {
-                let provider = providers.get(&deployment.provider).ok_or_else(|| {
-                    format!("models.{name}.deployments[{i}].provider: unknown provider")
-                })?;
-                deployments.push(Arc::new(Deployment {
-                    index,
-                    provider: Arc::clone(provider),
-                    upstream_model: deployment.model.clone(),
-                    weight: deployment.weight,
-                }));
-                index += 1;
-            }
-            models.insert(
-                name.clone(),
-                Arc::new(ModelRoute {
-                    name: model_name,
-                    deployments,
-                    fallbacks: model.fallbacks.clone(),
-                    context_window_fallbacks: model.context_window_fallbacks.clone(),
-                    content_policy_fallbacks: model.content_policy_fallbacks.clone(),
-                    default_max_tokens: model.default_max_tokens,
-                    invalid_tool_arguments: model.invalid_tool_arguments,
-                }),
-            );
+            let route = model_route(name, model, &providers, &mut next_index)?;
+            models.insert(name.clone(), Arc::new(route));
         }
         Ok(Router {
             models,
             providers,
-            deployment_count: index,
+            deployment_count: next_index,
         })
     }
 
@@ -241,6 +229,67 @@ fn weighted_order(deployments: &[Arc<Deployment>], rng: &mut impl RngExt) -> Vec
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     keyed.into_iter().map(|(_, _, d)| Arc::clone(d)).collect()
+}
+
+fn provider_handle(name: &str, provider: &ProviderConfig) -> Result<ProviderHandle, RouteError> {
+    let adapter = build_adapter(name, provider).map_err(|message| RouteError::Adapter {
+        provider: name.to_owned(),
+        message,
+    })?;
+    let client = http_client::build_client(provider).map_err(|source| RouteError::HttpClient {
+        provider: name.to_owned(),
+        source,
+    })?;
+    Ok(ProviderHandle {
+        name: name.to_owned(),
+        kind: provider.kind,
+        adapter,
+        client,
+        permits: Arc::new(Semaphore::new(provider.max_concurrency)),
+        max_concurrency: provider.max_concurrency,
+        timeouts: provider.timeouts.clone(),
+        key: provider.api_key.clone(),
+    })
+}
+
+/// A model's route; its deployments are numbered from `next_index` (the cooldown keys).
+fn model_route(
+    name: &str,
+    model: &ModelConfig,
+    providers: &BTreeMap<String, Arc<ProviderHandle>>,
+    next_index: &mut usize,
+) -> Result<ModelRoute, RouteError> {
+    let model_name = ModelName::parse(name).map_err(|source| RouteError::ModelName {
+        model: name.to_owned(),
+        source,
+    })?;
+    let mut deployments = Vec::new();
+    for (i, deployment) in model.deployments.iter().enumerate() {
+        let provider =
+            providers
+                .get(&deployment.provider)
+                .ok_or_else(|| RouteError::UnknownProvider {
+                    model: name.to_owned(),
+                    index: i,
+                    provider: deployment.provider.clone(),
+                })?;
+        deployments.push(Arc::new(Deployment {
+            index: *next_index,
+            provider: Arc::clone(provider),
+            upstream_model: deployment.model.clone(),
+            weight: deployment.weight,
+        }));
+        *next_index += 1;
+    }
+    Ok(ModelRoute {
+        name: model_name,
+        deployments,
+        fallbacks: model.fallbacks.clone(),
+        context_window_fallbacks: model.context_window_fallbacks.clone(),
+        content_policy_fallbacks: model.content_policy_fallbacks.clone(),
+        default_max_tokens: model.default_max_tokens,
+        invalid_tool_arguments: model.invalid_tool_arguments,
+    })
 }
 
 #[cfg(test)]

@@ -66,5 +66,5 @@ async fn a_nats_restart_mid_load_loses_no_job() {
         230,
         "one outcome per job"
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

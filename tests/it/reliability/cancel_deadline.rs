@@ -37,7 +37,7 @@ async fn a_job_past_its_deadline_expires_without_a_provider_call() {
     assert_eq!(outcome.error.unwrap().kind, ErrorType::DeadlineExceeded);
     assert!(outcome.attempts.is_empty());
     assert_eq!(stack.mock.request_count(), 0);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn retries_stop_at_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn a_queued_job_cancelled_before_any_worker_runs_ends_cancelled_without_a_
     let stack = Stack::start().await;
     // A worker creates the streams and buckets, then goes away.
     let worker = stack.worker(&stack.simple_setup()).await;
-    worker.stop().await.unwrap();
+    worker.stop().await;
     let client = stack
         .client_with(ClientOptions {
             check_catalog: false,
@@ -116,7 +116,7 @@ async fn a_queued_job_cancelled_before_any_worker_runs_ends_cancelled_without_a_
         client.cancel(job_id, None).await.unwrap(),
         CancelStatus::AlreadyFinished(OutcomeStatus::Cancelled)
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -166,5 +166,5 @@ async fn cancelling_a_running_job_aborts_the_upstream_request() {
         "the provider saw the connection close"
     );
     assert_eq!(stack.mock.in_flight(), 0);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

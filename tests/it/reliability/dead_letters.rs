@@ -50,7 +50,7 @@ async fn a_job_from_a_newer_protocol_is_dead_lettered_and_its_producer_told() {
     );
     assert_eq!(letters[0].job_id, Some(job_id));
     assert_eq!(stack.mock.request_count(), 0);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
         client.dlq_list().await.unwrap().is_empty(),
         "replayed letters leave the DLQ"
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -177,5 +177,5 @@ async fn the_max_deliveries_advisory_moves_a_stuck_job_to_the_dead_letters() {
         }
     })
     .await;
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

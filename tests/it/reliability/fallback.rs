@@ -38,7 +38,7 @@ async fn a_transient_server_error_is_retried_on_the_same_deployment() {
     );
     assert_eq!(outcome.attempts[0].http_status, Some(503));
     assert_eq!(outcome.text(), Some(mock_text("retry me", 12).as_str()));
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ deployments = [
         .filter(|r| r.model == "primary")
         .count();
     assert_eq!(primary_calls, 1);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ deployments = [{{ provider = "mock2", model = "steady" }}]
         outcome.model, "chat",
         "the outcome names the model the job asked for"
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -202,7 +202,7 @@ deployments = [{{ provider = "mock", model = "lenient-up" }}]
             ),
         ]
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -251,7 +251,7 @@ deployments = [
             (AttemptRoute::DeploymentFallback, "spare".into(), None),
         ]
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -300,7 +300,7 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
             (AttemptRoute::Retry, "mock-model".into(), None),
         ]
     );
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -349,7 +349,7 @@ async fn a_processing_that_paid_for_tokens_and_handed_the_job_back_is_billed() {
     assert_eq!(finished.delivery, 2);
     assert_eq!(Some(finished.usage), outcome.usage);
     assert_ne!(handed.id, finished.id);
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -378,7 +378,7 @@ async fn every_retry_after_format_is_honoured() {
             "{hint:?}: retried after {waited:?}"
         );
     }
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -415,5 +415,5 @@ deployments = [
         "{first:?}"
     );
     assert_eq!(outcome.attempts.last().unwrap().upstream_model, "somewhere");
-    worker.stop().await.unwrap();
+    worker.stop().await;
 }

@@ -57,7 +57,7 @@ async fn a_job_on_a_killed_worker_is_redelivered_and_completed_by_another() {
         1,
         "exactly one stored outcome"
     );
-    survivor.stop().await.unwrap();
+    survivor.stop().await;
 }
 
 #[tokio::test]
@@ -82,8 +82,8 @@ async fn a_generation_longer_than_ack_wait_is_kept_alive_and_not_redelivered() {
         1,
         "never redelivered to the other worker"
     );
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
     })
     .await;
     assert_eq!(jobs.info().await.unwrap().state.messages, 0);
-    survivor.stop().await.unwrap();
+    survivor.stop().await;
 }
 
 #[tokio::test]
@@ -246,5 +246,5 @@ async fn sigterm_ends_within_the_grace_period_even_when_the_broker_is_gone() {
         .unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     assert_eq!(results_for(&stack, job_id).await, 1);
-    survivor.stop().await.unwrap();
+    survivor.stop().await;
 }

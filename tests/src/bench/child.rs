@@ -44,22 +44,23 @@ pub fn worker_main(config: &Path) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    let result = runtime.block_on(gateway_worker::run_with(
-        config,
-        shutdown_signal(),
-        |started| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "ready {}", started.worker_id).and_then(|()| out.flush());
-        },
-    ));
+    let result = runtime.block_on(async {
+        let worker = gateway_worker::RunningWorker::start(config).await?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready {}", worker.id()).and_then(|()| out.flush());
+        drop(out);
+        shutdown_signal().await;
+        worker.drain().await;
+        Ok::<(), gateway_worker::RunError>(())
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("bench __worker: {err}");
             ExitCode::from(match err {
-                gateway_worker::RunError::Config(_) | gateway_worker::RunError::Admin { .. } => {
-                    EX_CONFIG
-                }
+                gateway_worker::RunError::Config(_)
+                | gateway_worker::RunError::Routes(_)
+                | gateway_worker::RunError::Admin { .. } => EX_CONFIG,
                 gateway_worker::RunError::Connect(_) | gateway_worker::RunError::Setup(_) => {
                     EX_UNAVAILABLE
                 }

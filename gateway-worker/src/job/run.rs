@@ -1,0 +1,54 @@
+//! A decoded job being processed: what every step after decoding reads.
+
+use std::time::Duration;
+
+use llmq_schemas::{Job, Tenant, Tier, Timestamp};
+use tokio::time::Instant;
+
+use super::decode::Ready;
+use crate::config::WorkerConfig;
+
+#[derive(Debug)]
+pub struct JobRun {
+    pub job: Job,
+    pub tenant: Tenant,
+    pub tier: Tier,
+    pub picked_at: Instant,
+    pub started_at: Timestamp,
+    /// When the producer submitted it (or, without `submitted_at`, when it was stored).
+    pub submitted: Option<Timestamp>,
+    pub queued: Option<Duration>,
+    /// Which delivery of the message this is (1 = first).
+    pub delivery: u32,
+    /// This processing's id: its usage event's, its events', its outcome's.
+    pub processing: uuid::Uuid,
+}
+
+impl JobRun {
+    /// A run of `ready`, picked up at `picked_at`.
+    pub fn new(ready: Ready, picked_at: Instant, started_at: Timestamp) -> Self {
+        let submitted = ready.job.submitted_at.or(ready.published);
+        JobRun {
+            tenant: ready.tenant,
+            tier: ready.tier,
+            picked_at,
+            started_at,
+            submitted,
+            queued: submitted.map(|at| at.elapsed()),
+            delivery: ready.delivery,
+            processing: uuid::Uuid::now_v7(),
+            job: ready.job,
+        }
+    }
+
+    /// The job's own deadline, or its tier's default counted from submission.
+    pub fn deadline(&self, worker: &WorkerConfig) -> Timestamp {
+        self.job.deadline.unwrap_or_else(|| {
+            let base = self.submitted.unwrap_or(self.started_at);
+            base.plus(match self.tier {
+                Tier::Interactive => worker.interactive_deadline,
+                Tier::Batch => worker.batch_deadline,
+            })
+        })
+    }
+}

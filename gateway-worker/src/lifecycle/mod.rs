@@ -1,0 +1,115 @@
+//! A worker as a value: [`RunningWorker::start`] returns once it is consuming, and
+//! [`RunningWorker::drain`] stops it within its grace period.
+//!
+//! The binary and the tests hold the same value (as zero-to-production's
+//! `Application::build` / `run_until_stopped`): a test learns the worker's id and admin
+//! address from it instead of through a callback, and [`run`] is only start, wait, drain.
+
+mod drain;
+mod start;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::Health;
+use crate::context::WorkerContext;
+use crate::scheduler::{Capacity, Stops};
+
+pub use drain::SHUTDOWN_MARGIN;
+
+/// Why the worker could not start. Each maps to its own exit code in the binary.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid config:\n{0}")]
+    Config(#[from] llmq_runtime::Problems),
+    #[error("invalid config:\n{0}")]
+    Routes(#[from] crate::routing::RouteError),
+    #[error(transparent)]
+    Connect(#[from] llmq_runtime::ConnectError),
+    #[error(transparent)]
+    Setup(#[from] crate::nats::SetupError),
+    /// The admin endpoint cannot listen on `admin.listen`: most often a second worker on
+    /// the same host with the same config.
+    #[error(
+        "admin endpoint: cannot listen on {addr} (admin.listen): {source}; to run several \
+         workers on one host, give each its own admin.listen (LLMQ__ADMIN__LISTEN=127.0.0.1:9465) \
+         or port 0 (admin.listen = \"127.0.0.1:0\")"
+    )]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+}
+
+/// A started worker: consuming, in the live catalog, serving its admin endpoint.
+#[derive(Debug)]
+pub struct RunningWorker {
+    ctx: Arc<WorkerContext>,
+    admin_addr: Option<SocketAddr>,
+    tasks: Tasks,
+}
+
+/// Everything a drain stops, in the order it stops them.
+#[derive(Debug)]
+struct Tasks {
+    health: Arc<Health>,
+    stops: Stops,
+    /// One loop per (model, tier) consumer.
+    loops: Vec<JoinHandle<()>>,
+    /// Job tasks.
+    jobs: TaskTracker,
+    /// The catalog heartbeat, cancel watch, sweeper, advisory listener.
+    services: TaskTracker,
+    /// Stops the services and the admin endpoint.
+    background: CancellationToken,
+    capacity: Arc<Capacity>,
+}
+
+impl RunningWorker {
+    /// This worker's id, as in the catalog and in every event and outcome it sends.
+    pub fn id(&self) -> &str {
+        &self.ctx.worker_id
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stops fetching, lets in-flight jobs finish within `worker.shutdown_grace`, hands
+    /// the rest back; returns within the grace period plus [`SHUTDOWN_MARGIN`] whether or
+    /// not NATS answers.
+    pub async fn drain(self) {
+        let grace = self.ctx.config.worker.shutdown_grace;
+        drain::drain(&self.ctx, self.tasks, grace).await;
+    }
+
+    /// Stops everything at once, without waiting: running jobs are handed back, nothing
+    /// is flushed (a test dropping its worker). The server redelivers what was not.
+    pub fn stop_now(self) {
+        self.tasks.stops.fetching.cancel();
+        self.tasks.stops.hard.cancel();
+        self.tasks.background.cancel();
+        for consumer_loop in &self.tasks.loops {
+            consumer_loop.abort();
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` completes, then drains it.
+pub async fn run(
+    config: crate::config::Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let worker = RunningWorker::start(config).await?;
+    shutdown.await;
+    worker.drain().await;
+    Ok(())
+}

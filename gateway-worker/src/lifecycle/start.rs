@@ -1,0 +1,229 @@
+//! Starting a worker, step by step: connect, set up the streams, build the routes, then
+//! start what runs beside the jobs and, last, the consumers.
+//!
+//! The order matters: cancels already in the bucket are loaded before any job is fetched
+//! (a job picked up earlier could miss its cancel), and the worker announces itself in
+//! the catalog only once it consumes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use llmq_schemas::{Subjects, Tier, Timestamp};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{RunError, RunningWorker, Tasks};
+use crate::admin::{self, Health};
+use crate::cancel::CancelRegistry;
+use crate::config::{self, Config};
+use crate::context::WorkerContext;
+use crate::pricing::PriceTable;
+use crate::retry::RetryPolicy;
+use crate::routing::{Cooldowns, Router};
+use crate::scheduler::{self, Capacity, Stops};
+use crate::{catalog, dlq, metrics, nats, sweeper};
+
+impl RunningWorker {
+    /// Validates `config`, connects, sets up streams and consumers, and returns once the
+    /// worker is consuming and in the live catalog.
+    pub async fn start(config: Config) -> Result<RunningWorker, RunError> {
+        config::validate(&config)?;
+        let metrics = metrics::install()?;
+        let ctx = Arc::new(context(config).await?);
+        let tasks = Tasks::new(&ctx);
+        let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
+        load_cancels(&ctx, &tasks).await;
+        let loops = start_consumers(&ctx, &tasks).await?;
+        let tasks = Tasks { loops, ..tasks };
+        announce(&ctx, &tasks).await;
+        tasks.health.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            worker_id = %ctx.worker_id,
+            models = ctx.router.models().count(),
+            providers = ctx.router.providers().count(),
+            admin = ?admin_addr,
+            "worker started"
+        );
+        Ok(RunningWorker {
+            ctx,
+            admin_addr,
+            tasks,
+        })
+    }
+}
+
+/// What every job shares: the connection, the streams, the routes.
+async fn context(config: Config) -> Result<WorkerContext, RunError> {
+    let config = Arc::new(config);
+    let worker_id = config.worker.id.clone().unwrap_or_else(default_worker_id);
+    let subjects = Subjects::new(&config.jetstream.prefix).map_err(|err| {
+        let mut problems = llmq_runtime::Problems::default();
+        problems.add("jetstream.prefix", err);
+        problems
+    })?;
+    let nats = llmq_runtime::connect(&config.nats, |options| {
+        options
+            .name(format!("llmq-worker {worker_id}"))
+            .event_callback(|event| async move {
+                tracing::info!(%event, "nats connection event");
+            })
+    })
+    .await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let setup = nats::ensure(&js, &subjects, &config.jetstream).await?;
+    Ok(WorkerContext {
+        worker_id,
+        subjects,
+        nats,
+        js,
+        router: Router::build(&config)?,
+        cooldowns: Cooldowns::new(config.cooldown.clone()),
+        retry: RetryPolicy::new(config.retry.clone()),
+        prices: PriceTable::new(&config),
+        cancels: CancelRegistry::new(config.jetstream.cancel_ttl),
+        setup,
+        config,
+    })
+}
+
+impl Tasks {
+    fn new(ctx: &WorkerContext) -> Tasks {
+        let worker = &ctx.config.worker;
+        Tasks {
+            health: Arc::new(Health::default()),
+            stops: Stops {
+                fetching: CancellationToken::new(),
+                hard: CancellationToken::new(),
+            },
+            loops: Vec::new(),
+            jobs: TaskTracker::new(),
+            services: TaskTracker::new(),
+            background: CancellationToken::new(),
+            capacity: Capacity::new(worker.max_inflight, worker.batch_share),
+        }
+    }
+}
+
+async fn serve_admin(
+    ctx: &WorkerContext,
+    tasks: &Tasks,
+    metrics: PrometheusHandle,
+) -> Result<Option<SocketAddr>, RunError> {
+    let Some(addr) = ctx.config.admin.listen else {
+        return Ok(None);
+    };
+    let health = Arc::clone(&tasks.health);
+    let stop = tasks.background.clone();
+    let (bound, _task) = admin::serve(addr, health, metrics, ctx.nats.clone(), stop)
+        .await
+        .map_err(|source| RunError::Admin { addr, source })?;
+    Ok(Some(bound))
+}
+
+/// Follows the cancel bucket, and waits (up to 10 s) until the cancels already in it
+/// are loaded.
+async fn load_cancels(ctx: &WorkerContext, tasks: &Tasks) {
+    let (ready, loaded) = tokio::sync::oneshot::channel();
+    let bucket = ctx.setup.cancels.clone();
+    let watch = Arc::clone(&ctx.cancels).watch(bucket, ready, tasks.background.clone());
+    tasks.services.spawn(watch);
+    if tokio::time::timeout(Duration::from_secs(10), loaded)
+        .await
+        .is_err()
+    {
+        tracing::warn!("cancel requests not loaded within 10s; starting anyway");
+    }
+}
+
+/// One consumer loop per (model, tier).
+async fn start_consumers(
+    ctx: &Arc<WorkerContext>,
+    tasks: &Tasks,
+) -> Result<Vec<JoinHandle<()>>, RunError> {
+    let mut loops = Vec::new();
+    for model in ctx.router.models() {
+        for tier in Tier::ALL {
+            let config =
+                nats::consumer_config(&ctx.subjects, &model.name, tier, &ctx.config.jetstream);
+            let consumer = ensure_consumer_patiently(ctx, config).await?;
+            loops.push(tokio::spawn(scheduler::consume(
+                Arc::clone(ctx),
+                Arc::clone(model),
+                tier,
+                consumer,
+                Arc::clone(&tasks.capacity),
+                tasks.jobs.clone(),
+                tasks.stops.clone(),
+            )));
+        }
+    }
+    Ok(loops)
+}
+
+/// Creates a consumer, waiting out a sweep consumer that briefly overlaps it (see
+/// `sweeper`).
+async fn ensure_consumer_patiently(
+    ctx: &WorkerContext,
+    config: async_nats::jetstream::consumer::pull::Config,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, nats::SetupError> {
+    let mut tries = 0;
+    loop {
+        match nats::ensure_consumer(&ctx.setup.jobs, config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(err) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %err, "consumer not created yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Joins the live catalog and starts the side tasks: heartbeat, sweeper, advisories.
+async fn announce(ctx: &Arc<WorkerContext>, tasks: &Tasks) {
+    let started_at = Timestamp::now();
+    if let Err(err) = catalog::publish(ctx, started_at).await {
+        tracing::warn!(error = %err, "catalog entry not written");
+    }
+    let background = tasks.background.clone();
+    let services = &tasks.services;
+    services.spawn(catalog::heartbeat(
+        Arc::clone(ctx),
+        started_at,
+        background.clone(),
+    ));
+    services.spawn(sweeper::run(
+        Arc::clone(ctx),
+        tasks.stops.fetching.clone(),
+        tasks.stops.hard.clone(),
+    ));
+    services.spawn(dlq::watch_max_deliveries(Arc::clone(ctx), background));
+}
+
+/// `<hostname>-<pid>-<random>`, the hostname cut to subject-safe characters.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..6])
+}
