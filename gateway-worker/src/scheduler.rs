@@ -109,109 +109,183 @@ pub async fn consume(
     tracker: TaskTracker,
     stops: Stops,
 ) {
-    let max_batch = ctx.config.worker.fetch_batch;
-    let expires = ctx.config.worker.fetch_expires;
-    // How long a pull's answer may take before it is taken for lost.
-    let lost_reply = expires + Duration::from_secs(5);
-    let mut backoff = Duration::from_millis(100);
-    let mut puller = loop {
+    let mut backoff = Backoff::new();
+    let Some(puller) = start_puller(&ctx, &model, tier, consumer, &stops, &mut backoff).await
+    else {
+        return;
+    };
+    let mut consumer = Consumer {
+        ctx,
+        model,
+        tier,
+        capacity,
+        tracker,
+        stops,
+        puller,
+        backoff,
+    };
+    consumer.run().await;
+}
+
+/// Growing waits between failed pulls: 100 ms doubling to 5 s, reset on success.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    /// Waits out the current delay and doubles it; false if `stop` fired meanwhile.
+    async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = stop.cancelled() => false,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+}
+
+async fn start_puller(
+    ctx: &WorkerContext,
+    model: &ModelRoute,
+    tier: Tier,
+    consumer: PullConsumer,
+    stops: &Stops,
+    backoff: &mut Backoff,
+) -> Option<Puller> {
+    loop {
         match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
-            Ok(puller) => break puller,
+            Ok(puller) => return Some(puller),
             Err(err) => {
                 tracing::warn!(error = %err, model = %model.name, %tier, "cannot start pulling; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stops.fetching.cancelled() => return,
+                if !backoff.wait(&stops.fetching).await {
+                    return None;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    };
-    let spawn = |message: Message, slot: Slot| {
-        tracker.spawn(run_job(
-            Arc::clone(&ctx),
-            message,
-            Arc::clone(&model),
-            slot,
-            stops.hard.clone(),
-        ));
-    };
-    // Jobs the server said were still queued after the last one it delivered.
-    let mut queued: u64 = 0;
-    loop {
-        // Room first, without holding it.
-        let room = tokio::select! {
-            room = capacity.wait_for_room(tier) => room,
-            () = stops.fetching.cancelled() => false,
-        };
-        if !room {
-            break;
-        }
-        tokio::select! {
-            () = provider_room(&model) => {}
-            () = stops.fetching.cancelled() => break,
-        }
+    }
+}
 
-        // Jobs queued: reserve slots and take that many at once. Queue empty: wait for the
-        // next job holding no slot, and take one when it arrives.
-        let mut slots = Vec::new();
-        let wait = if queued > 0 {
-            let provider_room = model
-                .providers()
-                .iter()
-                .map(|p| p.permits.available_permits())
-                .sum::<usize>()
-                .max(1);
-            let want = usize::try_from(queued)
-                .unwrap_or(usize::MAX)
-                .min(max_batch)
-                .min(provider_room);
-            while slots.len() < want {
-                match capacity.try_acquire(tier) {
-                    Some(slot) => slots.push(slot),
-                    None => break,
+/// One (model, tier) consumer loop and what it needs.
+struct Consumer {
+    ctx: Arc<WorkerContext>,
+    model: Arc<ModelRoute>,
+    tier: Tier,
+    capacity: Arc<Capacity>,
+    tracker: TaskTracker,
+    stops: Stops,
+    puller: Puller,
+    backoff: Backoff,
+}
+
+impl Consumer {
+    async fn run(&mut self) {
+        // Jobs the server said were still queued after the last one it delivered.
+        let mut queued: u64 = 0;
+        while self.wait_for_room().await {
+            // Jobs queued: reserve slots and take that many at once. Queue empty: wait for
+            // the next job holding no slot, and take one when it arrives.
+            let (slots, wait) = if queued > 0 {
+                let slots = self.reserve(queued);
+                if slots.is_empty() {
+                    continue; // another loop took the room
                 }
+                (slots, None)
+            } else {
+                (Vec::new(), Some(self.ctx.config.worker.fetch_expires))
+            };
+            let asked = slots.len().max(1);
+            if let Err(err) = self.puller.request(asked, wait).await {
+                tracing::warn!(error = %err, model = %self.model.name, tier = %self.tier, "pull failed; retrying");
+                drop(slots);
+                if !self.backoff.wait(&self.stops.fetching).await {
+                    break;
+                }
+                continue;
             }
-            if slots.is_empty() {
-                continue; // another loop took the room
-            }
-            None
-        } else {
-            Some(expires)
-        };
-        let asked = slots.len().max(1);
-        if let Err(err) = puller.request(asked, wait).await {
-            tracing::warn!(error = %err, model = %model.name, %tier, "pull failed; retrying");
-            drop(slots);
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stops.fetching.cancelled() => break,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            continue;
+            self.backoff.reset();
+            queued = self.receive(asked, slots).await;
         }
-        backoff = Duration::from_millis(100);
-        let mut received = 0;
-        queued = 0;
-        while received < asked {
-            let message = match puller.next(lost_reply).await {
+    }
+
+    /// Waits until this worker has a free slot for the tier and one of the model's
+    /// providers a free request slot, without taking either. False when fetching stops.
+    async fn wait_for_room(&self) -> bool {
+        let room = tokio::select! {
+            room = self.capacity.wait_for_room(self.tier) => room,
+            () = self.stops.fetching.cancelled() => false,
+        };
+        room && tokio::select! {
+            () = provider_room(&self.model) => true,
+            () = self.stops.fetching.cancelled() => false,
+        }
+    }
+
+    /// Slots for up to `queued` jobs, as many as are free (and the model's providers
+    /// could take), at most `fetch_batch`.
+    fn reserve(&self, queued: u64) -> Vec<Slot> {
+        let provider_room = self
+            .model
+            .providers()
+            .iter()
+            .map(|p| p.permits.available_permits())
+            .sum::<usize>()
+            .max(1);
+        let want = usize::try_from(queued)
+            .unwrap_or(usize::MAX)
+            .min(self.ctx.config.worker.fetch_batch)
+            .min(provider_room);
+        let mut slots = Vec::with_capacity(want);
+        while slots.len() < want {
+            match self.capacity.try_acquire(self.tier) {
+                Some(slot) => slots.push(slot),
+                None => break,
+            }
+        }
+        slots
+    }
+
+    /// Takes up to `asked` jobs from the pull's answer, each into a task with a slot;
+    /// returns how many jobs the server still has queued.
+    async fn receive(&mut self, asked: usize, mut slots: Vec<Slot>) -> u64 {
+        // How long a pull's answer may take before it is taken for lost.
+        let lost_reply = self.ctx.config.worker.fetch_expires + Duration::from_secs(5);
+        let mut queued = 0;
+        for _ in 0..asked {
+            let message = match self.puller.next(lost_reply).await {
                 Pulled::Message(message) => *message,
                 Pulled::Ended | Pulled::Lost => break,
             };
-            received += 1;
             queued = message.info().map(|info| info.pending).unwrap_or(0);
             let slot = match slots.pop() {
                 Some(slot) => Some(slot),
                 None => tokio::select! {
-                    slot = capacity.acquire(tier) => slot,
-                    () = stops.fetching.cancelled() => None,
+                    slot = self.capacity.acquire(self.tier) => slot,
+                    () = self.stops.fetching.cancelled() => None,
                 },
             };
             match slot {
-                Some(slot) if !stops.fetching.is_cancelled() => spawn(message, slot),
-                _ => hand_back(&message, &stops).await,
+                Some(slot) if !self.stops.fetching.is_cancelled() => self.spawn(message, slot),
+                _ => hand_back(&message, &self.stops).await,
             }
         }
+        queued
+    }
+
+    fn spawn(&self, message: Message, slot: Slot) {
+        self.tracker.spawn(run_job(
+            Arc::clone(&self.ctx),
+            message,
+            Arc::clone(&self.model),
+            slot,
+            self.stops.hard.clone(),
+        ));
     }
 }
 

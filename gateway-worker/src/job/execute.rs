@@ -15,16 +15,18 @@ use std::time::Duration;
 use llmq_schemas::{
     Attempt, AttemptRoute, ChatRequest, Cost, ErrorType, JobError, Partial, Usage, UsageSource,
 };
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::ReplySink;
 use crate::context::WorkerContext;
 use crate::metrics;
+use crate::providers::AttemptReport;
 use crate::providers::call::Upstream;
 use crate::providers::{CallSpec, Completion, ProviderError, execute as call_provider};
 use crate::retry::RetryDecision;
-use crate::routing::{Candidate, ModelRoute};
+use crate::routing::{Candidate, ModelRoute, ProviderHandle};
 
 /// How the attempts ended.
 #[derive(Debug)]
@@ -208,26 +210,77 @@ impl Run<'_> {
         reply: &mut ReplySink,
     ) -> Option<Execution> {
         let provider = &candidate.deployment.provider;
-        let permit = tokio::select! {
-            permit = Arc::clone(&provider.permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Some(self.internal("provider semaphore closed")),
-            },
-            () = self.cancel.cancelled() => return Some(Execution::Cancelled),
-            () = tokio::time::sleep_until(self.job.deadline) => return Some(self.expired()),
+        let permit = match self.permit(provider).await {
+            Ok(permit) => permit,
+            Err(execution) => return Some(execution),
         };
         let n = self.attempts.len() as u32 + 1;
         if route != AttemptRoute::Primary && route != AttemptRoute::Retry {
             metrics::fallback(route_label(route));
         }
-        let model_name = candidate.model.name.to_string();
+        let report = self.call(candidate, n, reply).await;
+        drop(permit);
+        let Some(report) = report else {
+            return Some(self.aborted(candidate, route, n));
+        };
+        metrics::attempt(
+            &provider.name,
+            report.result.as_ref().err().map(|e| e.class),
+            report.latency.as_secs_f64(),
+            report.ttft.map(|t| t.as_secs_f64()),
+        );
+        self.bill(candidate, n, &report);
+        self.attempts.push(Attempt {
+            error: report.result.as_ref().err().map(|e| e.class),
+            error_message: report.result.as_ref().err().map(|e| e.message.clone()),
+            http_status: report.http_status,
+            latency_ms: millis(report.latency),
+            ttft_ms: report.ttft.map(millis),
+            usage: report.usage.map(|(usage, _)| usage),
+            warnings: report.warnings.clone(),
+            ..attempt_record(candidate, route, n)
+        });
+        match report.result {
+            Ok(completion) => {
+                Some(self.succeeded(candidate, completion, report.latency, report.ttft))
+            }
+            Err(err) => {
+                let partial = report.partial.map(|(content, tool_calls)| Partial {
+                    attempt: n,
+                    content,
+                    tool_calls,
+                });
+                self.failed_attempt(candidate, n, err, partial, report.deltas_sent, reply)
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// A request slot at the provider, unless the job is cancelled or expires first.
+    async fn permit(&self, provider: &ProviderHandle) -> Result<OwnedSemaphorePermit, Execution> {
+        tokio::select! {
+            permit = Arc::clone(&provider.permits).acquire_owned() => {
+                permit.map_err(|_| self.internal("provider semaphore closed"))
+            }
+            () = self.cancel.cancelled() => Err(Execution::Cancelled),
+            () = tokio::time::sleep_until(self.job.deadline) => Err(self.expired()),
+        }
+    }
+
+    /// Sends attempt `n` to the candidate; `None` if a cancel or the deadline dropped it
+    /// mid-flight (which closes the connection, so the provider stops generating).
+    async fn call(
+        &self,
+        candidate: &Candidate,
+        n: u32,
+        reply: &mut ReplySink,
+    ) -> Option<AttemptReport> {
+        let provider = &candidate.deployment.provider;
+        let upstream_model = &candidate.deployment.upstream_model;
+        let model_name = candidate.model.name.as_str();
         reply
-            .started(
-                n,
-                &provider.name,
-                &candidate.deployment.upstream_model,
-                &model_name,
-            )
+            .started(n, &provider.name, upstream_model, model_name)
             .await;
         let upstream = Upstream {
             client: &provider.client,
@@ -237,7 +290,7 @@ impl Run<'_> {
         };
         let spec = CallSpec {
             request: self.job.request,
-            upstream_model: &candidate.deployment.upstream_model,
+            upstream_model,
             stream: self.job.stream,
             default_max_tokens: candidate.model.default_max_tokens,
             invalid_tool_arguments: candidate.model.invalid_tool_arguments,
@@ -249,128 +302,103 @@ impl Run<'_> {
             () = tokio::time::sleep_until(self.job.deadline) => None,
         };
         metrics::provider_in_flight(&provider.name, -1.0);
-        drop(permit);
-        let Some(report) = report else {
-            // The upstream request was dropped mid-flight (connection closed).
-            let cancelled = self.cancel.is_cancelled();
-            self.attempts.push(Attempt {
-                n,
-                route,
-                model: model_name,
-                provider: provider.name.clone(),
-                upstream_model: candidate.deployment.upstream_model.clone(),
-                error: Some(if cancelled {
-                    ErrorType::Cancelled
-                } else {
-                    ErrorType::DeadlineExceeded
-                }),
-                error_message: Some(
-                    if cancelled {
-                        "aborted: cancelled"
-                    } else {
-                        "aborted: deadline"
-                    }
-                    .into(),
-                ),
-                http_status: None,
-                latency_ms: 0,
-                ttft_ms: None,
-                usage: None,
-                warnings: Vec::new(),
-            });
-            return Some(if cancelled {
-                Execution::Cancelled
-            } else {
-                self.expired()
-            });
+        report
+    }
+
+    /// An attempt dropped mid-flight: recorded as cancelled or expired, and it ends the job.
+    fn aborted(&mut self, candidate: &Candidate, route: AttemptRoute, n: u32) -> Execution {
+        let cancelled = self.cancel.is_cancelled();
+        let (error, message) = if cancelled {
+            (ErrorType::Cancelled, "aborted: cancelled")
+        } else {
+            (ErrorType::DeadlineExceeded, "aborted: deadline")
         };
-
-        let error_class = report.result.as_ref().err().map(|e| e.class);
-        metrics::attempt(
-            &provider.name,
-            error_class,
-            report.latency.as_secs_f64(),
-            report.ttft.map(|t| t.as_secs_f64()),
-        );
-        if let Some((usage, source)) = report.usage {
-            let cost = self.ctx.prices.cost(
-                &provider.name,
-                provider.kind,
-                &candidate.deployment.upstream_model,
-                &usage,
-            );
-            metrics::tokens(
-                &provider.name,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_prompt_tokens,
-            );
-            if let Some(usd) = cost.total_usd() {
-                metrics::cost(&provider.name, usd);
-            }
-            self.usage.push(CallUsage {
-                attempt: n,
-                provider: provider.name.clone(),
-                upstream_model: candidate.deployment.upstream_model.clone(),
-                usage,
-                source,
-                cost,
-            });
-        }
         self.attempts.push(Attempt {
-            n,
-            route,
-            model: model_name,
-            provider: provider.name.clone(),
-            upstream_model: candidate.deployment.upstream_model.clone(),
-            error: error_class,
-            error_message: report.result.as_ref().err().map(|e| e.message.clone()),
-            http_status: report.http_status,
-            latency_ms: millis(report.latency),
-            ttft_ms: report.ttft.map(millis),
-            usage: report.usage.map(|(usage, _)| usage),
-            warnings: report.warnings,
+            error: Some(error),
+            error_message: Some(message.into()),
+            ..attempt_record(candidate, route, n)
         });
-
-        match report.result {
-            Ok(completion) => {
-                self.ctx
-                    .cooldowns
-                    .record_success(candidate.deployment.index);
-                self.ttft = report.ttft.map(|ttft| {
-                    // Time to first token of the job, not of the attempt.
-                    self.job.picked_at.elapsed().saturating_sub(report.latency) + ttft
-                });
-                Some(Execution::Succeeded(Box::new(completion)))
-            }
-            Err(err) => {
-                tracing::info!(
-                    attempt = n,
-                    provider = %provider.name,
-                    upstream_model = %candidate.deployment.upstream_model,
-                    error = %err,
-                    "attempt failed"
-                );
-                if report.deltas_sent {
-                    reply.restart(n, err.class, &err.message).await;
-                }
-                if let Some(cooldown) = self
-                    .ctx
-                    .cooldowns
-                    .record_failure(candidate.deployment.index, &err)
-                {
-                    metrics::cooldown(&provider.name, err.class);
-                    tracing::info!(deployment = %candidate.deployment.label(), ?cooldown, "deployment cooling down");
-                }
-                self.last_partial = report.partial.map(|(content, tool_calls)| Partial {
-                    attempt: n,
-                    content,
-                    tool_calls,
-                });
-                self.last_error = Some(err);
-                None
-            }
+        if cancelled {
+            Execution::Cancelled
+        } else {
+            self.expired()
         }
+    }
+
+    /// Prices what attempt `n` used (whatever its outcome: a refusal is charged too) and
+    /// adds it to the processing's bill and the metrics.
+    fn bill(&mut self, candidate: &Candidate, n: u32, report: &AttemptReport) {
+        let Some((usage, source)) = report.usage else {
+            return;
+        };
+        let provider = &candidate.deployment.provider;
+        let upstream_model = &candidate.deployment.upstream_model;
+        let cost = self
+            .ctx
+            .prices
+            .cost(&provider.name, provider.kind, upstream_model, &usage);
+        metrics::tokens(
+            &provider.name,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_prompt_tokens,
+        );
+        if let Some(usd) = cost.total_usd() {
+            metrics::cost(&provider.name, usd);
+        }
+        self.usage.push(CallUsage {
+            attempt: n,
+            provider: provider.name.clone(),
+            upstream_model: upstream_model.clone(),
+            usage,
+            source,
+            cost,
+        });
+    }
+
+    fn succeeded(
+        &mut self,
+        candidate: &Candidate,
+        completion: Completion,
+        latency: Duration,
+        ttft: Option<Duration>,
+    ) -> Execution {
+        self.ctx
+            .cooldowns
+            .record_success(candidate.deployment.index);
+        // Time to first token of the job, not of the attempt.
+        self.ttft = ttft.map(|ttft| self.job.picked_at.elapsed().saturating_sub(latency) + ttft);
+        Execution::Succeeded(Box::new(completion))
+    }
+
+    /// Records why attempt `n` failed: a `restart` for a producer that saw its deltas,
+    /// the deployment's cooldown, and what the next decision needs.
+    async fn failed_attempt(
+        &mut self,
+        candidate: &Candidate,
+        n: u32,
+        err: ProviderError,
+        partial: Option<Partial>,
+        deltas_sent: bool,
+        reply: &mut ReplySink,
+    ) {
+        let deployment = &candidate.deployment;
+        tracing::info!(
+            attempt = n,
+            provider = %deployment.provider.name,
+            upstream_model = %deployment.upstream_model,
+            error = %err,
+            "attempt failed"
+        );
+        if deltas_sent {
+            reply.restart(n, err.class, &err.message).await;
+        }
+        if let Some(cooldown) = self.ctx.cooldowns.record_failure(deployment.index, &err) {
+            metrics::cooldown(&deployment.provider.name, err.class);
+            tracing::info!(deployment = %deployment.label(), ?cooldown, "deployment cooling down");
+        }
+        self.last_partial = partial;
+        self.last_error = Some(err);
     }
 
     /// Decides where the job goes after a failed attempt.
@@ -384,69 +412,82 @@ impl Run<'_> {
         let Some(err) = self.last_error.clone() else {
             return Next::OtherCandidate;
         };
-        let router = &self.ctx.router;
-        match err.class {
-            ErrorType::ContextWindowExceeded => {
-                return if !*fallbacks.used_context
-                    && !fallbacks.model.context_window_fallbacks.is_empty()
-                {
-                    *fallbacks.used_context = true;
-                    Next::Replan(router.plan_for(
-                        &candidate.model.context_window_fallbacks,
-                        AttemptRoute::ContextWindowFallback,
-                        &mut rand::rng(),
-                    ))
-                } else {
-                    Next::End(self.failed())
-                };
-            }
-            ErrorType::ContentFiltered => {
-                return if !*fallbacks.used_policy
-                    && !fallbacks.model.content_policy_fallbacks.is_empty()
-                {
-                    *fallbacks.used_policy = true;
-                    Next::Replan(router.plan_for(
-                        &candidate.model.content_policy_fallbacks,
-                        AttemptRoute::ContentPolicyFallback,
-                        &mut rand::rng(),
-                    ))
-                } else {
-                    Next::End(self.failed())
-                };
-            }
-            _ => {}
+        if let Some(next) = self.special_fallback(candidate, &err, fallbacks) {
+            return next;
         }
         let done = retries.get(&err.class).copied().unwrap_or(0);
         match self.ctx.retry.decide(&err, done, rand::random::<f64>()) {
             RetryDecision::Stop => Next::End(self.failed()),
             RetryDecision::NextDeployment => Next::OtherCandidate,
             RetryDecision::SameAfter(delay) => {
-                let elsewhere = plan
-                    .iter()
-                    .any(|c| self.ctx.cooldowns.remaining(c.deployment.index).is_none());
-                // A rate-limited or cooling deployment: another one now beats waiting.
-                if elsewhere
-                    && (err.class == ErrorType::RateLimited
-                        || self
-                            .ctx
-                            .cooldowns
-                            .remaining(candidate.deployment.index)
-                            .is_some())
-                {
-                    return Next::OtherCandidate;
-                }
-                if delay > self.ctx.retry.max_in_worker_wait() {
-                    return if elsewhere {
-                        Next::OtherCandidate
-                    } else {
-                        Next::End(Execution::CoolingDown(delay))
-                    };
-                }
-                match self.sleep(delay).await {
-                    Ok(()) => Next::SameDeployment,
-                    Err(execution) => Next::End(execution),
-                }
+                self.retry_or_move(candidate, plan, &err, delay).await
             }
+        }
+    }
+
+    /// A context-window or content-filter error switches to the model's list for it (once
+    /// each), or ends the job: no other deployment of the same model would do better.
+    fn special_fallback(
+        &mut self,
+        candidate: &Candidate,
+        err: &ProviderError,
+        fallbacks: Fallbacks<'_>,
+    ) -> Option<Next> {
+        let (used, list, route) = match err.class {
+            ErrorType::ContextWindowExceeded => (
+                fallbacks.used_context,
+                &candidate.model.context_window_fallbacks,
+                AttemptRoute::ContextWindowFallback,
+            ),
+            ErrorType::ContentFiltered => (
+                fallbacks.used_policy,
+                &candidate.model.content_policy_fallbacks,
+                AttemptRoute::ContentPolicyFallback,
+            ),
+            _ => return None,
+        };
+        let has_list = match err.class {
+            ErrorType::ContextWindowExceeded => {
+                !fallbacks.model.context_window_fallbacks.is_empty()
+            }
+            _ => !fallbacks.model.content_policy_fallbacks.is_empty(),
+        };
+        if *used || !has_list {
+            return Some(Next::End(self.failed()));
+        }
+        *used = true;
+        let router = &self.ctx.router;
+        Some(Next::Replan(router.plan_for(list, route, &mut rand::rng())))
+    }
+
+    /// A retryable error: wait and retry the same deployment, or move on when another
+    /// deployment can take the job now (a rate limit or a cooldown is better left
+    /// alone), or hand the job back when the wait is too long to spend in the worker.
+    async fn retry_or_move(
+        &self,
+        candidate: &Candidate,
+        plan: &VecDeque<Candidate>,
+        err: &ProviderError,
+        delay: Duration,
+    ) -> Next {
+        let cooldowns = &self.ctx.cooldowns;
+        let elsewhere = plan
+            .iter()
+            .any(|c| cooldowns.remaining(c.deployment.index).is_none());
+        let here_cooling = cooldowns.remaining(candidate.deployment.index).is_some();
+        if elsewhere && (err.class == ErrorType::RateLimited || here_cooling) {
+            return Next::OtherCandidate;
+        }
+        if delay > self.ctx.retry.max_in_worker_wait() {
+            return if elsewhere {
+                Next::OtherCandidate
+            } else {
+                Next::End(Execution::CoolingDown(delay))
+            };
+        }
+        match self.sleep(delay).await {
+            Ok(()) => Next::SameDeployment,
+            Err(execution) => Next::End(execution),
         }
     }
 
@@ -486,6 +527,24 @@ impl Run<'_> {
             error: JobError::new(ErrorType::Internal, message),
             partial: None,
         }
+    }
+}
+
+/// Attempt `n` on `candidate`, with nothing known of its result yet.
+fn attempt_record(candidate: &Candidate, route: AttemptRoute, n: u32) -> Attempt {
+    Attempt {
+        n,
+        route,
+        model: candidate.model.name.to_string(),
+        provider: candidate.deployment.provider.name.clone(),
+        upstream_model: candidate.deployment.upstream_model.clone(),
+        error: None,
+        error_message: None,
+        http_status: None,
+        latency_ms: 0,
+        ttft_ms: None,
+        usage: None,
+        warnings: Vec::new(),
     }
 }
 

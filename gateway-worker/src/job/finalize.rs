@@ -76,27 +76,13 @@ async fn finalize_now(
     let mut outcome = build_outcome(ctx, run, &finished);
     outcome.last_seq = reply.last_seq();
     outcome.first_seq = reply.first_seq();
-    let last = outcome
-        .attempts
-        .last()
-        .map(|a| (a.provider.clone(), a.upstream_model.clone()));
-    let usage = build_usage_event(
-        ctx,
-        run,
-        outcome.status.into(),
-        last,
-        outcome.timings.clone(),
-        &finished.usage,
-    );
+    let usage = outcome_usage_event(ctx, run, &outcome, &finished.usage);
     // Encoded once: stored as is, and sent as the final event.
     let json = match serde_json::to_vec(&outcome) {
         Ok(json) => Bytes::from(json),
         Err(err) => {
             tracing::error!(error = %err, "cannot encode the outcome");
-            return Disposition::Requeue {
-                delay: Some(Duration::from_secs(1)),
-                reason: "outcome_not_stored",
-            };
+            return not_stored();
         }
     };
     // Usage goes out first, pipelined with the outcome on the same connection: a worker
@@ -106,33 +92,11 @@ async fn finalize_now(
         publish_usage(ctx, run, &usage),
         store_outcome(ctx, &run.tenant, &outcome, &json)
     );
-    // Counted before the producer is told, so a scrape after the outcome includes it.
-    let finished_metric = |status: OutcomeStatus| {
-        metrics::job_finished(
-            ctx.model_label(&run.job.model),
-            run.tier,
-            status,
-            run.picked_at.elapsed().as_secs_f64(),
-        );
-    };
     let status = match stored {
-        Ok(Stored::Ours) => {
-            finished_metric(outcome.status);
-            reply.finished_json(&json).await;
-            outcome.status
-        }
-        Ok(Stored::Theirs(stored)) => {
-            tracing::info!(ours = %outcome.status, stored = %stored.status, "another processing stored the outcome first");
-            finished_metric(stored.status);
-            reply.finished(&stored).await;
-            stored.status
-        }
+        Ok(stored) => answer(ctx, run, &outcome, &json, stored, reply).await,
         Err(err) => {
             tracing::warn!(error = %err, "outcome not stored; handing the job back");
-            return Disposition::Requeue {
-                delay: Some(Duration::from_secs(1)),
-                reason: "outcome_not_stored",
-            };
+            return not_stored();
         }
     };
     tracing::info!(
@@ -142,6 +106,59 @@ async fn finalize_now(
         "job finished"
     );
     Disposition::Done
+}
+
+fn not_stored() -> Disposition {
+    Disposition::Requeue {
+        delay: Some(Duration::from_secs(1)),
+        reason: "outcome_not_stored",
+    }
+}
+
+/// The usage event of a processing that reached an outcome.
+fn outcome_usage_event(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    outcome: &Outcome,
+    calls: &[CallUsage],
+) -> UsageEvent {
+    let last = outcome
+        .attempts
+        .last()
+        .map(|a| (a.provider.clone(), a.upstream_model.clone()));
+    let timings = outcome.timings.clone();
+    build_usage_event(ctx, run, outcome.status.into(), last, timings, calls)
+}
+
+/// Tells the producer the stored outcome (ours, or the one another processing stored
+/// first) and returns its status. Counted before the producer is told, so a scrape after
+/// the outcome includes it.
+async fn answer(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    ours: &Outcome,
+    ours_json: &[u8],
+    stored: Stored,
+    reply: &mut ReplySink,
+) -> OutcomeStatus {
+    let status = match &stored {
+        Stored::Ours => ours.status,
+        Stored::Theirs(theirs) => theirs.status,
+    };
+    metrics::job_finished(
+        ctx.model_label(&run.job.model),
+        run.tier,
+        status,
+        run.picked_at.elapsed().as_secs_f64(),
+    );
+    match stored {
+        Stored::Ours => reply.finished_json(ours_json).await,
+        Stored::Theirs(theirs) => {
+            tracing::info!(ours = %ours.status, stored = %theirs.status, "another processing stored the outcome first");
+            reply.finished(&theirs).await;
+        }
+    }
+    status
 }
 
 fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outcome {

@@ -42,100 +42,120 @@ pub async fn ensure(
     subjects: &Subjects,
     config: &JetStreamConfig,
 ) -> Result<Setup, SetupError> {
-    let file = |name: String, subjects: Vec<String>, max_age: Duration| stream::Config {
-        name,
-        subjects,
-        storage: StorageType::File,
-        num_replicas: config.replicas,
-        max_age,
-        duplicate_window: config.duplicate_window.min(max_age),
-        allow_direct: true,
-        ..Default::default()
-    };
-    let jobs = stream::Config {
-        retention: RetentionPolicy::WorkQueue,
-        discard: DiscardPolicy::New,
-        max_messages: config.jobs_max_msgs,
-        max_bytes: config.jobs_max_bytes,
-        description: Some(
-            "llmq jobs: one message per job, removed when its outcome is stored".into(),
-        ),
-        ..file(
-            subjects.jobs_stream(),
-            subjects.jobs_stream_subjects(),
-            config.jobs_max_age,
-        )
-    };
-    // One outcome per job, enforced by the server: a second publish to a job's result
-    // subject is refused, whichever worker makes it.
-    let results = stream::Config {
-        max_messages_per_subject: 1,
-        discard: DiscardPolicy::New,
-        discard_new_per_subject: true,
-        description: Some("llmq outcomes: exactly one per job".into()),
-        ..file(
-            subjects.results_stream(),
-            subjects.results_stream_subjects(),
-            config.results_max_age,
-        )
-    };
-    let usage = stream::Config {
-        description: Some("llmq usage events: one per processing of a job".into()),
-        ..file(
-            subjects.usage_stream(),
-            subjects.usage_stream_subjects(),
-            config.usage_max_age,
-        )
-    };
-    let dlq = stream::Config {
-        description: Some(
-            "llmq dead letters: original bytes and headers, reason in headers".into(),
-        ),
-        ..file(
-            subjects.dlq_stream(),
-            subjects.dlq_stream_subjects(),
-            config.dlq_max_age,
-        )
-    };
-    let jobs = ensure_stream(js, jobs).await?;
-    let results = ensure_stream(js, results).await?;
-    let usage = ensure_stream(js, usage).await?;
-    let dlq = ensure_stream(js, dlq).await?;
-    let catalog = ensure_bucket(
-        js,
+    let streams = StreamConfigs { subjects, config };
+    Ok(Setup {
+        jobs: ensure_stream(js, streams.jobs()).await?,
+        results: ensure_stream(js, streams.results()).await?,
+        usage: ensure_stream(js, streams.usage()).await?,
+        dlq: ensure_stream(js, streams.dlq()).await?,
+        catalog: ensure_bucket(js, streams.catalog()).await?,
+        cancels: ensure_bucket(js, streams.cancels()).await?,
+    })
+}
+
+/// The configuration of each stream and bucket llmq uses.
+struct StreamConfigs<'a> {
+    subjects: &'a Subjects,
+    config: &'a JetStreamConfig,
+}
+
+impl StreamConfigs<'_> {
+    /// What every stream shares: file storage, replicas, direct gets.
+    fn file(&self, name: String, subjects: Vec<String>, max_age: Duration) -> stream::Config {
+        stream::Config {
+            name,
+            subjects,
+            storage: StorageType::File,
+            num_replicas: self.config.replicas,
+            max_age,
+            duplicate_window: self.config.duplicate_window.min(max_age),
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    fn jobs(&self) -> stream::Config {
+        let (subjects, config) = (self.subjects, self.config);
+        stream::Config {
+            retention: RetentionPolicy::WorkQueue,
+            discard: DiscardPolicy::New,
+            max_messages: config.jobs_max_msgs,
+            max_bytes: config.jobs_max_bytes,
+            description: Some(
+                "llmq jobs: one message per job, removed when its outcome is stored".into(),
+            ),
+            ..self.file(
+                subjects.jobs_stream(),
+                subjects.jobs_stream_subjects(),
+                config.jobs_max_age,
+            )
+        }
+    }
+
+    /// One outcome per job, enforced by the server: a second publish to a job's result
+    /// subject is refused, whichever worker makes it.
+    fn results(&self) -> stream::Config {
+        stream::Config {
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            description: Some("llmq outcomes: exactly one per job".into()),
+            ..self.file(
+                self.subjects.results_stream(),
+                self.subjects.results_stream_subjects(),
+                self.config.results_max_age,
+            )
+        }
+    }
+
+    fn usage(&self) -> stream::Config {
+        stream::Config {
+            description: Some("llmq usage events: one per processing of a job".into()),
+            ..self.file(
+                self.subjects.usage_stream(),
+                self.subjects.usage_stream_subjects(),
+                self.config.usage_max_age,
+            )
+        }
+    }
+
+    fn dlq(&self) -> stream::Config {
+        stream::Config {
+            description: Some(
+                "llmq dead letters: original bytes and headers, reason in headers".into(),
+            ),
+            ..self.file(
+                self.subjects.dlq_stream(),
+                self.subjects.dlq_stream_subjects(),
+                self.config.dlq_max_age,
+            )
+        }
+    }
+
+    fn catalog(&self) -> kv::Config {
         kv::Config {
-            bucket: subjects.catalog_bucket(),
+            bucket: self.subjects.catalog_bucket(),
             description: "llmq live workers and the models they serve".into(),
             history: 1,
             // An entry not refreshed for three heartbeats is a dead worker's.
-            max_age: config.catalog_heartbeat * 3,
+            max_age: self.config.catalog_heartbeat * 3,
             storage: StorageType::File,
-            num_replicas: config.replicas,
+            num_replicas: self.config.replicas,
             ..Default::default()
-        },
-    )
-    .await?;
-    let cancels = ensure_bucket(
-        js,
+        }
+    }
+
+    fn cancels(&self) -> kv::Config {
         kv::Config {
-            bucket: subjects.cancel_bucket(),
+            bucket: self.subjects.cancel_bucket(),
             description: "llmq cancel requests, key <tenant>.<job id>".into(),
             history: 1,
-            max_age: config.cancel_ttl,
+            max_age: self.config.cancel_ttl,
             storage: StorageType::File,
-            num_replicas: config.replicas,
+            num_replicas: self.config.replicas,
             ..Default::default()
-        },
-    )
-    .await?;
-    Ok(Setup {
-        jobs,
-        results,
-        usage,
-        dlq,
-        catalog,
-        cancels,
-    })
+        }
+    }
 }
 
 async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Stream, SetupError> {
