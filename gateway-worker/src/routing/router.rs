@@ -103,7 +103,7 @@ impl Router {
     pub fn build(config: &Config) -> Result<Router, String> {
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let adapter = build_adapter(name, provider)?;
+            let adapter = build_adapter(name, provider).map_err(|err| err.to_string())?;
             let client = http_client::build_client(provider)
                 .map_err(|err| format!("providers.{name}: cannot build HTTP client: {err}"))?;
             providers.insert(
