@@ -2,7 +2,7 @@
 //! same way: one definition, so Anthropic and Gemini never disagree on what a producer
 //! meant.
 
-use llmq_schemas::{ChatRequest, ErrorType, FunctionDef, Message, Role};
+use llmq_schemas::{ChatRequest, Content, ContentPart, ErrorType, FunctionDef, Message, Role};
 use serde_json::{Map, Value};
 
 use super::ProviderError;
@@ -22,6 +22,32 @@ pub(crate) fn unsupported_part(
     invalid(format!(
         "messages[{at}]: content part type {kind} is not supported by {provider}"
     ))
+}
+
+/// A message's content as one provider's items: `text` for each text that is not empty,
+/// `image` for each image URL (given the message's position, for errors). Any other part
+/// type is an error naming it.
+pub(crate) fn content_items<T>(
+    content: Option<&Content>,
+    at: usize,
+    provider: &str,
+    text: impl Fn(String) -> T,
+    image: impl Fn(&str, usize) -> Result<T, ProviderError>,
+) -> Result<Vec<T>, ProviderError> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(Content::Text(whole)) if whole.is_empty() => Ok(Vec::new()),
+        Some(Content::Text(whole)) => Ok(vec![text(whole.clone())]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .filter_map(|part| match part {
+                ContentPart::Text { text: part } if part.is_empty() => None,
+                ContentPart::Text { text: part } => Some(Ok(text(part.clone()))),
+                ContentPart::ImageUrl { image_url } => Some(image(&image_url.url, at)),
+                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, provider))),
+            })
+            .collect(),
+    }
 }
 
 /// The request's tools as function definitions; other tool types (OpenAI's built-ins)
@@ -155,6 +181,37 @@ mod tests {
         let err =
             split_turns::<()>(&messages, |_, at, _| Err(invalid(format!("at {at}")))).unwrap_err();
         assert_eq!(err.message, "at 1");
+    }
+
+    #[test]
+    fn content_becomes_items_without_empty_text_and_other_parts_are_refused() {
+        let text = |text: String| format!("t:{text}");
+        let image = |url: &str, at: usize| Ok(format!("i{at}:{url}"));
+        let parts: Content = serde_json::from_value(json!([
+            {"type": "text", "text": "a"},
+            {"type": "text", "text": ""},
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+        ]))
+        .unwrap();
+        assert_eq!(
+            content_items(Some(&parts), 3, "P", text, image).unwrap(),
+            ["t:a", "i3:https://x/y.png"]
+        );
+        let empty = Content::Text(String::new());
+        assert!(
+            content_items(Some(&empty), 0, "P", text, image)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(content_items(None, 0, "P", text, image).unwrap().is_empty());
+        let audio: Content =
+            serde_json::from_value(json!([{"type": "input_audio", "input_audio": {}}])).unwrap();
+        let err = content_items(Some(&audio), 2, "P", text, image).unwrap_err();
+        assert_eq!(err.class, ErrorType::InvalidRequest);
+        assert_eq!(
+            err.message,
+            "messages[2]: content part type input_audio is not supported by P"
+        );
     }
 
     #[test]

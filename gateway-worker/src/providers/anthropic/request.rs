@@ -1,10 +1,10 @@
 //! OpenAI chat request -> Messages request.
 
 use crate::providers::convert::{
-    Speaker, data_url, function_tools, invalid, split_turns, unsupported_part,
+    Speaker, content_items, data_url, function_tools, invalid, split_turns,
 };
 use crate::providers::tool_arguments::as_object;
-use llmq_schemas::{ChatRequest, Content, ContentPart, Message, ToolChoice};
+use llmq_schemas::{ChatRequest, Content, Message, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -148,20 +148,13 @@ fn turns(messages: &[Message]) -> Result<(Option<String>, Vec<Turn>), ProviderEr
 }
 
 fn content_blocks(content: Option<&Content>, at: usize) -> Result<Vec<Block>, ProviderError> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![Block::Text { text: text.clone() }]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|part| match part {
-                ContentPart::Text { text } if text.is_empty() => None,
-                ContentPart::Text { text } => Some(Ok(Block::Text { text: text.clone() })),
-                ContentPart::ImageUrl { image_url } => Some(image_block(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Anthropic"))),
-            })
-            .collect(),
-    }
+    content_items(
+        content,
+        at,
+        "Anthropic",
+        |text| Block::Text { text },
+        image_block,
+    )
 }
 
 fn image_block(url: &str, at: usize) -> Result<Block, ProviderError> {

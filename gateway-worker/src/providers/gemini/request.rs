@@ -1,13 +1,13 @@
 //! OpenAI chat request -> `GenerateContentRequest`.
 
-use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
+use llmq_schemas::{ChatRequest, Content, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::signature::signature_of;
 use crate::providers::ProviderError;
 use crate::providers::convert::{
-    Speaker, data_url, function_tools, invalid, split_turns, unsupported_part,
+    Speaker, content_items, data_url, function_tools, invalid, split_turns,
 };
 use crate::providers::tool_arguments::as_object;
 
@@ -222,20 +222,7 @@ fn contents(
 }
 
 fn content_parts(content: Option<&Content>, at: usize) -> Result<Vec<Part>, ProviderError> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![Part::text(text.clone())]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|part| match part {
-                ContentPart::Text { text } if text.is_empty() => None,
-                ContentPart::Text { text } => Some(Ok(Part::text(text.clone()))),
-                ContentPart::ImageUrl { image_url } => Some(image_part(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Gemini"))),
-            })
-            .collect(),
-    }
+    content_items(content, at, "Gemini", Part::text, image_part)
 }
 
 fn image_part(url: &str, at: usize) -> Result<Part, ProviderError> {
