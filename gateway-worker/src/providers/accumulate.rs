@@ -1,8 +1,10 @@
-//! Building the final `chat.completion` from stream items.
+//! Building the final `chat.completion`: from stream items, and from another provider's
+//! whole answer.
 //!
 //! Streaming and non-streaming jobs must end with the same outcome for the same upstream
 //! answer, so every streaming adapter feeds this one accumulator instead of assembling
-//! its own response.
+//! its own response, and the accumulator and the adapters that translate a whole answer
+//! ([`Completion::assembled`]) fill in what the provider did not say the same way.
 
 use llmq_schemas::completion::{CompletionTokensDetails, PromptTokensDetails};
 use llmq_schemas::{
@@ -143,36 +145,72 @@ impl StreamAccumulator {
             }
             .to_owned()
         });
-        let response = ChatCompletion {
-            id: self
-                .id
-                .unwrap_or_else(|| format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())),
-            object: "chat.completion".into(),
-            created: self.created.unwrap_or_else(unix_now),
-            model: self.model.unwrap_or_else(|| upstream_model.to_owned()),
-            choices: vec![Choice {
-                index: 0,
-                message: ResponseMessage {
-                    role: "assistant".into(),
-                    content: (!self.content.is_empty() || tool_calls.is_empty())
-                        .then_some(self.content),
-                    tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                    refusal: (!self.refusal.is_empty()).then_some(self.refusal),
-                    reasoning_content: (!self.reasoning.is_empty()).then_some(self.reasoning),
-                    extra: Map::new(),
-                },
-                finish_reason: Some(finish_reason),
-                logprobs: None,
-            }],
-            usage: self.usage.as_ref().map(openai_usage),
-            system_fingerprint: None,
-            service_tier: None,
-            extra: Map::new(),
-        };
-        Completion {
-            response,
-            usage: self.usage,
-        }
+        let message = ResponseMessage::assistant(self.content, tool_calls, self.reasoning)
+            .with_refusal(self.refusal);
+        Completion::assembled(
+            self.id,
+            self.created,
+            self.model.unwrap_or_else(|| upstream_model.to_owned()),
+            vec![Choice::finished(0, message, finish_reason)],
+            self.usage,
+        )
+    }
+}
+
+impl Completion {
+    /// An answer llmq assembled (from a stream, or from a provider's own format): an id
+    /// is generated when the provider sent none, `created` is now when it said no time,
+    /// and the usage goes in both shapes.
+    pub fn assembled(
+        id: Option<String>,
+        created: Option<i64>,
+        model: String,
+        choices: Vec<Choice>,
+        usage: Option<Usage>,
+    ) -> Self {
+        let response = ChatCompletion::new(
+            id.unwrap_or_else(|| format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())),
+            created.unwrap_or_else(unix_now),
+            model,
+            choices,
+            usage.as_ref().map(openai_usage),
+        );
+        Self { response, usage }
+    }
+}
+
+/// One choice of a whole answer, collected part by part in the provider's order.
+#[derive(Debug, Default)]
+pub(crate) struct ChoiceParts {
+    pub(crate) text: String,
+    pub(crate) reasoning: String,
+    pub(crate) tool_calls: Vec<ToolCall>,
+}
+
+impl ChoiceParts {
+    pub(crate) fn push_call(&mut self, id: String, name: String, arguments: String) {
+        self.tool_calls.push(ToolCall {
+            id,
+            kind: "function".into(),
+            function: FunctionCall { name, arguments },
+        });
+    }
+
+    /// Whether the choice says anything: text or a tool call (reasoning alone does not).
+    pub(crate) fn has_answer(&self) -> bool {
+        !self.text.is_empty() || !self.tool_calls.is_empty()
+    }
+
+    pub(crate) fn into_message(self) -> ResponseMessage {
+        ResponseMessage::assistant(self.text, self.tool_calls, self.reasoning)
+    }
+}
+
+/// A tool call's arguments as OpenAI carries them, JSON text; `{}` for none.
+pub(crate) fn arguments_text(arguments: Option<serde_json::Value>) -> String {
+    match arguments {
+        None | Some(serde_json::Value::Null) => "{}".to_owned(),
+        Some(arguments) => arguments.to_string(),
     }
 }
 

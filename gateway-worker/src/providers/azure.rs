@@ -17,14 +17,15 @@
 //! than 2024-09-01 that reject it.
 
 use llmq_schemas::ErrorType;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use super::openai::{
-    ChunkDecoder, classify, parse_completion, request_body, secret_header, static_headers,
+use super::openai::{ChunkDecoder, classify, parse_completion, request_body};
+use super::wire::{CallHeaders, KeyHeader, percent_encode};
+use super::{
+    Adapter, AdapterConfigError, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder,
 };
-use super::{Adapter, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder};
-use crate::config::{ApiKey, ProviderConfig};
+use crate::config::ProviderConfig;
 
 const API_KEY_HEADER: &str = "api-key";
 const POLICY_VIOLATION: &str = "ResponsibleAIPolicyViolation";
@@ -33,29 +34,30 @@ const POLICY_VIOLATION: &str = "ResponsibleAIPolicyViolation";
 pub struct Azure {
     base_url: String,
     api_version: String,
-    key: Option<ApiKey>,
-    headers: HeaderMap,
+    headers: CallHeaders,
     stream_usage: bool,
 }
 
 impl Azure {
-    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, String> {
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, AdapterConfigError> {
+        let required = |field| AdapterConfigError::Required {
+            provider: name.to_owned(),
+            field,
+            kind: "azure",
+        };
         let base_url = config.base_url();
         if base_url.is_empty() {
-            return Err(format!(
-                "providers.{name}.base_url: required for kind azure"
-            ));
+            return Err(required("base_url"));
         }
         let api_version = config
             .api_version
             .clone()
             .filter(|version| !version.trim().is_empty())
-            .ok_or_else(|| format!("providers.{name}.api_version: required for kind azure"))?;
+            .ok_or_else(|| required("api_version"))?;
         Ok(Self {
             base_url,
             api_version,
-            key: config.api_key.clone(),
-            headers: static_headers(name, config)?,
+            headers: CallHeaders::from_config(name, config, KeyHeader::Named(API_KEY_HEADER))?,
             stream_usage: config.stream_usage,
         })
     }
@@ -63,17 +65,6 @@ impl Azure {
 
 impl Adapter for Azure {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
-        let mut headers = self.headers.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if call.stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
-        if let Some(key) = &self.key {
-            headers.insert(
-                HeaderName::from_static(API_KEY_HEADER),
-                secret_header(key.expose())?,
-            );
-        }
         Ok(HttpCall {
             url: format!(
                 "{}/openai/deployments/{}/chat/completions?api-version={}",
@@ -81,7 +72,7 @@ impl Adapter for Azure {
                 percent_encode(call.upstream_model),
                 percent_encode(&self.api_version)
             ),
-            headers,
+            headers: self.headers.for_call(call.stream)?,
             body: request_body(call, self.stream_usage, false)?,
         })
     }
@@ -123,27 +114,16 @@ struct InnerError {
     code: Option<String>,
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, for one path segment
-/// or query value.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::ProviderKind;
-    use crate::providers::accumulate::StreamAccumulator;
     use llmq_schemas::{ChatRequest, Usage};
+    use reqwest::header::HeaderValue;
     use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::{ApiKey, ProviderKind};
+    use crate::providers::accumulate::StreamAccumulator;
+    use crate::providers::testing::{assert_classifies, spec};
 
     const KEY: &str = "azure-test-key-123";
 
@@ -159,16 +139,6 @@ mod tests {
 
     fn adapter() -> Azure {
         Azure::from_config("azure-eu", &config()).unwrap()
-    }
-
-    fn spec<'a>(request: &'a ChatRequest, model: &'a str, stream: bool) -> CallSpec<'a> {
-        CallSpec {
-            request,
-            upstream_model: model,
-            stream,
-            default_max_tokens: None,
-            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
-        }
     }
 
     #[test]
@@ -219,11 +189,35 @@ mod tests {
         let mut missing_version = config();
         missing_version.api_version = None;
         let err = Azure::from_config("a", &missing_version).unwrap_err();
-        assert!(err.contains("providers.a.api_version"), "{err}");
+        assert_eq!(
+            err,
+            AdapterConfigError::Required {
+                provider: "a".into(),
+                field: "api_version",
+                kind: "azure"
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "providers.a.api_version: required for kind azure"
+        );
         let mut missing_base = config();
         missing_base.base_url = None;
         let err = Azure::from_config("a", &missing_base).unwrap_err();
-        assert!(err.contains("providers.a.base_url"), "{err}");
+        assert!(
+            matches!(
+                err,
+                AdapterConfigError::Required {
+                    field: "base_url",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "providers.a.base_url: required for kind azure"
+        );
         let mut old = config();
         old.stream_usage = false;
         let request = ChatRequest::user("hi");
@@ -319,16 +313,7 @@ mod tests {
             (503, azure("ServiceUnavailable", "The service is temporarily unable to process your request."), ErrorType::Server),
             (500, azure("InternalServerError", "Backend returned unexpected response."), ErrorType::Server),
         ];
-        for (status, body, class) in cases {
-            let err = adapter().classify_error(status, &headers, &body);
-            assert_eq!(
-                err.class,
-                class,
-                "{status} {}",
-                String::from_utf8_lossy(&body)
-            );
-            assert_eq!(err.status, Some(status));
-        }
+        assert_classifies(&adapter(), &cases);
         let err = adapter().classify_error(400, &headers, &content_filter_body());
         assert!(!err.is_retryable());
         assert!(err.allows_fallback());
@@ -353,11 +338,5 @@ mod tests {
         headers.insert("retry-after-ms", HeaderValue::from_static("250"));
         let err = adapter().classify_error(429, &headers, b"");
         assert_eq!(err.retry_after, Some(std::time::Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved_characters() {
-        assert_eq!(percent_encode("gpt-4.1_mini~x"), "gpt-4.1_mini~x");
-        assert_eq!(percent_encode("a b/c?d&é"), "a%20b%2Fc%3Fd%26%C3%A9");
     }
 }

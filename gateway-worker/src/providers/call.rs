@@ -119,141 +119,226 @@ async fn run(
     report: &mut AttemptReport,
     acc: &mut StreamAccumulator,
 ) -> Result<Completion, ProviderError> {
-    let timeouts = upstream.timeouts;
-    let total_deadline = started + timeouts.total;
-    let first_token_deadline = (started + timeouts.first_token).min(total_deadline);
+    let deadlines = Deadlines::new(started, upstream.timeouts);
     let call = upstream.adapter.build(&spec)?;
     let request = upstream
         .client
         .post(&call.url)
         .headers(call.headers)
         .body(call.body);
-
-    // Non-streaming answers arrive whole, after the generation: only `total` applies.
-    let (send_deadline, send_timeout) = if spec.stream && first_token_deadline < total_deadline {
-        (
-            first_token_deadline,
-            (TimeoutKind::FirstToken, timeouts.first_token),
-        )
-    } else {
-        (total_deadline, (TimeoutKind::Total, timeouts.total))
-    };
-    let response = match timeout_at(send_deadline, request.send()).await {
-        Err(_) => return Err(ProviderError::timeout(send_timeout.0, send_timeout.1)),
-        Ok(Err(err)) => return Err(from_reqwest(&err, timeouts)),
-        Ok(Ok(response)) => response,
-    };
+    let response = send(request, spec.stream, &deadlines).await?;
     let status = response.status().as_u16();
     report.http_status = Some(status);
     if !response.status().is_success() {
-        let headers = response.headers().clone();
-        let body = timeout_at(total_deadline, read_prefix(response, 64 * 1024))
-            .await
-            .unwrap_or_default();
-        let mut err = upstream.adapter.classify_error(status, &headers, &body);
-        err.status.get_or_insert(status);
-        return Err(err);
+        return Err(error_response(upstream.adapter, status, response, &deadlines).await);
     }
-
     if !spec.stream {
-        let body = match timeout_at(total_deadline, response.bytes()).await {
-            Err(_) => return Err(ProviderError::timeout(TimeoutKind::Total, timeouts.total)),
-            Ok(Err(err)) => return Err(from_reqwest(&err, timeouts)),
-            Ok(Ok(body)) => body,
-        };
+        let body = whole_body(response, &deadlines).await?;
         return upstream.adapter.parse_response(&body);
     }
-
-    let mut body = response.bytes_stream();
-    let mut parser = SseParser::new();
-    let mut events = Vec::new();
-    let mut feed = Feed {
-        decoder: upstream.adapter.stream_decoder(),
-        items: Vec::new(),
-        started,
-        first_output: None,
-    };
-    while !feed.decoder.is_done() {
-        let (deadline, kind) = match feed.first_output {
-            None => (first_token_deadline, TimeoutKind::FirstToken),
-            Some(_) => (
-                Instant::now() + timeouts.inter_token,
-                TimeoutKind::InterToken,
-            ),
-        };
-        let (deadline, kind) = if deadline >= total_deadline {
-            (total_deadline, TimeoutKind::Total)
-        } else {
-            (deadline, kind)
-        };
-        let chunk = match timeout_at(deadline, body.next()).await {
-            Err(_) => {
-                let after = match kind {
-                    TimeoutKind::FirstToken => timeouts.first_token,
-                    TimeoutKind::InterToken => timeouts.inter_token,
-                    _ => timeouts.total,
-                };
-                return Err(ProviderError::timeout(kind, after));
-            }
-            Ok(None) => {
-                parser
-                    .finish(&mut events)
-                    .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
-                feed.events(&mut events, acc, sink, report).await?;
-                feed.decoder.finish()?;
-                break;
-            }
-            Ok(Some(Err(err))) => {
-                return Err(ProviderError::network(format!(
-                    "stream interrupted: {}",
-                    err.without_url()
-                )));
-            }
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        parser
-            .feed(&chunk, &mut events)
-            .map_err(|err| ProviderError::malformed(format!("bad event stream: {err}")))?;
-        feed.events(&mut events, acc, sink, report).await?;
-    }
+    let decoder = upstream.adapter.stream_decoder();
+    Feed::new(decoder, started, &mut *acc, sink, report)
+        .read(response, &deadlines)
+        .await?;
     Ok(std::mem::take(acc).finish(spec.upstream_model))
 }
 
-/// One stream's decoding state.
-struct Feed {
+/// The attempt's deadlines, all counted from its start.
+struct Deadlines<'a> {
+    timeouts: &'a Timeouts,
+    total: Instant,
+    first_token: Instant,
+}
+
+impl<'a> Deadlines<'a> {
+    fn new(started: Instant, timeouts: &'a Timeouts) -> Self {
+        let total = started + timeouts.total;
+        Self {
+            timeouts,
+            total,
+            first_token: (started + timeouts.first_token).min(total),
+        }
+    }
+
+    /// Until the response starts. Non-streaming answers arrive whole, after the
+    /// generation: only `total` applies.
+    fn send(&self, stream: bool) -> (Instant, TimeoutKind) {
+        if stream {
+            self.within_total(self.first_token, TimeoutKind::FirstToken)
+        } else {
+            (self.total, TimeoutKind::Total)
+        }
+    }
+
+    /// Until the stream's next chunk: the first token's deadline until output started,
+    /// then the inter-token timeout from now.
+    fn next_chunk(&self, output_started: bool) -> (Instant, TimeoutKind) {
+        if output_started {
+            let deadline = Instant::now() + self.timeouts.inter_token;
+            self.within_total(deadline, TimeoutKind::InterToken)
+        } else {
+            self.within_total(self.first_token, TimeoutKind::FirstToken)
+        }
+    }
+
+    /// `deadline`, unless the total deadline comes first (or at the same time).
+    fn within_total(&self, deadline: Instant, kind: TimeoutKind) -> (Instant, TimeoutKind) {
+        if deadline >= self.total {
+            (self.total, TimeoutKind::Total)
+        } else {
+            (deadline, kind)
+        }
+    }
+
+    fn expired(&self, kind: TimeoutKind) -> ProviderError {
+        let after = match kind {
+            TimeoutKind::Connect => self.timeouts.connect,
+            TimeoutKind::FirstToken => self.timeouts.first_token,
+            TimeoutKind::InterToken => self.timeouts.inter_token,
+            TimeoutKind::Total => self.timeouts.total,
+        };
+        ProviderError::timeout(kind, after)
+    }
+}
+
+async fn send(
+    request: reqwest::RequestBuilder,
+    stream: bool,
+    deadlines: &Deadlines<'_>,
+) -> Result<reqwest::Response, ProviderError> {
+    let (deadline, kind) = deadlines.send(stream);
+    match timeout_at(deadline, request.send()).await {
+        Err(_) => Err(deadlines.expired(kind)),
+        Ok(Err(err)) => Err(from_reqwest(&err, deadlines.timeouts)),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// A non-2xx response, classified from its status, headers and the start of its body.
+async fn error_response(
+    adapter: &dyn Adapter,
+    status: u16,
+    response: reqwest::Response,
+    deadlines: &Deadlines<'_>,
+) -> ProviderError {
+    let headers = response.headers().clone();
+    let body = timeout_at(deadlines.total, read_prefix(response, 64 * 1024))
+        .await
+        .unwrap_or_default();
+    let mut err = adapter.classify_error(status, &headers, &body);
+    err.status.get_or_insert(status);
+    err
+}
+
+async fn whole_body(
+    response: reqwest::Response,
+    deadlines: &Deadlines<'_>,
+) -> Result<bytes::Bytes, ProviderError> {
+    match timeout_at(deadlines.total, response.bytes()).await {
+        Err(_) => Err(deadlines.expired(TimeoutKind::Total)),
+        Ok(Err(err)) => Err(from_reqwest(&err, deadlines.timeouts)),
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+/// One stream's decoding state, and where its output goes.
+struct Feed<'a> {
     decoder: Box<dyn StreamDecoder>,
+    parser: SseParser,
+    events: Vec<SseEvent>,
     items: Vec<StreamItem>,
     started: Instant,
     first_output: Option<Instant>,
+    acc: &'a mut StreamAccumulator,
+    sink: &'a mut dyn DeltaSink,
+    report: &'a mut AttemptReport,
 }
 
-impl Feed {
-    /// Decodes `events` and forwards their output. What an event yielded before its error
-    /// is applied first: Anthropic's refusal comes in the `message_delta` that carries
-    /// the final usage, and those tokens were charged.
-    async fn events(
+impl<'a> Feed<'a> {
+    fn new(
+        decoder: Box<dyn StreamDecoder>,
+        started: Instant,
+        acc: &'a mut StreamAccumulator,
+        sink: &'a mut dyn DeltaSink,
+        report: &'a mut AttemptReport,
+    ) -> Self {
+        Self {
+            decoder,
+            parser: SseParser::new(),
+            events: Vec::new(),
+            items: Vec::new(),
+            started,
+            first_output: None,
+            acc,
+            sink,
+            report,
+        }
+    }
+
+    /// Reads the body until the decoder saw the stream's end, or the body ends.
+    async fn read(
         &mut self,
-        events: &mut Vec<SseEvent>,
-        acc: &mut StreamAccumulator,
-        sink: &mut dyn DeltaSink,
-        report: &mut AttemptReport,
+        response: reqwest::Response,
+        deadlines: &Deadlines<'_>,
     ) -> Result<(), ProviderError> {
-        for event in events.drain(..) {
+        let mut body = response.bytes_stream();
+        while !self.decoder.is_done() {
+            let (deadline, kind) = deadlines.next_chunk(self.first_output.is_some());
+            match timeout_at(deadline, body.next()).await {
+                Err(_) => return Err(deadlines.expired(kind)),
+                Ok(None) => return self.end().await,
+                Ok(Some(Err(err))) => {
+                    return Err(ProviderError::network(format!(
+                        "stream interrupted: {}",
+                        err.without_url()
+                    )));
+                }
+                Ok(Some(Ok(chunk))) => self.chunk(&chunk).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn chunk(&mut self, chunk: &[u8]) -> Result<(), ProviderError> {
+        self.parser
+            .feed(chunk, &mut self.events)
+            .map_err(bad_event_stream)?;
+        self.dispatch().await
+    }
+
+    /// The body ended: the last event, then the decoder's verdict on the stream's end.
+    async fn end(&mut self) -> Result<(), ProviderError> {
+        self.parser
+            .finish(&mut self.events)
+            .map_err(bad_event_stream)?;
+        self.dispatch().await?;
+        self.decoder.finish()
+    }
+
+    /// Decodes the parsed events and forwards their output. What an event yielded before
+    /// its error is applied first: Anthropic's refusal comes in the `message_delta` that
+    /// carries the final usage, and those tokens were charged.
+    async fn dispatch(&mut self) -> Result<(), ProviderError> {
+        for event in self.events.drain(..) {
             let decoded = self.decoder.decode(&event, &mut self.items);
             for item in self.items.drain(..) {
-                if let Some(part) = acc.apply(item) {
+                if let Some(part) = self.acc.apply(item) {
                     if self.first_output.is_none() {
                         self.first_output = Some(Instant::now());
-                        report.ttft = Some(self.started.elapsed());
+                        self.report.ttft = Some(self.started.elapsed());
                     }
-                    sink.delta(part).await;
-                    report.deltas_sent = true;
+                    self.sink.delta(part).await;
+                    self.report.deltas_sent = true;
                 }
             }
             decoded?;
         }
         Ok(())
     }
+}
+
+fn bad_event_stream(err: super::sse::SseError) -> ProviderError {
+    ProviderError::malformed(format!("bad event stream: {err}"))
 }
 
 /// What to bill for a failed attempt: the usage the provider reported (with the error,
@@ -413,4 +498,59 @@ fn error_chain(err: &reqwest::Error) -> String {
         source = current.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts(first_token: u64, inter_token: u64, total: u64) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            first_token: Duration::from_secs(first_token),
+            inter_token: Duration::from_secs(inter_token),
+            total: Duration::from_secs(total),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_wait_for_the_first_token_then_between_tokens_never_past_the_total() {
+        let started = Instant::now();
+        let timeouts = timeouts(10, 5, 60);
+        let deadlines = Deadlines::new(started, &timeouts);
+        let first = (started + Duration::from_secs(10), TimeoutKind::FirstToken);
+        assert_eq!(deadlines.send(true), first);
+        assert_eq!(deadlines.next_chunk(false), first);
+        assert_eq!(
+            deadlines.send(false),
+            (started + Duration::from_secs(60), TimeoutKind::Total)
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(
+            deadlines.next_chunk(true),
+            (started + Duration::from_secs(25), TimeoutKind::InterToken)
+        );
+        tokio::time::advance(Duration::from_secs(38)).await;
+        assert_eq!(
+            deadlines.next_chunk(true),
+            (started + Duration::from_secs(60), TimeoutKind::Total)
+        );
+        let err = deadlines.expired(TimeoutKind::InterToken);
+        assert_eq!(err.timeout, Some(TimeoutKind::InterToken));
+        assert_eq!(err.message, "inter_token timeout after 5s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_token_timeout_at_or_past_the_total_is_the_total() {
+        let started = Instant::now();
+        let timeouts = timeouts(60, 5, 60);
+        let deadlines = Deadlines::new(started, &timeouts);
+        let total = (started + Duration::from_secs(60), TimeoutKind::Total);
+        assert_eq!(deadlines.send(true), total);
+        assert_eq!(deadlines.next_chunk(false), total);
+        assert_eq!(
+            deadlines.expired(TimeoutKind::Total).message,
+            "total timeout after 1m"
+        );
+    }
 }

@@ -121,6 +121,11 @@ impl ProviderError {
         if let Some(should_retry) = self.should_retry {
             return should_retry && self.class != ErrorType::Cancelled;
         }
+        self.is_transient()
+    }
+
+    /// The classes that say the deployment failed for now, not for good.
+    fn is_transient(&self) -> bool {
         matches!(
             self.class,
             ErrorType::RateLimited
@@ -144,18 +149,11 @@ impl ProviderError {
     /// Whether the error says something about the deployment's health (for cooldowns),
     /// as opposed to the request's content.
     pub fn counts_against_deployment(&self) -> bool {
-        matches!(
-            self.class,
-            ErrorType::RateLimited
-                | ErrorType::Overloaded
-                | ErrorType::Timeout
-                | ErrorType::Server
-                | ErrorType::Network
-                | ErrorType::MalformedResponse
-                | ErrorType::Auth
-                | ErrorType::NotFound
-                | ErrorType::QuotaExhausted
-        )
+        self.is_transient()
+            || matches!(
+                self.class,
+                ErrorType::Auth | ErrorType::NotFound | ErrorType::QuotaExhausted
+            )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -228,27 +226,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retryable_classes() {
-        for class in [
-            ErrorType::RateLimited,
-            ErrorType::Overloaded,
-            ErrorType::Timeout,
-            ErrorType::Server,
-            ErrorType::Network,
-            ErrorType::MalformedResponse,
-        ] {
-            assert!(ProviderError::new(class, "x").is_retryable(), "{class}");
-        }
-        for class in [
-            ErrorType::InvalidRequest,
-            ErrorType::Auth,
-            ErrorType::NotFound,
-            ErrorType::ContextWindowExceeded,
-            ErrorType::ContentFiltered,
-            ErrorType::QuotaExhausted,
-            ErrorType::Cancelled,
-        ] {
-            assert!(!ProviderError::new(class, "x").is_retryable(), "{class}");
+    fn each_class_says_whether_to_retry_fall_back_and_cool_the_deployment_down() {
+        use ErrorType::*;
+        // (class, retryable, allows fallback, counts against the deployment)
+        let cases = [
+            (RateLimited, true, true, true),
+            (Overloaded, true, true, true),
+            (Timeout, true, true, true),
+            (Server, true, true, true),
+            (Network, true, true, true),
+            (MalformedResponse, true, true, true),
+            (Auth, false, true, true),
+            (NotFound, false, true, true),
+            (QuotaExhausted, false, true, true),
+            (ContextWindowExceeded, false, true, false),
+            (ContentFiltered, false, true, false),
+            (UnknownModel, false, true, false),
+            (InvalidJob, false, true, false),
+            (Internal, false, true, false),
+            (InvalidRequest, false, false, false),
+            (Cancelled, false, false, false),
+            (DeadlineExceeded, false, false, false),
+        ];
+        for (class, retryable, fallback, counts) in cases {
+            let err = ProviderError::new(class, "x");
+            assert_eq!(
+                (
+                    err.is_retryable(),
+                    err.allows_fallback(),
+                    err.counts_against_deployment()
+                ),
+                (retryable, fallback, counts),
+                "{class}"
+            );
         }
     }
 

@@ -4,8 +4,10 @@
 //! provider's JSON, SSE events and error responses in, normalized completions, stream
 //! items and classified errors out. It does no I/O. Sending, timeouts, SSE framing,
 //! cancellation and accumulation live once in [`call`], so a new provider kind is one
-//! new file implementing [`Adapter`], plus its arm in [`build_adapter`], and every
-//! adapter is unit-testable without a network.
+//! module implementing [`Adapter`] (a file, or a folder once it grows), plus its arm in
+//! [`build_adapter`], and every adapter is unit-testable without a network. What
+//! adapters do alike lives once too: the HTTP edge in [`wire`], request conversion in
+//! [`convert`], response assembly in [`accumulate`].
 
 pub mod accumulate;
 pub mod anthropic;
@@ -23,6 +25,7 @@ pub mod sse;
 #[cfg(test)]
 pub mod testing;
 pub mod tool_arguments;
+pub mod wire;
 
 use std::fmt;
 
@@ -129,8 +132,30 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self) -> Result<(), ProviderError>;
 }
 
+/// Why an adapter cannot be built from a provider's config. Each message starts with the
+/// field's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterConfigError {
+    /// A `headers` entry whose name is not an HTTP header name.
+    #[error("providers.{provider}.headers: invalid header name {header:?}")]
+    HeaderName { provider: String, header: String },
+    /// A configured value that travels in a header and is not a valid header value.
+    #[error("providers.{provider}.{field}: invalid header value")]
+    HeaderValue { provider: String, field: String },
+    /// A field this provider kind cannot do without.
+    #[error("providers.{provider}.{field}: required for kind {kind}")]
+    Required {
+        provider: String,
+        field: &'static str,
+        kind: &'static str,
+    },
+}
+
 /// The adapter for a configured provider.
-pub fn build_adapter(name: &str, config: &ProviderConfig) -> Result<Box<dyn Adapter>, String> {
+pub fn build_adapter(
+    name: &str,
+    config: &ProviderConfig,
+) -> Result<Box<dyn Adapter>, AdapterConfigError> {
     match config.kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
             Ok(Box::new(openai::OpenAi::from_config(name, config)?))
@@ -138,5 +163,52 @@ pub fn build_adapter(name: &str, config: &ProviderConfig) -> Result<Box<dyn Adap
         ProviderKind::Azure => Ok(Box::new(azure::Azure::from_config(name, config)?)),
         ProviderKind::Anthropic => Ok(Box::new(anthropic::Anthropic::from_config(name, config)?)),
         ProviderKind::Gemini => Ok(Box::new(gemini::Gemini::from_config(name, config)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiKey;
+
+    #[test]
+    fn build_adapter_errors_are_variants_a_caller_can_match() {
+        let azure = ProviderConfig::new(ProviderKind::Azure, "https://x.openai.azure.com", None);
+        let err = build_adapter("eu", &azure).unwrap_err();
+        assert!(
+            matches!(&err, AdapterConfigError::Required { provider, field: "api_version", kind: "azure" } if provider == "eu"),
+            "{err:?}"
+        );
+        let mut anthropic = ProviderConfig::new(
+            ProviderKind::Anthropic,
+            "https://api.anthropic.com",
+            Some(ApiKey::new("k")),
+        );
+        anthropic.api_version = Some("2023-06-01\n".into());
+        let err = build_adapter("claude", &anthropic).unwrap_err();
+        assert!(
+            matches!(&err, AdapterConfigError::HeaderValue { field, .. } if field == "api_version"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "providers.claude.api_version: invalid header value"
+        );
+        let mut openai = ProviderConfig::new(ProviderKind::Openai, "", None);
+        openai.organization = Some("org\u{7f}".into());
+        let err = build_adapter("oa", &openai).unwrap_err();
+        assert!(
+            matches!(&err, AdapterConfigError::HeaderValue { field, .. } if field == "organization"),
+            "{err:?}"
+        );
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::OpenaiCompatible,
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+        ] {
+            let config = ProviderConfig::new(kind, "http://localhost:1", None);
+            assert!(build_adapter("p", &config).is_ok(), "{kind:?}");
+        }
     }
 }

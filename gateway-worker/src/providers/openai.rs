@@ -9,45 +9,47 @@
 //! OpenAI speaks the same bodies behind a different URL and auth header.
 
 use llmq_schemas::{CompletionUsage, ErrorType, ToolCallDelta, Usage};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::snippet;
-use super::{
-    Adapter, CallSpec, Completion, DeltaPart, HttpCall, ProviderError, SseEvent, StreamDecoder,
-    StreamItem,
+use super::wire::{
+    CallHeaders, KeyHeader, error_response, event_json, header_value, json_body, parse_body,
+    stream_end,
 };
-use crate::config::{ApiKey, ProviderConfig, ProviderKind};
+use super::{
+    Adapter, AdapterConfigError, CallSpec, Completion, DeltaPart, HttpCall, ProviderError,
+    SseEvent, StreamDecoder, StreamItem,
+};
+use crate::config::{ProviderConfig, ProviderKind};
 
 const CHAT_PATH: &str = "/chat/completions";
 
 #[derive(Debug)]
 pub struct OpenAi {
     url: String,
-    key: Option<ApiKey>,
-    headers: HeaderMap,
+    headers: CallHeaders,
     stream_usage: bool,
 }
 
 impl OpenAi {
-    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, String> {
-        let mut headers = static_headers(name, config)?;
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, AdapterConfigError> {
+        let mut headers = CallHeaders::from_config(name, config, KeyHeader::Bearer)?;
         if config.kind == ProviderKind::Openai {
-            for (header, value) in [
-                ("openai-organization", &config.organization),
-                ("openai-project", &config.project),
+            for (header, field, value) in [
+                ("openai-organization", "organization", &config.organization),
+                ("openai-project", "project", &config.project),
             ] {
                 if let Some(value) = value {
-                    let value = HeaderValue::from_str(value)
-                        .map_err(|_| format!("providers.{name}: invalid {header} value"))?;
-                    headers.insert(HeaderName::from_static(header), value);
+                    headers.insert(
+                        HeaderName::from_static(header),
+                        header_value(name, field, value)?,
+                    );
                 }
             }
         }
         Ok(Self {
             url: format!("{}{CHAT_PATH}", config.base_url()),
-            key: config.api_key.clone(),
             headers,
             stream_usage: config.kind == ProviderKind::Openai || config.stream_usage,
         })
@@ -56,20 +58,9 @@ impl OpenAi {
 
 impl Adapter for OpenAi {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
-        let mut headers = self.headers.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if call.stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
-        if let Some(key) = &self.key {
-            headers.insert(
-                AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose()))?,
-            );
-        }
         Ok(HttpCall {
             url: self.url.clone(),
-            headers,
+            headers: self.headers.for_call(call.stream)?,
             body: request_body(call, self.stream_usage, true)?,
         })
     }
@@ -87,31 +78,6 @@ impl Adapter for OpenAi {
     }
 }
 
-/// Extra headers from the config, validated.
-pub(crate) fn static_headers(name: &str, config: &ProviderConfig) -> Result<HeaderMap, String> {
-    let mut headers = HeaderMap::new();
-    for (header, value) in &config.headers {
-        let header_name = HeaderName::from_bytes(header.as_bytes())
-            .map_err(|_| format!("providers.{name}.headers: invalid header name {header:?}"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("providers.{name}.headers.{header}: invalid header value"))?;
-        headers.insert(header_name, value);
-    }
-    Ok(headers)
-}
-
-/// A header value holding a key: marked sensitive so it never prints.
-pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
-        ProviderError::new(
-            ErrorType::Auth,
-            "the configured key is not a valid header value",
-        )
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
 /// The request body: the job's request with the upstream model, the stream flag and, when
 /// streaming, `stream_options.include_usage` (if the server supports it). `with_model`
 /// is false for Azure, where the deployment in the URL names the model.
@@ -125,33 +91,20 @@ pub(crate) fn request_body(
     request.stream = call.stream.then_some(true);
     request.stream_options =
         (call.stream && stream_usage).then(|| serde_json::json!({"include_usage": true}));
-    serde_json::to_vec(&request).map_err(|err| {
-        ProviderError::new(
-            ErrorType::InvalidRequest,
-            format!("cannot encode request: {err}"),
-        )
-    })
+    json_body(&request)
 }
 
 /// A non-streaming `chat.completion` body.
 pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
-    match serde_json::from_slice::<llmq_schemas::ChatCompletion>(body) {
-        Ok(response) if response.choices.is_empty() => {
-            Err(ProviderError::malformed("the completion has no choices")
-                .with_usage(response.usage.as_ref().map(normalize_usage)))
-        }
-        Ok(response) => {
-            let usage = response.usage.as_ref().map(normalize_usage);
-            Ok(Completion { response, usage })
-        }
-        Err(err) => match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(error) => Err(classify_object(None, &error.error)),
-            Err(_) => Err(ProviderError::malformed(format!(
-                "not a chat.completion ({err}): {}",
-                snippet(body)
-            ))),
-        },
+    let response: llmq_schemas::ChatCompletion =
+        parse_body(body, "chat.completion", |error: ErrorBody| {
+            classify_object(None, &error.error)
+        })?;
+    let usage = response.usage.as_ref().map(normalize_usage);
+    if response.choices.is_empty() {
+        return Err(ProviderError::malformed("the completion has no choices").with_usage(usage));
     }
+    Ok(Completion { response, usage })
 }
 
 /// OpenAI usage counts cached prompt tokens inside `prompt_tokens`: already the normalized
@@ -181,10 +134,9 @@ pub(crate) fn normalize_usage(usage: &CompletionUsage) -> Usage {
 
 /// Classifies a non-2xx OpenAI-format response.
 pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-    let parsed = serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|body| classify_object(Some(status), &body.error));
-    ProviderError::from_response(status, headers, body, parsed)
+    error_response(status, headers, body, |body: ErrorBody| {
+        classify_object(Some(status), &body.error)
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,9 +171,23 @@ pub(crate) fn classify_object(status: Option<u16>, error: &ErrorObject) -> Provi
             .and_then(|n| u16::try_from(n).ok())
     });
     let message = error.message.clone().unwrap_or_else(|| "no message".into());
+    let class = class_of(code.as_deref(), error.kind.as_deref(), &message, status);
+    let mut err = ProviderError::new(class, message).with_code(code.or_else(|| error.kind.clone()));
+    err.status = status;
+    err
+}
+
+/// The class an error's code or type names (either field may carry the name), else its
+/// message says, else its status.
+fn class_of(
+    code: Option<&str>,
+    kind: Option<&str>,
+    message: &str,
+    status: Option<u16>,
+) -> ErrorType {
     let lower = message.to_ascii_lowercase();
-    let by_code = |name: &str| code.as_deref() == Some(name) || error.kind.as_deref() == Some(name);
-    let class = if by_code("insufficient_quota") || by_code("billing_hard_limit_reached") {
+    let by_code = |name: &str| code == Some(name) || kind == Some(name);
+    if by_code("insufficient_quota") || by_code("billing_hard_limit_reached") {
         ErrorType::QuotaExhausted
     } else if by_code("context_length_exceeded")
         || by_code("string_above_max_length")
@@ -243,10 +209,7 @@ pub(crate) fn classify_object(status: Option<u16>, error: &ErrorObject) -> Provi
         ErrorType::InvalidRequest
     } else {
         ErrorType::Server
-    };
-    let mut err = ProviderError::new(class, message).with_code(code.or_else(|| error.kind.clone()));
-    err.status = status;
-    err
+    }
 }
 
 /// Decodes `chat.completion.chunk` events.
@@ -315,20 +278,13 @@ struct ChunkFunction {
 
 impl StreamDecoder for ChunkDecoder {
     fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamItem>) -> Result<(), ProviderError> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
+        if event.data.trim() == "[DONE]" {
             self.done = true;
             return Ok(());
         }
-        if data.is_empty() {
+        let Some(chunk) = event_json::<Chunk>(event, "chunk")? else {
             return Ok(());
-        }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|err| {
-            ProviderError::malformed(format!(
-                "malformed stream chunk ({err}): {}",
-                snippet(data.as_bytes())
-            ))
-        })?;
+        };
         // Any chunk may carry usage, not only the choices-less last one; one that also
         // carries an error still reports what was billed.
         if let Some(usage) = &chunk.usage {
@@ -337,37 +293,12 @@ impl StreamDecoder for ChunkDecoder {
         if let Some(error) = &chunk.error {
             return Err(classify_object(None, error));
         }
-        // Azure opens with a choice-less `prompt_filter_results` chunk whose id and model
-        // are empty: identity comes from the first chunk that has an id.
-        let id = chunk.id.filter(|id| !id.is_empty());
-        if !self.meta_sent {
-            self.meta_sent = id.is_some();
-            out.push(StreamItem::Meta {
-                id,
-                model: chunk.model.filter(|model| !model.is_empty()),
-                created: chunk.created.filter(|created| *created > 0),
-            });
-        }
+        out.extend(self.meta(chunk.id, chunk.model, chunk.created));
         // Only the first choice is streamed to producers (`n` > 1 is not supported when
         // streaming).
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(delta) = choice.delta {
-                out.push(StreamItem::Delta(DeltaPart {
-                    content: delta.content,
-                    reasoning: delta.reasoning_content,
-                    refusal: delta.refusal,
-                    tool_calls: delta
-                        .tool_calls
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|call| ToolCallDelta {
-                            index: call.index,
-                            id: call.id,
-                            name: call.function.as_ref().and_then(|f| f.name.clone()),
-                            arguments: call.function.and_then(|f| f.arguments),
-                        })
-                        .collect(),
-                }));
+                out.push(StreamItem::Delta(delta_part(delta)));
             }
             if let Some(reason) = choice.finish_reason {
                 out.push(StreamItem::Finish(reason));
@@ -381,20 +312,61 @@ impl StreamDecoder for ChunkDecoder {
     }
 
     fn finish(&mut self) -> Result<(), ProviderError> {
-        if self.done {
-            Ok(())
-        } else {
-            Err(ProviderError::network("stream ended before [DONE]"))
+        stream_end(self.done, "[DONE]")
+    }
+}
+
+impl ChunkDecoder {
+    /// The response's identity, until a chunk that has an id was seen. Azure opens with a
+    /// choice-less `prompt_filter_results` chunk whose id and model are empty.
+    fn meta(
+        &mut self,
+        id: Option<String>,
+        model: Option<String>,
+        created: Option<i64>,
+    ) -> Option<StreamItem> {
+        if self.meta_sent {
+            return None;
         }
+        let id = id.filter(|id| !id.is_empty());
+        self.meta_sent = id.is_some();
+        Some(StreamItem::Meta {
+            id,
+            model: model.filter(|model| !model.is_empty()),
+            created: created.filter(|created| *created > 0),
+        })
+    }
+}
+
+fn delta_part(delta: ChunkDelta) -> DeltaPart {
+    DeltaPart {
+        content: delta.content,
+        reasoning: delta.reasoning_content,
+        refusal: delta.refusal,
+        tool_calls: delta
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|call| ToolCallDelta {
+                index: call.index,
+                id: call.id,
+                name: call.function.as_ref().and_then(|f| f.name.clone()),
+                arguments: call.function.and_then(|f| f.arguments),
+            })
+            .collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::providers::accumulate::StreamAccumulator;
     use llmq_schemas::ChatRequest;
+    use reqwest::header::{AUTHORIZATION, HeaderValue};
     use serde_json::json;
+
+    use super::*;
+    use crate::config::ApiKey;
+    use crate::providers::accumulate::StreamAccumulator;
+    use crate::providers::testing::assert_classifies;
 
     fn adapter() -> OpenAi {
         let config = ProviderConfig::new(
@@ -406,13 +378,7 @@ mod tests {
     }
 
     fn spec(request: &ChatRequest, stream: bool) -> CallSpec<'_> {
-        CallSpec {
-            request,
-            upstream_model: "gpt-4.1-mini",
-            stream,
-            default_max_tokens: None,
-            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
-        }
+        crate::providers::testing::spec(request, "gpt-4.1-mini", stream)
     }
 
     #[test]
@@ -443,6 +409,31 @@ mod tests {
         let body: Value = serde_json::from_slice(&call.body).unwrap();
         assert!(body.get("stream").is_none());
         assert!(body.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn organization_and_project_travel_in_their_headers_for_openai_only() {
+        let mut config = ProviderConfig::new(
+            ProviderKind::Openai,
+            "https://api.openai.com/v1",
+            Some(ApiKey::new("sk-test-key-123")),
+        );
+        config.organization = Some("org-1".into());
+        config.project = Some("proj_1".into());
+        let request = ChatRequest::user("hi");
+        let call = OpenAi::from_config("openai", &config)
+            .unwrap()
+            .build(&spec(&request, false))
+            .unwrap();
+        assert_eq!(call.headers.get("openai-organization").unwrap(), "org-1");
+        assert_eq!(call.headers.get("openai-project").unwrap(), "proj_1");
+        config.kind = ProviderKind::OpenaiCompatible;
+        let call = OpenAi::from_config("vllm", &config)
+            .unwrap()
+            .build(&spec(&request, false))
+            .unwrap();
+        assert!(call.headers.get("openai-organization").is_none());
+        assert!(call.headers.get("openai-project").is_none());
     }
 
     #[test]
@@ -589,16 +580,7 @@ mod tests {
             ),
             (529, b"overloaded".to_vec(), ErrorType::Overloaded),
         ];
-        for (status, body, class) in cases {
-            let err = adapter().classify_error(status, &headers, &body);
-            assert_eq!(
-                err.class,
-                class,
-                "{status} {}",
-                String::from_utf8_lossy(&body)
-            );
-            assert_eq!(err.status, Some(status));
-        }
+        assert_classifies(&adapter(), &cases);
         let err = adapter().classify_error(
             429,
             &headers,

@@ -65,13 +65,7 @@ impl SseParser {
                             self.pending_cr = true;
                         }
                     }
-                    if self.buffer.is_empty() {
-                        self.line(&chunk[start..line_end], out)?;
-                    } else {
-                        let mut line = std::mem::take(&mut self.buffer);
-                        line.extend_from_slice(&chunk[start..line_end]);
-                        self.line(&line, out)?;
-                    }
+                    self.line_end(&chunk[start..line_end], out)?;
                     start = i + 1;
                 }
                 _ => {}
@@ -97,19 +91,20 @@ impl SseParser {
         self.line(b"", out)
     }
 
+    /// A line ended in the current chunk; `tail` is its part in that chunk, the rest was
+    /// buffered from earlier chunks.
+    fn line_end(&mut self, tail: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if self.buffer.is_empty() {
+            return self.line(tail, out);
+        }
+        let mut line = std::mem::take(&mut self.buffer);
+        line.extend_from_slice(tail);
+        self.line(&line, out)
+    }
+
     fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if line.is_empty() {
-            if self.has_data {
-                let data = String::from_utf8(std::mem::take(&mut self.data))
-                    .map_err(|_| SseError::NotUtf8)?;
-                out.push(SseEvent {
-                    event: self.event.take(),
-                    data,
-                });
-            }
-            self.event = None;
-            self.has_data = false;
-            return Ok(());
+            return self.dispatch(out);
         }
         if line[0] == b':' {
             return Ok(()); // comment / keep-alive
@@ -121,6 +116,26 @@ impl SseParser {
             }
             None => (line, &b""[..]),
         };
+        self.field(field, value)
+    }
+
+    /// A blank line: the event collected so far is complete (one without data is not
+    /// dispatched).
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if self.has_data {
+            let data =
+                String::from_utf8(std::mem::take(&mut self.data)).map_err(|_| SseError::NotUtf8)?;
+            out.push(SseEvent {
+                event: self.event.take(),
+                data,
+            });
+        }
+        self.event = None;
+        self.has_data = false;
+        Ok(())
+    }
+
+    fn field(&mut self, field: &[u8], value: &[u8]) -> Result<(), SseError> {
         match field {
             b"data" => {
                 if self.has_data {

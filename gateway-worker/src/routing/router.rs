@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::config::{
     ApiKey, Config, InvalidToolArguments, ModelConfig, ProviderConfig, ProviderKind, Timeouts,
 };
-use crate::providers::{Adapter, build_adapter, http_client};
+use crate::providers::{Adapter, AdapterConfigError, build_adapter, http_client};
 
 /// A configured provider: its adapter, HTTP client and concurrency limit.
 pub struct ProviderHandle {
@@ -104,8 +104,8 @@ pub struct Router {
 /// Why the routes could not be built from a validated config.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("providers.{provider}: {message}")]
-    Adapter { provider: String, message: String },
+    #[error(transparent)]
+    Adapter(#[from] AdapterConfigError),
     #[error("providers.{provider}: cannot build HTTP client: {source}")]
     HttpClient {
         provider: String,
@@ -232,10 +232,7 @@ fn weighted_order(deployments: &[Arc<Deployment>], rng: &mut impl RngExt) -> Vec
 }
 
 fn provider_handle(name: &str, provider: &ProviderConfig) -> Result<ProviderHandle, RouteError> {
-    let adapter = build_adapter(name, provider).map_err(|message| RouteError::Adapter {
-        provider: name.to_owned(),
-        message,
-    })?;
+    let adapter = build_adapter(name, provider)?;
     let client = http_client::build_client(provider).map_err(|source| RouteError::HttpClient {
         provider: name.to_owned(),
         source,

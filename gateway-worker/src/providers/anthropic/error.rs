@@ -66,6 +66,7 @@ mod tests {
 
     use crate::providers::Adapter;
     use crate::providers::anthropic::tests::adapter;
+    use crate::providers::testing::assert_classifies;
     use llmq_schemas::ErrorType;
 
     fn error_body(kind: &str, message: &str) -> Vec<u8> {
@@ -172,16 +173,7 @@ mod tests {
             (529, Vec::new(), ErrorType::Overloaded),
             (503, b"upstream connect error".to_vec(), ErrorType::Server),
         ];
-        for (status, body, class) in cases {
-            let err = adapter().classify_error(status, &headers, &body);
-            assert_eq!(
-                err.class,
-                class,
-                "{status} {}",
-                String::from_utf8_lossy(&body)
-            );
-            assert_eq!(err.status, Some(status));
-        }
+        assert_classifies(&adapter(), &cases);
         let err =
             adapter().classify_error(529, &headers, &error_body("overloaded_error", "Overloaded"));
         assert_eq!(err.code.as_deref(), Some("overloaded_error"));

@@ -38,21 +38,18 @@ mod request;
 mod response;
 mod stream;
 
-use llmq_schemas::ErrorType;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName};
 
-use super::error::snippet;
-use super::openai::{secret_header, static_headers};
-use super::{Adapter, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder};
-use crate::config::{ApiKey, ProviderConfig};
+use super::wire::{CallHeaders, KeyHeader, error_response, header_value, json_body, parse_body};
+use super::{
+    Adapter, AdapterConfigError, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder,
+};
+use crate::config::ProviderConfig;
 
 use error::{ErrorEnvelope, classify_envelope};
 use request::messages_request;
 use response::{MessageResponse, completion};
 use stream::EventDecoder;
-
-// Shared with the Gemini adapter, which converts images and tool-call arguments the same
-// way.
 
 const MESSAGES_PATH: &str = "/v1/messages";
 const DEFAULT_VERSION: &str = "2023-06-01";
@@ -66,20 +63,19 @@ pub const FALLBACK_MAX_TOKENS: u32 = 4096;
 #[derive(Debug)]
 pub struct Anthropic {
     url: String,
-    key: Option<ApiKey>,
-    headers: HeaderMap,
+    headers: CallHeaders,
 }
 
 impl Anthropic {
-    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, String> {
-        let mut headers = static_headers(name, config)?;
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, AdapterConfigError> {
+        let mut headers = CallHeaders::from_config(name, config, KeyHeader::Named(API_KEY_HEADER))?;
         let version = config.api_version.as_deref().unwrap_or(DEFAULT_VERSION);
-        let version = HeaderValue::from_str(version)
-            .map_err(|_| format!("providers.{name}.api_version: invalid header value"))?;
-        headers.insert(HeaderName::from_static(VERSION_HEADER), version);
+        headers.insert(
+            HeaderName::from_static(VERSION_HEADER),
+            header_value(name, "api_version", version)?,
+        );
         Ok(Self {
             url: format!("{}{MESSAGES_PATH}", config.base_url()),
-            key: config.api_key.clone(),
             headers,
         })
     }
@@ -87,41 +83,18 @@ impl Anthropic {
 
 impl Adapter for Anthropic {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
-        let mut headers = self.headers.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if call.stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
-        if let Some(key) = &self.key {
-            headers.insert(
-                HeaderName::from_static(API_KEY_HEADER),
-                secret_header(key.expose())?,
-            );
-        }
-        let body = serde_json::to_vec(&messages_request(call)?).map_err(|err| {
-            ProviderError::new(
-                ErrorType::InvalidRequest,
-                format!("cannot encode request: {err}"),
-            )
-        })?;
         Ok(HttpCall {
             url: self.url.clone(),
-            headers,
-            body,
+            headers: self.headers.for_call(call.stream)?,
+            body: json_body(&messages_request(call)?)?,
         })
     }
 
     fn parse_response(&self, body: &[u8]) -> Result<Completion, ProviderError> {
-        match serde_json::from_slice::<MessageResponse>(body) {
-            Ok(message) => completion(message),
-            Err(err) => match serde_json::from_slice::<ErrorEnvelope>(body) {
-                Ok(envelope) => Err(classify_envelope(None, &envelope)),
-                Err(_) => Err(ProviderError::malformed(format!(
-                    "not a message ({err}): {}",
-                    snippet(body)
-                ))),
-            },
-        }
+        parse_body(body, "message", |envelope: ErrorEnvelope| {
+            classify_envelope(None, &envelope)
+        })
+        .and_then(|message: MessageResponse| completion(message))
     }
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
@@ -129,19 +102,19 @@ impl Adapter for Anthropic {
     }
 
     fn classify_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-        let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .map(|envelope| classify_envelope(Some(status), &envelope));
-        ProviderError::from_response(status, headers, body, parsed)
+        error_response(status, headers, body, |envelope: ErrorEnvelope| {
+            classify_envelope(Some(status), &envelope)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use llmq_schemas::ChatRequest;
+    use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::config::{ApiKey, ProviderKind};
 
     const KEY: &str = "sk-ant-test-key-123";
 
@@ -155,13 +128,7 @@ mod tests {
     }
 
     pub(super) fn spec(request: &ChatRequest, stream: bool) -> CallSpec<'_> {
-        CallSpec {
-            request,
-            upstream_model: "claude-sonnet-4-5",
-            stream,
-            default_max_tokens: None,
-            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
-        }
+        crate::providers::testing::spec(request, "claude-sonnet-4-5", stream)
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! OpenAI chat request -> Messages request.
 
-use crate::providers::convert::{data_url, function_tools, invalid, unsupported_part};
+use crate::providers::convert::{
+    Speaker, content_items, data_url, function_tools, invalid, split_turns,
+};
 use crate::providers::tool_arguments::as_object;
-use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
+use llmq_schemas::{ChatRequest, Content, Message, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -129,51 +131,30 @@ pub(super) fn messages_request<'a>(
 
 /// The `system` text and the user/assistant turns.
 fn turns(messages: &[Message]) -> Result<(Option<String>, Vec<Turn>), ProviderError> {
-    let mut system = Vec::new();
-    let mut turns: Vec<Turn> = Vec::new();
-    for (at, message) in messages.iter().enumerate() {
-        let (role, blocks) = match message.role {
-            Role::System | Role::Developer => {
-                let text = message.text_content();
-                if !text.is_empty() {
-                    system.push(text);
-                }
-                continue;
-            }
-            Role::User => ("user", content_blocks(message.content.as_ref(), at)?),
-            Role::Assistant => ("assistant", assistant_blocks(message, at)?),
-            Role::Tool => ("user", vec![tool_result(message, at)?]),
-        };
-        // Anthropic rejects empty content; an empty message says nothing anyway.
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            _ => turns.push(Turn {
-                role,
-                content: blocks,
-            }),
-        }
-    }
-    Ok(((!system.is_empty()).then(|| system.join("\n\n")), turns))
+    let conversation = split_turns(messages, |speaker, at, message| {
+        Ok(match speaker {
+            Speaker::User => ("user", content_blocks(message.content.as_ref(), at)?),
+            Speaker::Assistant => ("assistant", assistant_blocks(message, at)?),
+            Speaker::Tool => ("user", vec![tool_result(message, at)?]),
+        })
+    })?;
+    let system = (!conversation.system.is_empty()).then(|| conversation.system.join("\n\n"));
+    let turns = conversation
+        .turns
+        .into_iter()
+        .map(|(role, content)| Turn { role, content })
+        .collect();
+    Ok((system, turns))
 }
 
 fn content_blocks(content: Option<&Content>, at: usize) -> Result<Vec<Block>, ProviderError> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![Block::Text { text: text.clone() }]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|part| match part {
-                ContentPart::Text { text } if text.is_empty() => None,
-                ContentPart::Text { text } => Some(Ok(Block::Text { text: text.clone() })),
-                ContentPart::ImageUrl { image_url } => Some(image_block(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Anthropic"))),
-            })
-            .collect(),
-    }
+    content_items(
+        content,
+        at,
+        "Anthropic",
+        |text| Block::Text { text },
+        image_block,
+    )
 }
 
 fn image_block(url: &str, at: usize) -> Result<Block, ProviderError> {

@@ -1,14 +1,11 @@
 //! Messages response -> `Completion`, and usage normalization.
 
-use llmq_schemas::{
-    ChatCompletion, Choice, ErrorType, FunctionCall, ResponseMessage, ToolCall, Usage,
-};
+use llmq_schemas::{Choice, ErrorType, Usage};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::providers::Completion;
-use crate::providers::ProviderError;
-use crate::providers::accumulate::{openai_usage, unix_now};
+use crate::providers::accumulate::{ChoiceParts, arguments_text};
+use crate::providers::{Completion, ProviderError};
 
 // ---- response wire types ----------------------------------------------------------------
 
@@ -145,60 +142,37 @@ pub(super) fn refusal(details: Option<&StopDetails>, usage: &WireUsage) -> Provi
 }
 
 pub(super) fn completion(message: MessageResponse) -> Result<Completion, ProviderError> {
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut tool_calls = Vec::new();
-    for block in message.content {
-        match block {
-            ResponseBlock::Text { text: part } => text.push_str(&part),
-            ResponseBlock::Thinking { thinking } => reasoning.push_str(&thinking),
-            ResponseBlock::ToolUse { id, name, input } => {
-                let arguments = match input {
-                    Value::Null => "{}".to_owned(),
-                    input => input.to_string(),
-                };
-                tool_calls.push(ToolCall {
-                    id,
-                    kind: "function".into(),
-                    function: FunctionCall { name, arguments },
-                });
-            }
-            ResponseBlock::Other => {}
-        }
-    }
+    let parts = choice_parts(message.content);
     let stop_reason = message.stop_reason.as_deref();
-    if stop_reason == Some("refusal") && text.is_empty() && tool_calls.is_empty() {
+    if stop_reason == Some("refusal") && !parts.has_answer() {
         return Err(refusal(
             message.stop_details.as_ref(),
             &message.usage.unwrap_or_default(),
         ));
     }
-    let usage = message.usage.as_ref().map(normalize_usage);
-    let finish = finish_reason(stop_reason, !tool_calls.is_empty());
-    let response = ChatCompletion {
-        id: message.id,
-        object: "chat.completion".into(),
-        created: unix_now(),
-        model: message.model,
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: "assistant".into(),
-                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                refusal: None,
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                extra: Map::new(),
-            },
-            finish_reason: Some(finish),
-            logprobs: None,
-        }],
-        usage: usage.as_ref().map(openai_usage),
-        system_fingerprint: None,
-        service_tier: None,
-        extra: Map::new(),
-    };
-    Ok(Completion { response, usage })
+    let finish = finish_reason(stop_reason, !parts.tool_calls.is_empty());
+    Ok(Completion::assembled(
+        Some(message.id),
+        None,
+        message.model,
+        vec![Choice::finished(0, parts.into_message(), finish)],
+        message.usage.as_ref().map(normalize_usage),
+    ))
+}
+
+fn choice_parts(blocks: Vec<ResponseBlock>) -> ChoiceParts {
+    let mut parts = ChoiceParts::default();
+    for block in blocks {
+        match block {
+            ResponseBlock::Text { text } => parts.text.push_str(&text),
+            ResponseBlock::Thinking { thinking } => parts.reasoning.push_str(&thinking),
+            ResponseBlock::ToolUse { id, name, input } => {
+                parts.push_call(id, name, arguments_text(Some(input)));
+            }
+            ResponseBlock::Other => {}
+        }
+    }
+    parts
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::error::{ErrorObject, classify_object};
 use super::response::{StopDetails, WireUsage, finish_reason, normalize_usage, refusal};
-use crate::providers::error::snippet;
+use crate::providers::wire::{event_json, stream_end};
 use crate::providers::{DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem};
 
 // ---- stream wire types ------------------------------------------------------------------
@@ -137,115 +137,20 @@ fn tool_delta(delta: ToolCallDelta) -> StreamItem {
     })
 }
 
-impl EventDecoder {
-    fn tool_block(&mut self, block: u32) -> Option<&mut ToolBlock> {
-        self.tool_blocks.iter_mut().find(|b| b.block == block)
-    }
-}
-
 impl StreamDecoder for EventDecoder {
     fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamItem>) -> Result<(), ProviderError> {
-        let data = event.data.trim();
-        if data.is_empty() {
+        let Some(event) = event_json::<StreamEvent>(event, "event")? else {
             return Ok(());
-        }
-        let event: StreamEvent = serde_json::from_str(data).map_err(|err| {
-            ProviderError::malformed(format!(
-                "malformed stream event ({err}): {}",
-                snippet(data.as_bytes())
-            ))
-        })?;
+        };
         match event {
-            StreamEvent::MessageStart { message } => {
-                out.push(StreamItem::Meta {
-                    id: message.id,
-                    model: message.model,
-                    created: None,
-                });
-                if let Some(usage) = message.usage {
-                    self.usage.update(&usage);
-                    out.push(StreamItem::Usage(normalize_usage(&self.usage)));
-                }
-            }
+            StreamEvent::MessageStart { message } => self.message_start(message, out),
             StreamEvent::ContentBlockStart {
                 index,
                 content_block,
-            } => match content_block {
-                StartBlock::Text { text } if !text.is_empty() => {
-                    self.answered = true;
-                    out.push(content(text));
-                }
-                StartBlock::Thinking { thinking } if !thinking.is_empty() => {
-                    out.push(reasoning(thinking));
-                }
-                StartBlock::ToolUse { id, name } => {
-                    let tool = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
-                    self.tool_blocks.push(ToolBlock {
-                        block: index,
-                        tool,
-                        has_arguments: false,
-                    });
-                    self.answered = true;
-                    out.push(tool_delta(ToolCallDelta {
-                        index: tool,
-                        id: Some(id),
-                        name: Some(name),
-                        arguments: None,
-                    }));
-                }
-                StartBlock::Text { .. } | StartBlock::Thinking { .. } | StartBlock::Other => {}
-            },
-            StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => {
-                    self.answered |= !text.is_empty();
-                    out.push(content(text));
-                }
-                BlockDelta::ThinkingDelta { thinking } => out.push(reasoning(thinking)),
-                BlockDelta::InputJsonDelta { partial_json } => {
-                    if let Some(block) = self.tool_block(index)
-                        && !partial_json.is_empty()
-                    {
-                        block.has_arguments = true;
-                        let tool = block.tool;
-                        out.push(tool_delta(ToolCallDelta {
-                            index: tool,
-                            arguments: Some(partial_json),
-                            ..ToolCallDelta::default()
-                        }));
-                    }
-                }
-                BlockDelta::Other => {}
-            },
-            StreamEvent::ContentBlockStop { index } => {
-                // A tool without arguments streams only `""`; the non-streaming answer
-                // says `{}`, and so must this one.
-                if let Some(block) = self.tool_block(index)
-                    && !block.has_arguments
-                {
-                    block.has_arguments = true;
-                    let tool = block.tool;
-                    out.push(tool_delta(ToolCallDelta {
-                        index: tool,
-                        arguments: Some("{}".into()),
-                        ..ToolCallDelta::default()
-                    }));
-                }
-            }
-            StreamEvent::MessageDelta { delta, usage } => {
-                if let Some(usage) = usage {
-                    self.usage.update(&usage);
-                    out.push(StreamItem::Usage(normalize_usage(&self.usage)));
-                }
-                if let Some(reason) = delta.stop_reason {
-                    if reason == "refusal" && !self.answered {
-                        return Err(refusal(delta.stop_details.as_ref(), &self.usage));
-                    }
-                    out.push(StreamItem::Finish(finish_reason(
-                        Some(&reason),
-                        !self.tool_blocks.is_empty(),
-                    )));
-                }
-            }
+            } => self.block_start(index, content_block, out),
+            StreamEvent::ContentBlockDelta { index, delta } => self.block_delta(index, delta, out),
+            StreamEvent::ContentBlockStop { index } => self.block_stop(index, out),
+            StreamEvent::MessageDelta { delta, usage } => self.message_delta(delta, usage, out)?,
             StreamEvent::MessageStop {} => self.done = true,
             StreamEvent::Error { error } => return Err(classify_object(None, &error)),
             StreamEvent::Ping {} | StreamEvent::Unknown => {}
@@ -258,11 +163,115 @@ impl StreamDecoder for EventDecoder {
     }
 
     fn finish(&mut self) -> Result<(), ProviderError> {
-        if self.done {
-            Ok(())
-        } else {
-            Err(ProviderError::network("stream ended before message_stop"))
+        stream_end(self.done, "message_stop")
+    }
+}
+
+impl EventDecoder {
+    fn tool_block(&mut self, block: u32) -> Option<&mut ToolBlock> {
+        self.tool_blocks.iter_mut().find(|b| b.block == block)
+    }
+
+    /// Usage is cumulative: a report updates what the earlier ones said.
+    fn usage(&mut self, usage: Option<WireUsage>, out: &mut Vec<StreamItem>) {
+        if let Some(usage) = usage {
+            self.usage.update(&usage);
+            out.push(StreamItem::Usage(normalize_usage(&self.usage)));
         }
+    }
+
+    fn message_start(&mut self, message: StartMessage, out: &mut Vec<StreamItem>) {
+        out.push(StreamItem::Meta {
+            id: message.id,
+            model: message.model,
+            created: None,
+        });
+        self.usage(message.usage, out);
+    }
+
+    fn block_start(&mut self, index: u32, block: StartBlock, out: &mut Vec<StreamItem>) {
+        match block {
+            StartBlock::Text { text } if !text.is_empty() => {
+                self.answered = true;
+                out.push(content(text));
+            }
+            StartBlock::Thinking { thinking } if !thinking.is_empty() => {
+                out.push(reasoning(thinking));
+            }
+            StartBlock::ToolUse { id, name } => {
+                let tool = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                self.tool_blocks.push(ToolBlock {
+                    block: index,
+                    tool,
+                    has_arguments: false,
+                });
+                self.answered = true;
+                out.push(tool_delta(ToolCallDelta {
+                    index: tool,
+                    id: Some(id),
+                    name: Some(name),
+                    arguments: None,
+                }));
+            }
+            StartBlock::Text { .. } | StartBlock::Thinking { .. } | StartBlock::Other => {}
+        }
+    }
+
+    fn block_delta(&mut self, index: u32, delta: BlockDelta, out: &mut Vec<StreamItem>) {
+        match delta {
+            BlockDelta::TextDelta { text } => {
+                self.answered |= !text.is_empty();
+                out.push(content(text));
+            }
+            BlockDelta::ThinkingDelta { thinking } => out.push(reasoning(thinking)),
+            BlockDelta::InputJsonDelta { partial_json } => {
+                if !partial_json.is_empty() {
+                    out.extend(self.arguments(index, partial_json));
+                }
+            }
+            BlockDelta::Other => {}
+        }
+    }
+
+    /// A tool without arguments streams only `""`; the non-streaming answer says `{}`,
+    /// and so must this one.
+    fn block_stop(&mut self, index: u32, out: &mut Vec<StreamItem>) {
+        if self
+            .tool_block(index)
+            .is_some_and(|block| !block.has_arguments)
+        {
+            out.extend(self.arguments(index, "{}".into()));
+        }
+    }
+
+    /// Arguments text for the tool call of content block `index`, if it is one.
+    fn arguments(&mut self, index: u32, arguments: String) -> Option<StreamItem> {
+        let block = self.tool_block(index)?;
+        block.has_arguments = true;
+        Some(tool_delta(ToolCallDelta {
+            index: block.tool,
+            arguments: Some(arguments),
+            ..ToolCallDelta::default()
+        }))
+    }
+
+    fn message_delta(
+        &mut self,
+        delta: MessageDeltaBody,
+        usage: Option<WireUsage>,
+        out: &mut Vec<StreamItem>,
+    ) -> Result<(), ProviderError> {
+        self.usage(usage, out);
+        if let Some(reason) = delta.stop_reason {
+            if reason == "refusal" && !self.answered {
+                return Err(refusal(delta.stop_details.as_ref(), &self.usage));
+            }
+            out.push(StreamItem::Finish(finish_reason(
+                Some(&reason),
+                !self.tool_blocks.is_empty(),
+            )));
+        }
+        Ok(())
     }
 }
 

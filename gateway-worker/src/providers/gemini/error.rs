@@ -108,6 +108,7 @@ mod tests {
 
     use crate::providers::Adapter;
     use crate::providers::gemini::tests::adapter;
+    use crate::providers::testing::assert_classifies;
 
     fn status_body(code: u16, status: &str, message: &str, details: Value) -> Vec<u8> {
         json!({"error": {"code": code, "message": message, "status": status, "details": details}})
@@ -282,16 +283,7 @@ mod tests {
                 ErrorType::Server,
             ),
         ];
-        for (status, body, class) in cases {
-            let err = adapter().classify_error(status, &headers, &body);
-            assert_eq!(
-                err.class,
-                class,
-                "{status} {}",
-                String::from_utf8_lossy(&body)
-            );
-            assert_eq!(err.status, Some(status));
-        }
+        assert_classifies(&adapter(), &cases);
         let wrapped = format!(
             "[{}]",
             String::from_utf8_lossy(&status_body(503, "UNAVAILABLE", "overloaded", json!([])))

@@ -50,14 +50,13 @@ mod response;
 mod signature;
 mod stream;
 
-use llmq_schemas::ErrorType;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 
-use super::azure::percent_encode;
-use super::error::snippet;
-use super::openai::{secret_header, static_headers};
-use super::{Adapter, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder};
-use crate::config::{ApiKey, ProviderConfig};
+use super::wire::{CallHeaders, KeyHeader, json_body, not_a, percent_encode};
+use super::{
+    Adapter, AdapterConfigError, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder,
+};
+use crate::config::ProviderConfig;
 
 use error::{ErrorEnvelope, classify_status};
 use request::generate_request;
@@ -70,56 +69,42 @@ const API_KEY_HEADER: &str = "x-goog-api-key";
 #[derive(Debug)]
 pub struct Gemini {
     base_url: String,
-    key: Option<ApiKey>,
-    headers: HeaderMap,
+    headers: CallHeaders,
 }
 
 impl Gemini {
-    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, String> {
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Self, AdapterConfigError> {
         Ok(Self {
             base_url: config.base_url(),
-            key: config.api_key.clone(),
-            headers: static_headers(name, config)?,
+            headers: CallHeaders::from_config(name, config, KeyHeader::Named(API_KEY_HEADER))?,
         })
+    }
+
+    /// `models/<model>:<method>`, for streaming or not.
+    fn url(&self, upstream_model: &str, stream: bool) -> String {
+        let model = upstream_model
+            .strip_prefix("models/")
+            .unwrap_or(upstream_model);
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        format!(
+            "{}{MODELS_PATH}{}:{method}",
+            self.base_url,
+            percent_encode(model)
+        )
     }
 }
 
 impl Adapter for Gemini {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
-        let mut headers = self.headers.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if call.stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
-        if let Some(key) = &self.key {
-            headers.insert(
-                HeaderName::from_static(API_KEY_HEADER),
-                secret_header(key.expose())?,
-            );
-        }
-        let model = call
-            .upstream_model
-            .strip_prefix("models/")
-            .unwrap_or(call.upstream_model);
-        let method = if call.stream {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
-        let body = serde_json::to_vec(&generate_request(call.request)?).map_err(|err| {
-            ProviderError::new(
-                ErrorType::InvalidRequest,
-                format!("cannot encode request: {err}"),
-            )
-        })?;
+        let headers = self.headers.for_call(call.stream)?;
         Ok(HttpCall {
-            url: format!(
-                "{}{MODELS_PATH}{}:{method}",
-                self.base_url,
-                percent_encode(model)
-            ),
+            url: self.url(call.upstream_model, call.stream),
             headers,
-            body,
+            body: json_body(&generate_request(call.request)?)?,
         })
     }
 
@@ -129,10 +114,7 @@ impl Adapter for Gemini {
                 error: Some(error), ..
             }) => Err(classify_status(None, &error)),
             Ok(response) => completion(response),
-            Err(err) => Err(ProviderError::malformed(format!(
-                "not a GenerateContentResponse ({err}): {}",
-                snippet(body)
-            ))),
+            Err(err) => Err(not_a("GenerateContentResponse", &err, body)),
         }
     }
 
@@ -141,26 +123,31 @@ impl Adapter for Gemini {
     }
 
     fn classify_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-        // The JSON-array stream format wraps the error in an array. (Checked first: serde
-        // would also read an array as a positional struct.)
-        let envelope = if body.trim_ascii_start().starts_with(b"[") {
-            serde_json::from_slice::<Vec<ErrorEnvelope>>(body)
-                .ok()
-                .and_then(|list| list.into_iter().next())
-        } else {
-            serde_json::from_slice::<ErrorEnvelope>(body).ok()
-        };
-        let parsed = envelope.map(|envelope| classify_status(Some(status), &envelope.error));
+        let parsed =
+            error_envelope(body).map(|envelope| classify_status(Some(status), &envelope.error));
         ProviderError::from_response(status, headers, body, parsed)
+    }
+}
+
+/// An error body. The JSON-array stream format wraps the error in an array. (Checked
+/// first: serde would also read an array as a positional struct.)
+fn error_envelope(body: &[u8]) -> Option<ErrorEnvelope> {
+    if body.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice::<Vec<ErrorEnvelope>>(body)
+            .ok()
+            .and_then(|list| list.into_iter().next())
+    } else {
+        serde_json::from_slice::<ErrorEnvelope>(body).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use llmq_schemas::{ChatRequest, Usage};
+    use reqwest::header::ACCEPT;
 
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::config::{ApiKey, ProviderKind};
 
     const KEY: &str = "AIzaSyTestKey123456789";
 
@@ -175,11 +162,8 @@ mod tests {
 
     pub(super) fn spec(request: &ChatRequest, stream: bool) -> CallSpec<'_> {
         CallSpec {
-            request,
-            upstream_model: "gemini-2.5-flash",
-            stream,
             default_max_tokens: Some(999),
-            invalid_tool_arguments: crate::config::InvalidToolArguments::Fail,
+            ..crate::providers::testing::spec(request, "gemini-2.5-flash", stream)
         }
     }
 

@@ -1,12 +1,14 @@
 //! OpenAI chat request -> `GenerateContentRequest`.
 
-use llmq_schemas::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
+use llmq_schemas::{ChatRequest, Content, Message, Role, ToolChoice};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::signature::signature_of;
 use crate::providers::ProviderError;
-use crate::providers::convert::{data_url, function_tools, invalid, unsupported_part};
+use crate::providers::convert::{
+    Speaker, content_items, data_url, function_tools, invalid, split_turns,
+};
 use crate::providers::tool_arguments::as_object;
 
 // ---- request wire types -----------------------------------------------------------------
@@ -155,11 +157,6 @@ pub(super) fn generate_request(
 ) -> Result<GenerateRequest<'_>, ProviderError> {
     let (system_instruction, contents) = contents(&request.messages)?;
     let tools = function_declarations(request)?;
-    let response_format = request.response_format.as_ref();
-    let format_type = response_format
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str);
-    let json_output = matches!(format_type, Some("json_object" | "json_schema"));
     Ok(GenerateRequest {
         contents,
         system_instruction,
@@ -171,73 +168,61 @@ pub(super) fn generate_request(
                 function_declarations: tools,
             }]
         },
-        generation_config: GenerationConfig {
-            temperature: request.temperature,
-            top_p: request.top_p,
-            top_k: request.extra.get("top_k"),
-            max_output_tokens: request.max_output_tokens(),
-            stop_sequences: request
-                .stop
-                .as_ref()
-                .map(|stop| stop.to_vec())
-                .unwrap_or_default(),
-            candidate_count: request.n,
-            seed: request.seed,
-            presence_penalty: request.presence_penalty,
-            frequency_penalty: request.frequency_penalty,
-            response_mime_type: json_output.then_some("application/json"),
-            response_json_schema: response_format
-                .filter(|_| format_type == Some("json_schema"))
-                .and_then(|f| f.pointer("/json_schema/schema")),
-        },
+        generation_config: generation_config(request),
     })
 }
 
+fn generation_config(request: &ChatRequest) -> GenerationConfig<'_> {
+    let response_format = request.response_format.as_ref();
+    let format_type = response_format
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str);
+    let json_output = matches!(format_type, Some("json_object" | "json_schema"));
+    GenerationConfig {
+        temperature: request.temperature,
+        top_p: request.top_p,
+        top_k: request.extra.get("top_k"),
+        max_output_tokens: request.max_output_tokens(),
+        stop_sequences: request
+            .stop
+            .as_ref()
+            .map(|stop| stop.to_vec())
+            .unwrap_or_default(),
+        candidate_count: request.n,
+        seed: request.seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        response_mime_type: json_output.then_some("application/json"),
+        response_json_schema: response_format
+            .filter(|_| format_type == Some("json_schema"))
+            .and_then(|f| f.pointer("/json_schema/schema")),
+    }
+}
+
+/// The system instruction and the user/model turns.
 fn contents(
     messages: &[Message],
 ) -> Result<(Option<SystemInstruction>, Vec<WireContent>), ProviderError> {
-    let mut system = Vec::new();
-    let mut contents: Vec<WireContent> = Vec::new();
-    for (at, message) in messages.iter().enumerate() {
-        let (role, parts) = match message.role {
-            Role::System | Role::Developer => {
-                let text = message.text_content();
-                if !text.is_empty() {
-                    system.push(Part::text(text));
-                }
-                continue;
-            }
-            Role::User => ("user", content_parts(message.content.as_ref(), at)?),
-            Role::Assistant => ("model", model_parts(message, at)?),
-            Role::Tool => ("user", vec![function_response(messages, at)?]),
-        };
-        if parts.is_empty() {
-            continue;
-        }
-        match contents.last_mut() {
-            Some(last) if last.role == role => last.parts.extend(parts),
-            _ => contents.push(WireContent { role, parts }),
-        }
-    }
-    let system = (!system.is_empty()).then_some(SystemInstruction { parts: system });
+    let conversation = split_turns(messages, |speaker, at, message| {
+        Ok(match speaker {
+            Speaker::User => ("user", content_parts(message.content.as_ref(), at)?),
+            Speaker::Assistant => ("model", model_parts(message, at)?),
+            Speaker::Tool => ("user", vec![function_response(messages, at)?]),
+        })
+    })?;
+    let system = (!conversation.system.is_empty()).then(|| SystemInstruction {
+        parts: conversation.system.into_iter().map(Part::text).collect(),
+    });
+    let contents = conversation
+        .turns
+        .into_iter()
+        .map(|(role, parts)| WireContent { role, parts })
+        .collect();
     Ok((system, contents))
 }
 
 fn content_parts(content: Option<&Content>, at: usize) -> Result<Vec<Part>, ProviderError> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![Part::text(text.clone())]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|part| match part {
-                ContentPart::Text { text } if text.is_empty() => None,
-                ContentPart::Text { text } => Some(Ok(Part::text(text.clone()))),
-                ContentPart::ImageUrl { image_url } => Some(image_part(&image_url.url, at)),
-                ContentPart::Other(other) => Some(Err(unsupported_part(other, at, "Gemini"))),
-            })
-            .collect(),
-    }
+    content_items(content, at, "Gemini", Part::text, image_part)
 }
 
 fn image_part(url: &str, at: usize) -> Result<Part, ProviderError> {

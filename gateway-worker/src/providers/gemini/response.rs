@@ -1,14 +1,12 @@
 //! `GenerateContentResponse` -> `Completion`, and usage normalization.
 
-use llmq_schemas::{
-    ChatCompletion, Choice, ErrorType, FunctionCall, ResponseMessage, ToolCall, Usage,
-};
+use llmq_schemas::{Choice, ErrorType, Usage};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::Status;
 use super::signature::call_id;
-use crate::providers::accumulate::{openai_usage, unix_now};
+use crate::providers::accumulate::{ChoiceParts, arguments_text};
 use crate::providers::{Completion, ProviderError};
 
 // ---- response wire types ----------------------------------------------------------------
@@ -138,13 +136,9 @@ pub(super) enum PartOutput {
 
 pub(super) fn part_output(part: ResponsePart) -> PartOutput {
     if let Some(call) = part.function_call {
-        let arguments = match call.args {
-            None | Some(Value::Null) => "{}".to_owned(),
-            Some(args) => args.to_string(),
-        };
         return PartOutput::Call {
             name: call.name,
-            arguments,
+            arguments: arguments_text(call.args),
             signature: part.thought_signature,
         };
     }
@@ -172,74 +166,66 @@ fn answer(response: GenerateResponse, usage: Option<Usage>) -> Result<Completion
             },
         );
     }
-    let mut choices = Vec::with_capacity(response.candidates.len());
-    // Set while every candidate so far is a safety stop with no output.
-    let mut refused: Option<Option<String>> = None;
-    let mut answered = false;
-    for (position, candidate) in response.candidates.into_iter().enumerate() {
-        let mut text = String::new();
-        let mut reasoning = String::new();
-        let mut tool_calls = Vec::new();
-        for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
-            match part_output(part) {
-                PartOutput::Text(part) => text.push_str(&part),
-                PartOutput::Thought(part) => reasoning.push_str(&part),
-                PartOutput::Call {
-                    name,
-                    arguments,
-                    signature,
-                } => tool_calls.push(ToolCall {
-                    id: call_id(tool_calls.len(), signature.as_deref()),
-                    kind: "function".into(),
-                    function: FunctionCall { name, arguments },
-                }),
-                PartOutput::Nothing => {}
-            }
-        }
-        let finish = finish_reason(candidate.finish_reason.as_deref(), !tool_calls.is_empty());
-        let bare_filter = finish == "content_filter" && text.is_empty() && tool_calls.is_empty();
-        if bare_filter {
-            refused.get_or_insert_with(|| candidate.finish_reason.clone());
-        } else {
-            answered = true;
-        }
-        choices.push(Choice {
-            index: candidate
-                .index
-                .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
-            message: ResponseMessage {
-                role: "assistant".into(),
-                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                refusal: None,
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                extra: Map::new(),
-            },
-            finish_reason: Some(finish.to_owned()),
-            logprobs: None,
-        });
-    }
+    let (mut choices, filtered): (Vec<Choice>, Vec<Option<String>>) = response
+        .candidates
+        .into_iter()
+        .enumerate()
+        .map(|(position, candidate)| choice(position, candidate))
+        .unzip();
     // Only when no candidate produced anything is the answer a refusal.
-    if let Some(reason) = refused
-        && !answered
+    if let Some(Some(reason)) = filtered.first()
+        && filtered.iter().all(Option::is_some)
     {
-        return Err(blocked("the answer", reason.as_deref().unwrap_or("SAFETY")));
+        return Err(blocked("the answer", reason));
     }
     choices.sort_by_key(|c| c.index);
-    let response = ChatCompletion {
-        id: response
-            .response_id
-            .unwrap_or_else(|| format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())),
-        object: "chat.completion".into(),
-        created: unix_now(),
-        model: response.model_version.unwrap_or_default(),
+    Ok(Completion::assembled(
+        response.response_id,
+        None,
+        response.model_version.unwrap_or_default(),
         choices,
-        usage: usage.as_ref().map(openai_usage),
-        system_fingerprint: None,
-        service_tier: None,
-        extra: Map::new(),
-    };
-    Ok(Completion { response, usage })
+        usage,
+    ))
+}
+
+/// A candidate as a choice, and its finish reason if it is only a filter stop (no text,
+/// no tool call).
+fn choice(position: usize, candidate: Candidate) -> (Choice, Option<String>) {
+    let parts = choice_parts(candidate.content);
+    let finish = finish_reason(
+        candidate.finish_reason.as_deref(),
+        !parts.tool_calls.is_empty(),
+    );
+    let filtered = (finish == "content_filter" && !parts.has_answer())
+        .then_some(candidate.finish_reason)
+        .flatten();
+    let index = candidate
+        .index
+        .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX));
+    (
+        Choice::finished(index, parts.into_message(), finish.to_owned()),
+        filtered,
+    )
+}
+
+fn choice_parts(content: Option<CandidateContent>) -> ChoiceParts {
+    let mut parts = ChoiceParts::default();
+    for part in content.map(|c| c.parts).unwrap_or_default() {
+        match part_output(part) {
+            PartOutput::Text(text) => parts.text.push_str(&text),
+            PartOutput::Thought(text) => parts.reasoning.push_str(&text),
+            PartOutput::Call {
+                name,
+                arguments,
+                signature,
+            } => {
+                let id = call_id(parts.tool_calls.len(), signature.as_deref());
+                parts.push_call(id, name, arguments);
+            }
+            PartOutput::Nothing => {}
+        }
+    }
+    parts
 }
 
 #[cfg(test)]

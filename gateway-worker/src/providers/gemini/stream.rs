@@ -4,10 +4,11 @@ use llmq_schemas::ToolCallDelta;
 
 use super::error::classify_status;
 use super::response::{
-    GenerateResponse, PartOutput, blocked, finish_reason, normalize_usage, part_output,
+    Candidate, CandidateContent, GenerateResponse, PartOutput, blocked, finish_reason,
+    normalize_usage, part_output,
 };
 use super::signature::call_id;
-use crate::providers::error::snippet;
+use crate::providers::wire::{event_json, stream_end};
 use crate::providers::{DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem};
 
 /// Decodes `streamGenerateContent?alt=sse` chunks, each a partial `GenerateContentResponse`.
@@ -22,16 +23,9 @@ pub(super) struct ChunkStream {
 
 impl StreamDecoder for ChunkStream {
     fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamItem>) -> Result<(), ProviderError> {
-        let data = event.data.trim();
-        if data.is_empty() {
+        let Some(chunk) = event_json::<GenerateResponse>(event, "chunk")? else {
             return Ok(());
-        }
-        let chunk: GenerateResponse = serde_json::from_str(data).map_err(|err| {
-            ProviderError::malformed(format!(
-                "malformed stream chunk ({err}): {}",
-                snippet(data.as_bytes())
-            ))
-        })?;
+        };
         if let Some(error) = &chunk.error {
             return Err(classify_status(None, error));
         }
@@ -40,14 +34,7 @@ impl StreamDecoder for ChunkStream {
         if let Some(usage) = &chunk.usage_metadata {
             out.push(StreamItem::Usage(normalize_usage(usage)));
         }
-        if !self.meta_sent && (chunk.response_id.is_some() || chunk.model_version.is_some()) {
-            self.meta_sent = true;
-            out.push(StreamItem::Meta {
-                id: chunk.response_id,
-                model: chunk.model_version,
-                created: None,
-            });
-        }
+        out.extend(self.meta(chunk.response_id, chunk.model_version));
         if chunk.candidates.is_empty()
             && let Some(reason) = chunk.prompt_feedback.and_then(|f| f.block_reason)
         {
@@ -58,52 +45,10 @@ impl StreamDecoder for ChunkStream {
             .candidates
             .into_iter()
             .find(|c| c.index.unwrap_or(0) == 0);
-        if let Some(candidate) = first {
-            let mut delta = DeltaPart::default();
-            for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
-                match part_output(part) {
-                    PartOutput::Text(text) => {
-                        delta
-                            .content
-                            .get_or_insert_with(String::new)
-                            .push_str(&text);
-                    }
-                    PartOutput::Thought(text) => {
-                        delta
-                            .reasoning
-                            .get_or_insert_with(String::new)
-                            .push_str(&text);
-                    }
-                    PartOutput::Call {
-                        name,
-                        arguments,
-                        signature,
-                    } => {
-                        delta.tool_calls.push(ToolCallDelta {
-                            index: u32::try_from(self.calls).unwrap_or(u32::MAX),
-                            id: Some(call_id(self.calls, signature.as_deref())),
-                            name: Some(name),
-                            arguments: Some(arguments),
-                        });
-                        self.calls += 1;
-                    }
-                    PartOutput::Nothing => {}
-                }
-            }
-            self.answered |= delta.content.is_some() || !delta.tool_calls.is_empty();
-            if !delta.is_empty() {
-                out.push(StreamItem::Delta(delta));
-            }
-            if let Some(reason) = candidate.finish_reason.as_deref() {
-                let finish = finish_reason(Some(reason), self.calls > 0);
-                if finish == "content_filter" && !self.answered {
-                    return Err(blocked("the answer", reason));
-                }
-                self.finished = true;
-                out.push(StreamItem::Finish(finish.to_owned()));
-            }
+        match first {
+            Some(candidate) => self.candidate(candidate, out),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// There is no end marker: only the end of the body ends the stream.
@@ -112,11 +57,89 @@ impl StreamDecoder for ChunkStream {
     }
 
     fn finish(&mut self) -> Result<(), ProviderError> {
-        if self.finished {
-            Ok(())
-        } else {
-            Err(ProviderError::network("stream ended before a finishReason"))
+        stream_end(self.finished, "a finishReason")
+    }
+}
+
+impl ChunkStream {
+    /// The response's identity, from the first chunk that carries any.
+    fn meta(&mut self, id: Option<String>, model: Option<String>) -> Option<StreamItem> {
+        if self.meta_sent || (id.is_none() && model.is_none()) {
+            return None;
         }
+        self.meta_sent = true;
+        Some(StreamItem::Meta {
+            id,
+            model,
+            created: None,
+        })
+    }
+
+    /// The first candidate's output in this chunk, and its finish.
+    fn candidate(
+        &mut self,
+        candidate: Candidate,
+        out: &mut Vec<StreamItem>,
+    ) -> Result<(), ProviderError> {
+        let delta = self.delta(candidate.content);
+        self.answered |= delta.content.is_some() || !delta.tool_calls.is_empty();
+        if !delta.is_empty() {
+            out.push(StreamItem::Delta(delta));
+        }
+        let Some(reason) = candidate.finish_reason.as_deref() else {
+            return Ok(());
+        };
+        let finish = finish_reason(Some(reason), self.calls > 0);
+        if finish == "content_filter" && !self.answered {
+            return Err(blocked("the answer", reason));
+        }
+        self.finished = true;
+        out.push(StreamItem::Finish(finish.to_owned()));
+        Ok(())
+    }
+
+    fn delta(&mut self, content: Option<CandidateContent>) -> DeltaPart {
+        let mut delta = DeltaPart::default();
+        for part in content.map(|c| c.parts).unwrap_or_default() {
+            match part_output(part) {
+                PartOutput::Text(text) => {
+                    delta
+                        .content
+                        .get_or_insert_with(String::new)
+                        .push_str(&text);
+                }
+                PartOutput::Thought(text) => {
+                    delta
+                        .reasoning
+                        .get_or_insert_with(String::new)
+                        .push_str(&text);
+                }
+                PartOutput::Call {
+                    name,
+                    arguments,
+                    signature,
+                } => delta.tool_calls.push(self.call(name, arguments, signature)),
+                PartOutput::Nothing => {}
+            }
+        }
+        delta
+    }
+
+    /// The next tool call of the answer (Gemini sends each call whole, in one part).
+    fn call(
+        &mut self,
+        name: String,
+        arguments: String,
+        signature: Option<String>,
+    ) -> ToolCallDelta {
+        let call = ToolCallDelta {
+            index: u32::try_from(self.calls).unwrap_or(u32::MAX),
+            id: Some(call_id(self.calls, signature.as_deref())),
+            name: Some(name),
+            arguments: Some(arguments),
+        };
+        self.calls += 1;
+        call
     }
 }
 
