@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use llmq_schemas::Subjects;
 
+use llmq_runtime::tenants::Registry;
+
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics;
@@ -28,6 +30,8 @@ pub struct WorkerContext {
     pub retry: RetryPolicy,
     pub prices: PriceTable,
     pub cancels: Arc<CancelRegistry>,
+    /// Who may use what (open when the registry is not enforced).
+    pub registry: Arc<Registry>,
 }
 
 impl WorkerContext {

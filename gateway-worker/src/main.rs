@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             eprintln!("gateway-worker: {err}");
             ExitCode::from(match err {
                 RunError::Config(_) | RunError::Routes(_) | RunError::Admin { .. } => EX_CONFIG,
-                RunError::Connect(_) | RunError::Setup(_) => EX_UNAVAILABLE,
+                RunError::Connect(_) | RunError::Setup(_) | RunError::Registry(_) => EX_UNAVAILABLE,
                 RunError::Metrics(_) => EX_SOFTWARE,
             })
         }

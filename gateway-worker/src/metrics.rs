@@ -30,6 +30,7 @@ pub const COOLDOWNS: &str = "llmq_deployment_cooldowns_total";
 pub const TOKENS: &str = "llmq_tokens_total";
 pub const COST: &str = "llmq_cost_microusd_total";
 pub const PUBLISH_RETRIES: &str = "llmq_publish_retries_total";
+pub const POLICY_DENIALS: &str = "llmq_policy_denials_total";
 
 /// The `model` label of every model not in this worker's config (see
 /// `WorkerContext::model_label`).
@@ -148,6 +149,11 @@ fn describe() {
         "Cost of priced usage in millionths of a US dollar, per provider."
     );
     describe_counter!(
+        POLICY_DENIALS,
+        Unit::Count,
+        "Jobs the tenant registry refused, per rule (a fixed set)."
+    );
+    describe_counter!(
         PUBLISH_RETRIES,
         Unit::Count,
         "Durable publishes retried after a timeout, per stream."
@@ -225,6 +231,10 @@ pub fn cost(provider: &str, usd: f64) {
     if micro.is_finite() && micro > 0.0 {
         counter!(COST, "provider" => provider.to_owned()).increment(micro as u64);
     }
+}
+
+pub fn policy_denied(rule: llmq_schemas::PolicyRule) {
+    counter!(POLICY_DENIALS, "rule" => rule.as_str()).increment(1);
 }
 
 pub fn publish_retry(stream: &'static str) {

@@ -10,8 +10,10 @@
 
 mod connect;
 mod nats_options;
+pub mod policy;
 mod problems;
 pub mod publish;
+pub mod tenants;
 
 pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};
 pub use nats_options::{NatsOptions, TlsOptions, redact_url_userinfo};

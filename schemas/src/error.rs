@@ -44,6 +44,8 @@ pub enum ErrorType {
     /// The job is well-formed JSON but not a valid job (bad subject, reply subject,
     /// messages).
     InvalidJob,
+    /// The tenant registry does not allow the job (`rule` says which rule).
+    PolicyDenied,
     /// A bug or an unexpected state in the worker.
     Internal,
 }
@@ -68,6 +70,7 @@ impl ErrorType {
             ErrorType::DeadlineExceeded => "deadline_exceeded",
             ErrorType::UnknownModel => "unknown_model",
             ErrorType::InvalidJob => "invalid_job",
+            ErrorType::PolicyDenied => "policy_denied",
             ErrorType::Internal => "internal",
         }
     }
@@ -95,6 +98,9 @@ pub struct JobError {
     /// The provider's own error code or type (`insufficient_quota`, `overloaded_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
+    /// `policy_denied`: the registry rule that refused the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<crate::tenant::PolicyRule>,
 }
 
 impl JobError {
@@ -105,6 +111,15 @@ impl JobError {
             provider: None,
             provider_status: None,
             provider_code: None,
+            rule: None,
+        }
+    }
+
+    /// A `policy_denied` error naming its rule.
+    pub fn policy_denied(rule: crate::tenant::PolicyRule, message: impl Into<String>) -> Self {
+        Self {
+            rule: Some(rule),
+            ..Self::new(ErrorType::PolicyDenied, message)
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
-use crate::{CancelRequest, CatalogEntry, Job, Outcome, ReplyEvent, UsageEvent};
+use crate::{CancelRequest, CatalogEntry, Job, Outcome, ReplyEvent, TenantEntry, UsageEvent};
 
 /// (file name, schema) for every message type on the wire.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -17,6 +17,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("usage-event.schema.json", schema::<UsageEvent>()),
         ("cancel-request.schema.json", schema::<CancelRequest>()),
         ("catalog-entry.schema.json", schema::<CatalogEntry>()),
+        ("tenant-entry.schema.json", schema::<TenantEntry>()),
     ]
 }
 

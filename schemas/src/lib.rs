@@ -17,6 +17,7 @@ pub mod json_schema;
 pub mod outcome;
 pub mod request;
 pub mod subject;
+pub mod tenant;
 pub mod timestamp;
 pub mod usage;
 
@@ -35,6 +36,7 @@ pub use request::{
     Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
 pub use subject::{ModelName, SubjectError, Subjects, Tenant};
+pub use tenant::{Clamped, OverMaxTokens, PolicyRule, TenantEntry};
 pub use timestamp::Timestamp;
 pub use usage::{AttemptUsage, Cost, CostBreakdown, Usage, UsageEvent, UsageSource, UsageStatus};
 

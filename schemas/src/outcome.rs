@@ -1,5 +1,7 @@
 //! A job's one final outcome: what the producer reads, whatever happened on the way.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -8,6 +10,7 @@ use crate::completion::ChatCompletion;
 use crate::error::{ErrorType, JobError};
 use crate::job::{JobId, Tier};
 use crate::request::ToolCall;
+use crate::tenant::Clamped;
 use crate::timestamp::Timestamp;
 use crate::usage::{Cost, Usage};
 
@@ -92,6 +95,13 @@ pub struct Outcome {
     /// events it sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processing: Option<uuid::Uuid>,
+    /// The tenant's registry labels (team, cost centre), as when the job ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The job asked for more completion tokens than its tenant may, and ran with the
+    /// tenant's ceiling instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamped: Option<Clamped>,
 }
 
 impl Outcome {

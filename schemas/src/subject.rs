@@ -213,6 +213,17 @@ impl Subjects {
     pub fn cancel_bucket(&self) -> String {
         format!("{}_CANCEL", self.upper)
     }
+    /// KV bucket of the tenant registry, key = tenant id.
+    pub fn tenants_bucket(&self) -> String {
+        format!("{}_TENANTS", self.upper)
+    }
+
+    /// The inbox prefix a tenant's producers use by default, and the only one its jobs may
+    /// name as `reply_to` when the registry is enforced (besides the prefixes its entry
+    /// grants): `_INBOX_llmq.<tenant>`. NATS permissions grant a tenant's user this prefix.
+    pub fn tenant_inbox(tenant: &Tenant) -> String {
+        format!("{}.{}", Self::INBOX_ROOT, tenant.as_str())
+    }
 
     // --- jobs ---
 
@@ -339,6 +350,11 @@ impl Subjects {
                 .is_some_and(|rest| rest.starts_with('.'));
         well_formed && !reserved
     }
+}
+
+impl Subjects {
+    /// The root of every tenant's inbox prefix.
+    pub const INBOX_ROOT: &'static str = "_INBOX_llmq";
 }
 
 impl Default for Subjects {

@@ -5,6 +5,8 @@
 //! of the two, so llmq uses one definition (OpenAI's, the one producers already know)
 //! and the adapters convert into it.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -185,6 +187,10 @@ pub struct UsageEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
     pub at: Timestamp,
+    /// The tenant's registry labels (team, cost centre), as when the job ran: what
+    /// `submitter usage --by label:<name>` groups by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How the processing a usage event bills ended.

@@ -37,6 +37,9 @@ pub(crate) struct Inner {
     pub(crate) connects: Option<watch::Receiver<u64>>,
     pub(crate) catalog: CatalogCache,
     pub(crate) cancel_bucket: OnceCell<kv::Store>,
+    /// This tenant's registry entry as last read, and when (see `tenants.rs`).
+    pub(crate) policy:
+        tokio::sync::Mutex<Option<(tokio::time::Instant, Option<llmq_runtime::tenants::Lookup>)>>,
 }
 
 impl Client {
@@ -98,6 +101,7 @@ impl Client {
                 connects,
                 catalog: CatalogCache::default(),
                 cancel_bucket: OnceCell::new(),
+                policy: tokio::sync::Mutex::new(None),
             }),
         })
     }

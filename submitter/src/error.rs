@@ -78,6 +78,12 @@ pub enum SubmitError {
     /// The catalog could not be read (other than missing, which is `NoWorkers`).
     #[error("cannot read the model catalog: {0}")]
     Catalog(#[source] Box<ClientError>),
+    /// The tenant registry does not let this tenant run the job.
+    #[error("refused by the tenant registry: {message}")]
+    PolicyDenied {
+        rule: llmq_schemas::PolicyRule,
+        message: String,
+    },
 }
 
 impl SubmitError {
@@ -123,6 +129,8 @@ pub enum ClientError {
         #[source]
         source: async_nats::Error,
     },
+    #[error(transparent)]
+    Registry(#[from] llmq_runtime::tenants::StoreError),
 }
 
 impl ClientError {

@@ -34,6 +34,7 @@ mod outcome;
 mod read_stream;
 mod stream_text;
 mod submit;
+mod tenants;
 mod usage_report;
 
 pub use cancel::CancelStatus;
@@ -48,4 +49,5 @@ pub use llmq_runtime::{
 };
 pub use options::ClientOptions;
 pub use stream_text::{StreamText, TextUpdate};
+pub use tenants::POLICY_CACHE;
 pub use usage_report::{UsageQuery, UsageReport, UsageRow};

@@ -33,7 +33,7 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    pub const DEFAULT_INBOX_ROOT: &'static str = "_INBOX_llmq";
+    pub const DEFAULT_INBOX_ROOT: &'static str = llmq_schemas::Subjects::INBOX_ROOT;
 
     /// Options for `tenant` on the default prefix.
     pub fn for_tenant(tenant: impl Into<String>) -> Self {

@@ -74,6 +74,7 @@ impl Client {
         let payload = serde_json::to_vec(job)
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
+        self.check_policy(job, payload.len()).await?;
         let ack = self
             .publish(&subject, &job.id.to_string(), None, &payload)
             .await

@@ -270,6 +270,7 @@ mod tests {
             delivery: 1,
             custom_id: None,
             at: Timestamp::now(),
+            labels: Default::default(),
         }
     }
 

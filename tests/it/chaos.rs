@@ -132,7 +132,14 @@ async fn chaos_every_job_ends_with_exactly_one_correct_outcome() {
             ..ModelBehavior::default()
         },
     );
-    let mut stack = Stack::start_with(options, NatsOptions { sync_always: true }).await;
+    let mut stack = Stack::start_with(
+        options,
+        NatsOptions {
+            sync_always: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut setup = stack.setup(&format!(
         r#"{providers}
 [providers.mock.timeouts]

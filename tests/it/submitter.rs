@@ -488,7 +488,11 @@ async fn the_outcome_is_read_from_results_when_the_final_event_is_lost() {
 #[tokio::test]
 async fn a_reconnect_makes_handles_look_for_missed_outcomes() {
     // sync_always: the stored outcome must survive the server's SIGKILL.
-    let mut server = TestNats::start_with(ServerOptions { sync_always: true }).await;
+    let mut server = TestNats::start_with(ServerOptions {
+        sync_always: true,
+        ..Default::default()
+    })
+    .await;
     let worker = FakeWorker::setup(&server, "sub-reconnect", Setup::default()).await;
     worker.announce("w1", MODELS).await;
     // The poll is far away: only the reconnect can find the outcome in time.

@@ -33,6 +33,9 @@ pub struct NatsOptions {
     /// `sync_interval: always`: every JetStream write is fsynced before its PubAck, so a
     /// killed server loses nothing it acknowledged (the default fsyncs every 2 minutes).
     pub sync_always: bool,
+    /// More of nats-server's config, appended to the file (an `authorization` block, an
+    /// `include`): tests of generated auth start the server with it.
+    pub extra_config: String,
 }
 
 /// A running nats-server; killed (SIGKILL) and its store removed on drop.
@@ -116,6 +119,37 @@ impl TestNats {
     }
 }
 
+impl TestNats {
+    /// Replaces the extra config and has the running server reload it (`--signal
+    /// reload`), as an operator does after regenerating the authorization.
+    pub async fn reload_with(&mut self, extra_config: &str) {
+        self.options.extra_config = extra_config.to_owned();
+        let config = self.dir.path().join("nats.conf");
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        let base = text.split("max_payload: 8MB\n").next().unwrap_or_default();
+        let text = format!("{base}max_payload: 8MB\n{extra_config}\n");
+        std::fs::write(&config, text).expect("rewrite the nats-server config");
+        let Some(pid) = self.pid() else {
+            panic!("reload: nats-server is not running");
+        };
+        let status = Command::new(nats_server_path())
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .status()
+            .await
+            .expect("nats-server --signal reload");
+        assert!(
+            status.success(),
+            "nats-server --signal reload failed: {status}"
+        );
+    }
+
+    /// The server's log so far (permission violations are logged there).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for TestNats {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -165,8 +199,9 @@ async fn spawn_binary(
         ""
     };
     let config_text = format!(
-        "jetstream {{\n  store_dir: {store:?}\n  {sync}}}\nmax_payload: 8MB\n",
-        store = store.display().to_string()
+        "jetstream {{\n  store_dir: {store:?}\n  {sync}}}\nmax_payload: 8MB\n{extra}\n",
+        store = store.display().to_string(),
+        extra = options.extra_config
     );
     std::fs::write(&config, config_text).map_err(|e| format!("write {}: {e}", config.display()))?;
     let log = dir.join("nats-server.log");

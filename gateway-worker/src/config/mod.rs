@@ -43,12 +43,24 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub cooldown: CooldownConfig,
+    #[serde(default)]
+    pub tenants: TenantsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     /// Prices per provider and upstream model, USD per million tokens. Entries here
     /// override the shipped defaults.
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+}
+
+/// Whether this worker enforces the tenant registry (see README, "Tenants and access").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsConfig {
+    /// `auto` (default): enforced once the registry holds a tenant; `enforced`: unknown
+    /// tenants refused, and the worker does not start without the registry; `open`: no
+    /// registry (a single-team install, tenant `default`).
+    pub mode: llmq_runtime::tenants::Mode,
 }
 
 /// Streams, consumers and buckets. Every worker of a fleet must agree on these.

@@ -31,6 +31,8 @@ pub struct Ready {
     pub delivery: u32,
     /// When the message was stored in the queue.
     pub published: Option<Timestamp>,
+    /// The payload's size as published (a tenant's `max_request_bytes` applies to it).
+    pub payload_bytes: usize,
 }
 
 /// Why a delivery goes to the dead-letter stream instead of running.
@@ -96,6 +98,7 @@ pub fn decode(subjects: &Subjects, max_deliver: i64, delivery: Delivery<'_>) -> 
             tier,
             delivery: u32::try_from(delivered).unwrap_or(u32::MAX),
             published,
+            payload_bytes: delivery.payload.len(),
         })),
         Err(rejection) => Decoded::Rejected(rejection),
     }

@@ -555,6 +555,7 @@ fn job_error(err: &ProviderError, attempt: Option<&Attempt>) -> JobError {
         provider: attempt.map(|a| a.provider.clone()),
         provider_status: err.status,
         provider_code: err.code.clone(),
+        rule: None,
     }
 }
 

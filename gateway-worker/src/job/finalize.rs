@@ -185,6 +185,8 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         last_seq: None,
         first_seq: None,
         processing: Some(run.processing),
+        labels: run.labels.clone(),
+        clamped: run.clamped,
     }
 }
 
@@ -285,6 +287,7 @@ fn build_usage_event(
         delivery: run.delivery,
         custom_id: run.job.custom_id.clone(),
         at: Timestamp::now(),
+        labels: run.labels.clone(),
     }
 }
 

@@ -20,6 +20,9 @@ use super::execute::{CallUsage, Execution, ExecutionReport, JobSpec, execute};
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
 use super::run::JobRun;
+use llmq_runtime::policy::{self, JobFacts};
+use llmq_runtime::tenants::Lookup;
+
 use crate::context::WorkerContext;
 use crate::dlq::dead_letter_message;
 use crate::metrics;
@@ -43,9 +46,11 @@ pub async fn process(
     };
     let model_label = ctx.model_label(&ready.job.model);
     metrics::job_received(model_label, ready.tier, ready.delivery > 1);
-    let problem = ready.subject_problem.take();
-    let run = JobRun::new(*ready, picked_at, started_at);
-    let mut reply = reply_sink(ctx, &run);
+    let subject_problem = ready.subject_problem.take();
+    let payload_bytes = ready.payload_bytes;
+    let mut run = JobRun::new(*ready, picked_at, started_at);
+    let verdict = policy(ctx, &mut run, payload_bytes);
+    let mut reply = reply_sink(ctx, &run, verdict.is_ok());
     if run.delivery > 1
         && let Some(answered) = Box::pin(answer_from_stored(ctx, &run, &mut reply)).await
     {
@@ -54,6 +59,11 @@ pub async fn process(
     if let Some(queued) = run.queued {
         metrics::queue_wait(model_label, run.tier, queued.as_secs_f64());
     }
+    let refusal = match (subject_problem, verdict) {
+        (Some(problem), _) => Some(JobError::new(ErrorType::InvalidJob, problem)),
+        (None, Err(denied)) => Some(denied),
+        (None, Ok(())) => None,
+    };
     let span = tracing::info_span!(
         "job",
         job_id = %run.job.id,
@@ -67,7 +77,36 @@ pub async fn process(
         served,
         hard_stop,
     };
-    job.run(ctx, problem, &mut reply).instrument(span).await
+    job.run(ctx, refusal, &mut reply).instrument(span).await
+}
+
+/// Asks the tenant registry whether the job may run, before anything else happens to it
+/// (whatever path it came by: a producer that skipped the submitter's own check cannot
+/// bypass this). An allowed job gets its tenant's labels and, if it asked for more
+/// completion tokens than its tenant may, the tenant's ceiling instead.
+fn policy(ctx: &WorkerContext, run: &mut JobRun, payload_bytes: usize) -> Result<(), JobError> {
+    let lookup = ctx.registry.lookup(&run.tenant);
+    if let Lookup::Known(policy) = &lookup {
+        run.labels = policy.entry.labels.clone();
+    }
+    let facts = JobFacts {
+        tenant: &run.tenant,
+        tier: run.tier,
+        job: &run.job,
+        payload_bytes,
+    };
+    match policy::check(&lookup, facts) {
+        Ok(allowed) => {
+            allowed.apply(&mut run.job.request);
+            run.clamped = allowed.clamped;
+            Ok(())
+        }
+        Err(denied) => {
+            metrics::policy_denied(denied.rule);
+            tracing::info!(job_id = %run.job.id, tenant = %run.tenant, rule = %denied.rule, "job refused by policy");
+            Err(denied.job_error())
+        }
+    }
 }
 
 /// The one place a delivery goes to the dead-letter stream: copied there, then removed
@@ -88,12 +127,15 @@ async fn reject(ctx: &WorkerContext, message: &Message, rejection: Rejection) ->
     }
 }
 
-fn reply_sink(ctx: &WorkerContext, run: &JobRun) -> ReplySink {
+/// Where the job's events go: its `reply_to`, when it is a subject the worker may publish
+/// to. A job the policy refused may name another tenant's inbox: it gets no events (its
+/// outcome is in the results stream).
+fn reply_sink(ctx: &WorkerContext, run: &JobRun, allowed: bool) -> ReplySink {
     let job = &run.job;
     let reply_to = job
         .reply_to
         .as_deref()
-        .filter(|subject| ctx.subjects.is_safe_reply_to(subject));
+        .filter(|subject| allowed && ctx.subjects.is_safe_reply_to(subject));
     ReplySink::new(
         ctx.nats.clone(),
         reply_to,
@@ -142,12 +184,12 @@ impl Processing<'_> {
     async fn run(
         self,
         ctx: &Arc<WorkerContext>,
-        problem: Option<String>,
+        refusal: Option<JobError>,
         reply: &mut ReplySink,
     ) -> Disposition {
         let run = self.run;
         let deadline_at = run.deadline(&ctx.config.worker);
-        let model = match self.before_any_call(ctx, problem, deadline_at) {
+        let model = match self.before_any_call(ctx, refusal, deadline_at) {
             Ok(model) => model,
             Err((status, error)) => {
                 let finished = Finished::without_attempts(status, error);
@@ -180,12 +222,15 @@ impl Processing<'_> {
     fn before_any_call<'m>(
         &'m self,
         ctx: &'m WorkerContext,
-        problem: Option<String>,
+        refusal: Option<JobError>,
         deadline_at: Timestamp,
     ) -> Result<&'m Arc<ModelRoute>, (OutcomeStatus, JobError)> {
         let run = self.run;
         let fail = |status, kind, message: String| Err((status, JobError::new(kind, message)));
-        if let Some(problem) = problem.or_else(|| invalid(ctx, &run.job)) {
+        if let Some(refusal) = refusal {
+            return Err((OutcomeStatus::Failed, refusal));
+        }
+        if let Some(problem) = invalid(ctx, &run.job) {
             return fail(OutcomeStatus::Failed, ErrorType::InvalidJob, problem);
         }
         if ctx.cancels.is_requested(&run.tenant, run.job.id) {

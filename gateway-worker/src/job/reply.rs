@@ -200,6 +200,8 @@ mod tests {
             last_seq: Some(7),
             first_seq: Some(3),
             processing: Some(uuid::Uuid::now_v7()),
+            labels: Default::default(),
+            clamped: None,
         };
         let json = serde_json::to_vec(&outcome).unwrap();
         let event: ReplyEvent = serde_json::from_slice(&final_event(&json).unwrap()).unwrap();

@@ -1,8 +1,9 @@
 //! A decoded job being processed: what every step after decoding reads.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use llmq_schemas::{Job, Tenant, Tier, Timestamp};
+use llmq_schemas::{Clamped, Job, Tenant, Tier, Timestamp};
 use tokio::time::Instant;
 
 use super::decode::Ready;
@@ -22,6 +23,10 @@ pub struct JobRun {
     pub delivery: u32,
     /// This processing's id: its usage event's, its events', its outcome's.
     pub processing: uuid::Uuid,
+    /// The tenant's registry labels, for the outcome and the usage event.
+    pub labels: BTreeMap<String, String>,
+    /// Set when the tenant's ceiling lowered the job's completion-token cap.
+    pub clamped: Option<Clamped>,
 }
 
 impl JobRun {
@@ -37,6 +42,8 @@ impl JobRun {
             queued: submitted.map(|at| at.elapsed()),
             delivery: ready.delivery,
             processing: uuid::Uuid::now_v7(),
+            labels: BTreeMap::new(),
+            clamped: None,
             job: ready.job,
         }
     }

@@ -33,6 +33,14 @@ pub enum RunError {
     Connect(#[from] llmq_runtime::ConnectError),
     #[error(transparent)]
     Setup(#[from] crate::nats::SetupError),
+    /// The tenant registry could not be read at start-up while it is to be enforced.
+    #[error(
+        "{0}; the worker does not start without it (tenants.mode = {mode:?}); check that NATS \
+         is reachable and this worker's user may read the registry, or set tenants.mode = \
+         \"open\" for a single-team install",
+        mode = "enforced or auto"
+    )]
+    Registry(#[from] llmq_runtime::tenants::RegistryError),
     /// The admin endpoint cannot listen on `admin.listen`: most often a second worker on
     /// the same host with the same config.
     #[error(

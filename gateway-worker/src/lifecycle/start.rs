@@ -18,6 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use super::{RunError, RunningWorker, Tasks};
 use crate::admin::{self, Health};
+use llmq_runtime::tenants::{Mode, Registry};
+
 use crate::cancel::CancelRegistry;
 use crate::config::{self, Config};
 use crate::context::WorkerContext;
@@ -33,8 +35,8 @@ impl RunningWorker {
     pub async fn start(config: Config) -> Result<RunningWorker, RunError> {
         config::validate(&config)?;
         let metrics = metrics::install()?;
-        let ctx = Arc::new(context(config).await?);
-        let tasks = Tasks::new(&ctx);
+        let tasks = Tasks::new(&config);
+        let ctx = Arc::new(context(config, &tasks).await?);
         let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
         load_cancels(&ctx, &tasks).await;
         let loops = start_consumers(&ctx, &tasks).await?;
@@ -56,8 +58,8 @@ impl RunningWorker {
     }
 }
 
-/// What every job shares: the connection, the streams, the routes.
-async fn context(config: Config) -> Result<WorkerContext, RunError> {
+/// What every job shares: the connection, the streams, the routes, the registry.
+async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunError> {
     let config = Arc::new(config);
     let worker_id = config.worker.id.clone().unwrap_or_else(default_worker_id);
     let subjects = Subjects::new(&config.jetstream.prefix).map_err(|err| {
@@ -75,6 +77,7 @@ async fn context(config: Config) -> Result<WorkerContext, RunError> {
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let setup = nats::ensure(&js, &subjects, &config.jetstream).await?;
+    let registry = registry(&setup, config.tenants.mode, tasks).await?;
     Ok(WorkerContext {
         worker_id,
         subjects,
@@ -85,14 +88,36 @@ async fn context(config: Config) -> Result<WorkerContext, RunError> {
         retry: RetryPolicy::new(config.retry.clone()),
         prices: PriceTable::new(&config),
         cancels: CancelRegistry::new(config.jetstream.cancel_ttl),
+        registry,
         setup,
         config,
     })
 }
 
+/// The tenant registry, read whole and then followed (not at all in open mode).
+async fn registry(
+    setup: &nats::Setup,
+    mode: Mode,
+    tasks: &Tasks,
+) -> Result<Arc<Registry>, RunError> {
+    if mode == Mode::Open {
+        return Ok(Registry::open());
+    }
+    let stop = tasks.background.clone();
+    let (registry, following) = Registry::start(setup.tenants.clone(), mode, stop).await?;
+    tracing::info!(
+        tenants = registry.len(),
+        enforced = registry.is_enforced(),
+        ?mode,
+        "tenant registry loaded"
+    );
+    tasks.services.spawn(following);
+    Ok(registry)
+}
+
 impl Tasks {
-    fn new(ctx: &WorkerContext) -> Tasks {
-        let worker = &ctx.config.worker;
+    fn new(config: &Config) -> Tasks {
+        let worker = &config.worker;
         Tasks {
             health: Arc::new(Health::default()),
             stops: Stops {

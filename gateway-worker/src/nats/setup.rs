@@ -34,6 +34,8 @@ pub struct Setup {
     pub dlq: stream::Stream,
     pub catalog: kv::Store,
     pub cancels: kv::Store,
+    /// The tenant registry, read by every worker (see `llmq_runtime::tenants`).
+    pub tenants: kv::Store,
 }
 
 /// Streams and buckets; consumers are made per model with [`ensure_consumer`].
@@ -50,6 +52,11 @@ pub async fn ensure(
         dlq: ensure_stream(js, streams.dlq()).await?,
         catalog: ensure_bucket(js, streams.catalog()).await?,
         cancels: ensure_bucket(js, streams.cancels()).await?,
+        tenants: ensure_bucket(
+            js,
+            llmq_runtime::tenants::bucket_config(subjects, config.replicas),
+        )
+        .await?,
     })
 }
 

@@ -49,7 +49,7 @@ impl Exit {
                 "connection or server error (cannot connect, server too old, llmq not set up)"
             }
             Exit::Rejected => {
-                "rejected at submit (unknown model, no workers, queue full, invalid job)"
+                "rejected at submit (unknown model, no workers, queue full, invalid job, policy)"
             }
             Exit::NotFound => {
                 "not found (no such outcome, also when --wait/--timeout passes; no such DLQ entry)"
@@ -151,7 +151,8 @@ fn submit_exit(err: &SubmitError) -> Exit {
         | SubmitError::NoWorkers { .. }
         | SubmitError::QueueFull { .. }
         | SubmitError::Rejected { .. }
-        | SubmitError::AlreadyWaiting { .. } => Exit::Rejected,
+        | SubmitError::AlreadyWaiting { .. }
+        | SubmitError::PolicyDenied { .. } => Exit::Rejected,
         SubmitError::NotSetUp { .. }
         | SubmitError::Timeout { .. }
         | SubmitError::Connection { .. } => Exit::Unavailable,
@@ -164,7 +165,8 @@ fn client_exit(err: &ClientError) -> Exit {
         ClientError::NotSetUp { .. }
         | ClientError::Timeout { .. }
         | ClientError::PublishTimeout { .. }
-        | ClientError::Nats { .. } => Exit::Unavailable,
+        | ClientError::Nats { .. }
+        | ClientError::Registry(_) => Exit::Unavailable,
         ClientError::NotFound { .. } => Exit::NotFound,
         ClientError::InvalidDlqEntry { .. }
         | ClientError::QueueFull { .. }

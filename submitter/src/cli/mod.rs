@@ -11,6 +11,7 @@ mod models;
 pub mod print;
 mod result;
 mod table;
+mod tenants;
 mod time_arg;
 mod usage;
 
@@ -30,6 +31,7 @@ Examples:
   submitter dlq list
   submitter dlq replay --all
   submitter usage --since 7d --all-tenants
+  submitter tenants apply tenants.toml
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
 Environment: the connection options also come from the variables a worker's config reads
@@ -73,6 +75,9 @@ pub enum Command {
     /// Sum token usage and cost per tenant and model.
     #[command(after_help = Exit::help_table())]
     Usage(usage::UsageArgs),
+    /// The tenant registry: who may use which models (admin).
+    #[command(subcommand, after_help = Exit::help_table())]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Runs the parsed command line.
@@ -92,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Models(args) => models::run(args, options).await,
         Command::Dlq(command) => dlq::run(command, options).await,
         Command::Usage(args) => usage::run(args, options).await,
+        Command::Tenants(command) => tenants::run(command, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))
 }

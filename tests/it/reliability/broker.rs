@@ -16,7 +16,10 @@ async fn a_nats_restart_mid_load_loses_no_job() {
             first_token_delay: Duration::from_millis(30),
             ..MockOptions::default()
         },
-        NatsOptions { sync_always: true },
+        NatsOptions {
+            sync_always: true,
+            ..Default::default()
+        },
     )
     .await;
     let worker = stack.worker(&stack.simple_setup()).await;

@@ -130,6 +130,8 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
         last_seq: None,
         first_seq: None,
         processing: None,
+        labels: Default::default(),
+        clamped: None,
     };
     let js = async_nats::jetstream::new(stack.nats.client().await);
     js.publish(
@@ -204,7 +206,10 @@ async fn sigterm_ends_within_the_grace_period_even_when_the_broker_is_gone() {
             first_token_delay: Duration::from_secs(30),
             ..Default::default()
         },
-        llmq_tests::nats::NatsOptions { sync_always: true },
+        llmq_tests::nats::NatsOptions {
+            sync_always: true,
+            ..Default::default()
+        },
     )
     .await;
     let mut setup = stack.simple_setup();

@@ -61,9 +61,9 @@ pub fn worker_main(config: &Path) -> ExitCode {
                 gateway_worker::RunError::Config(_)
                 | gateway_worker::RunError::Routes(_)
                 | gateway_worker::RunError::Admin { .. } => EX_CONFIG,
-                gateway_worker::RunError::Connect(_) | gateway_worker::RunError::Setup(_) => {
-                    EX_UNAVAILABLE
-                }
+                gateway_worker::RunError::Connect(_)
+                | gateway_worker::RunError::Setup(_)
+                | gateway_worker::RunError::Registry(_) => EX_UNAVAILABLE,
                 _ => EX_SOFTWARE,
             })
         }

@@ -1,0 +1,140 @@
+//! A tenant's entry in the registry: who may use which models, how, and with which
+//! labels on their usage.
+//!
+//! The registry is a KV bucket (`<PREFIX>_TENANTS`, key = tenant id) written by the admin
+//! command from a file teams keep in git, and read by every worker (the authority) and
+//! every producer-side component (to refuse early). The stored entry accepts fields it
+//! does not know, so an admin tool newer than a worker never makes that worker refuse a
+//! tenant; the file it comes from is strict.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::job::Tier;
+use crate::timestamp::Timestamp;
+
+/// One tenant, as stored in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantEntry {
+    pub v: u32,
+    /// The tenant id: a subject token, the last token of its job subjects.
+    pub id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Logical models the tenant may use: exact names, or patterns where `*` stands for
+    /// any run of characters (`chat-*`, `*`). None listed: no model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Tiers the tenant may submit to.
+    #[serde(default = "all_tiers")]
+    pub tiers: Vec<Tier>,
+    /// Most completion tokens a job may ask for (`max_tokens` or `max_completion_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// What a job asking for more than `max_tokens` gets.
+    #[serde(default, skip_serializing_if = "crate::is_default")]
+    pub over_max_tokens: OverMaxTokens,
+    /// Largest job payload accepted, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
+    /// Free-form labels (team, cost centre) carried by the tenant's outcomes and usage
+    /// events.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Reply-subject prefixes the tenant's jobs may name besides its own inbox prefix
+    /// (`_INBOX_llmq.<id>`), for producers that listen elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reply_prefixes: Vec<String>,
+    /// When the entry was last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Timestamp>,
+}
+
+fn all_tiers() -> Vec<Tier> {
+    Tier::ALL.to_vec()
+}
+
+/// What happens to a job asking for more completion tokens than the tenant's ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverMaxTokens {
+    /// The job runs with the ceiling instead, and its outcome says so.
+    #[default]
+    Clamp,
+    /// The job fails with `policy_denied`.
+    Refuse,
+}
+
+/// Which rule refused a job (`policy_denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyRule {
+    /// The tenant is not in the registry (registry enforced).
+    UnknownTenant,
+    /// The tenant's registry entry cannot be read.
+    InvalidTenantEntry,
+    /// The model is not among the tenant's `models`.
+    ModelNotAllowed,
+    /// The tier is not among the tenant's `tiers`.
+    TierNotAllowed,
+    /// More completion tokens than the tenant's `max_tokens`, with `over_max_tokens =
+    /// "refuse"`.
+    MaxTokens,
+    /// A payload larger than the tenant's `max_request_bytes`.
+    RequestTooLarge,
+    /// The job's `reply_to` is outside the tenant's inbox prefixes.
+    ReplySubject,
+}
+
+impl PolicyRule {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PolicyRule::UnknownTenant => "unknown_tenant",
+            PolicyRule::InvalidTenantEntry => "invalid_tenant_entry",
+            PolicyRule::ModelNotAllowed => "model_not_allowed",
+            PolicyRule::TierNotAllowed => "tier_not_allowed",
+            PolicyRule::MaxTokens => "max_tokens",
+            PolicyRule::RequestTooLarge => "request_too_large",
+            PolicyRule::ReplySubject => "reply_subject",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's completion-token cap lowered to its tenant's ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Clamped {
+    /// What the job asked for.
+    pub requested: u32,
+    /// What it ran with: the tenant's `max_tokens`.
+    pub allowed: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_entry_may_use_nothing_in_both_tiers_and_keeps_unknown_fields_readable() {
+        let entry: TenantEntry = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "acme", "limits": {"rpm": 60}
+        }))
+        .unwrap();
+        assert!(entry.models.is_empty());
+        assert_eq!(entry.tiers, Tier::ALL.to_vec());
+        assert_eq!(entry.over_max_tokens, OverMaxTokens::Clamp);
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "id": "acme", "models": [], "tiers": ["interactive", "batch"]})
+        );
+    }
+}
