@@ -88,7 +88,7 @@ impl Denied {
 
 /// Decides whether the job may run.
 pub fn check(lookup: &Lookup, facts: JobFacts<'_>) -> Result<Allowed, Denied> {
-    let tenant = facts.tenant;
+    let tenant = facts.tenant.as_str();
     let policy = match lookup {
         Lookup::Open => return Ok(Allowed::default()),
         Lookup::Known(policy) => policy,

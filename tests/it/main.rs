@@ -12,4 +12,5 @@ mod reliability;
 mod scripts;
 mod secrets;
 mod submitter;
+mod tenants;
 mod worker_binary;
