@@ -21,6 +21,7 @@ use crate::admin::{self, Health};
 use crate::cancel::CancelRegistry;
 use crate::config::{self, Config};
 use crate::context::WorkerContext;
+use crate::keys::KeyFiles;
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
 use crate::routing::{Cooldowns, Router};
@@ -35,6 +36,7 @@ impl RunningWorker {
         let metrics = metrics::install()?;
         let ctx = Arc::new(context(config).await?);
         let tasks = Tasks::new(&ctx);
+        let keys = KeyFiles::watched(&ctx, &tasks.services, tasks.background.clone());
         let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
         load_cancels(&ctx, &tasks).await;
         let loops = start_consumers(&ctx, &tasks).await?;
@@ -52,6 +54,7 @@ impl RunningWorker {
             ctx,
             admin_addr,
             tasks,
+            keys,
         })
     }
 }
