@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dlq;
 pub mod job;
+pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nats;

@@ -1,12 +1,13 @@
 //! `gateway-worker --config worker.toml`: loads the config, sets up logging, runs the
-//! worker until SIGINT or SIGTERM, and exits with a code that says what went wrong.
+//! worker until SIGINT or SIGTERM (SIGHUP re-reads the provider key files), and exits
+//! with a code that says what went wrong.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use gateway_worker::config;
-use gateway_worker::{RunError, run};
+use gateway_worker::{RunError, RunningWorker};
 
 /// The llmq gateway worker: holds provider keys, runs chat-completion jobs from NATS
 /// JetStream, streams results back.
@@ -16,7 +17,9 @@ use gateway_worker::{RunError, run};
     after_help = "Environment: LLMQ__<SECTION>__<KEY> overrides a config value \
 (e.g. LLMQ__WORKER__MAX_INFLIGHT=64, LLMQ__NATS__URL=nats://nats:4222); in provider and model \
 names, _ stands for - (LLMQ__PROVIDERS__AZURE_EU__BASE_URL sets providers.azure-eu). Provider \
-keys are read from the variables or files the config names (api_key_env / api_key_file).\n\n\
+keys are read from the variables or files the config names (api_key_env / api_key_file); \
+SIGHUP re-reads every api_key_file at once (they are also re-read every \
+worker.key_reload_interval).\n\n\
 Exit codes: 0 clean shutdown; 64 invalid config (also: admin.listen already in use); 69 NATS \
 unreachable, too old, or its streams could not be set up; 70 internal error."
 )]
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    let result = runtime.block_on(run(config, shutdown_signal()));
+    let result = runtime.block_on(serve(config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -113,28 +116,118 @@ fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
     ExitCode::from(EX_CONFIG)
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the worker");
-                let _ = interrupt.await;
-                return;
+/// Runs the worker until SIGINT or SIGTERM, then drains it. Every signal the worker
+/// answers is handled here, in [`Signals`] and this loop.
+async fn serve(config: config::Config) -> Result<(), RunError> {
+    // Listening first: a SIGHUP during start-up must not end the process.
+    let mut signals = Signals::listen();
+    let worker = RunningWorker::start(config).await?;
+    loop {
+        match signals.next().await {
+            Asked::ReloadKeys => reload_keys(&worker).await,
+            Asked::Shutdown => {
+                worker.drain().await;
+                return Ok(());
             }
-        };
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+}
+
+/// SIGHUP: every `api_key_file` re-read now; which providers changed or kept their key.
+async fn reload_keys(worker: &RunningWorker) {
+    let reload = worker.reload_keys().await;
+    tracing::info!(
+        changed = ?reload.changed,
+        kept = ?reload.kept,
+        "provider key files re-read"
+    );
+}
+
+/// What a signal asks of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// SIGHUP: re-read every `api_key_file` now.
+    ReloadKeys,
+    /// SIGINT or SIGTERM: drain and exit.
+    Shutdown,
+}
+
+/// The signals the worker answers, listened to from start-up on. A signal that cannot be
+/// listened to is warned about and never arrives.
+#[derive(Debug)]
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::SignalKind;
+        Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            hangup: listen(SignalKind::hangup(), "SIGHUP"),
+        }
+    }
+
+    async fn next(&mut self) -> Asked {
+        tokio::select! {
+            Some(()) = received(&mut self.interrupt) => {
+                tracing::info!("SIGINT received");
+                Asked::Shutdown
+            }
+            Some(()) = received(&mut self.terminate) => {
+                tracing::info!("SIGTERM received");
+                Asked::Shutdown
+            }
+            Some(()) = received(&mut self.hangup) => {
+                tracing::info!("SIGHUP received");
+                Asked::ReloadKeys
+            }
+            else => Asked::Shutdown,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn listen(
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for {name}");
+            None
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, when it is not listened to.
+#[cfg(unix)]
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> Signals {
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Asked {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+        Asked::Shutdown
     }
 }

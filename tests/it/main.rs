@@ -7,6 +7,7 @@ mod chaos;
 mod cli;
 mod core;
 mod harness_smoke;
+mod keys;
 mod providers;
 mod reliability;
 mod scripts;

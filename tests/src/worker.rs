@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gateway_worker::RunningWorker;
 use gateway_worker::config::{Config, load_str};
+use gateway_worker::keys::KeyReload;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -65,6 +66,14 @@ impl WorkerSetup {
             .or_default()
             .insert(key.to_owned(), value.to_owned());
         self
+    }
+
+    /// Replaces the key file's content as a secret mount does: a new file, renamed over
+    /// the old one, so a reader never sees half of it.
+    pub fn rotate_key(&self, key: &str) {
+        let next = self.key_file.with_extension("next");
+        std::fs::write(&next, key).expect("write the next key file");
+        std::fs::rename(&next, &self.key_file).expect("rename it over the key file");
     }
 
     pub fn with_id(mut self, id: &str) -> Self {
@@ -146,6 +155,14 @@ impl TestWorker {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Re-reads every provider key file now, as the binary does on SIGHUP.
+    pub async fn reload_keys(&self) -> KeyReload {
+        match &self.worker {
+            Some(worker) => worker.reload_keys().await,
+            None => panic!("reload_keys on a stopped test worker"),
+        }
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once the worker is drained.
@@ -310,6 +327,16 @@ impl WorkerProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGHUP: the worker re-reads its provider key files.
+    pub fn hang_up(&self) {
+        let pid = self.child.id().expect("the worker is running");
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP {pid}: {status}");
     }
 
     /// SIGKILL: no chance to clean up.

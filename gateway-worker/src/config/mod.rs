@@ -152,6 +152,10 @@ pub struct WorkerConfig {
     /// How often to look for queued jobs of models no live worker serves.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// How often every `api_key_file` is re-read; a changed key is used from the next
+    /// attempt on (SIGHUP re-reads at once). `api_key_env` keys never change.
+    #[serde(with = "humantime_serde")]
+    pub key_reload_interval: Duration,
     /// Runtime threads of the worker binary: 1 (one thread, no cross-thread wake-ups:
     /// lowest latency, ~13k jobs/s measured), N, or 0 for one per core. Scale out with
     /// more workers rather than more threads.
@@ -186,6 +190,7 @@ impl Default for WorkerConfig {
             interactive_deadline: Duration::from_secs(600),
             batch_deadline: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(5),
+            key_reload_interval: Duration::from_secs(5),
             threads: 1,
         }
     }

@@ -109,6 +109,12 @@ fn worker(worker: &WorkerConfig, p: &mut Problems) {
         worker.fetch_expires,
         Duration::from_millis(100),
     );
+    at_least(
+        p,
+        "worker.key_reload_interval",
+        worker.key_reload_interval,
+        Duration::from_millis(100),
+    );
     if let Some(id) = &worker.id {
         p.check(
             is_name(id, 64),
@@ -396,4 +402,35 @@ fn is_name(text: &str, max: usize) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[providers.p]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:1/v1"
+[models.m]
+deployments = [{ provider = "p", model = "x" }]
+"#;
+
+    #[test]
+    fn key_files_are_reread_every_five_seconds_and_not_more_often_than_every_100ms() {
+        let mut config = crate::config::load_str(MINIMAL, None).unwrap();
+        assert_eq!(config.worker.key_reload_interval, Duration::from_secs(5));
+        config.worker.key_reload_interval = Duration::from_millis(50);
+        let problems: Vec<String> = validate(&config)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            vec!["worker.key_reload_interval: must be at least 100ms".to_owned()]
+        );
+        config.worker.key_reload_interval = Duration::from_millis(100);
+        assert!(validate(&config).is_ok());
+    }
 }

@@ -286,14 +286,16 @@ impl Run<'_> {
             client: &provider.client,
             adapter: provider.adapter.as_ref(),
             timeouts: &provider.timeouts,
-            secret: provider.key.as_ref().map(|k| k.expose()),
         };
+        // Taken once: a key rotated while this call runs is the next attempt's.
+        let key = provider.key.current();
         let spec = CallSpec {
             request: self.job.request,
             upstream_model,
             stream: self.job.stream,
             default_max_tokens: candidate.model.default_max_tokens,
             invalid_tool_arguments: candidate.model.invalid_tool_arguments,
+            key: key.as_deref(),
         };
         metrics::provider_in_flight(&provider.name, 1.0);
         let report = tokio::select! {

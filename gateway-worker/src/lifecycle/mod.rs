@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::Health;
 use crate::context::WorkerContext;
+use crate::keys::{KeyFiles, KeyReload};
 use crate::scheduler::{Capacity, Stops};
 
 pub use drain::SHUTDOWN_MARGIN;
@@ -62,6 +63,8 @@ pub struct RunningWorker {
     ctx: Arc<WorkerContext>,
     admin_addr: Option<SocketAddr>,
     tasks: Tasks,
+    /// The providers' key files, re-read on a timer and by [`RunningWorker::reload_keys`].
+    keys: Arc<KeyFiles>,
 }
 
 /// Everything a drain stops, in the order it stops them.
@@ -73,7 +76,7 @@ struct Tasks {
     loops: Vec<JoinHandle<()>>,
     /// Job tasks.
     jobs: TaskTracker,
-    /// The catalog heartbeat, cancel watch, sweeper, advisory listener.
+    /// The catalog heartbeat, cancel watch, sweeper, advisory listener, key-file watch.
     services: TaskTracker,
     /// Stops the services and the admin endpoint.
     background: CancellationToken,
@@ -89,6 +92,14 @@ impl RunningWorker {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Re-reads every provider's `api_key_file` now (the binary does on SIGHUP), without
+    /// waiting for `worker.key_reload_interval`. Calls in flight keep the key they
+    /// started with; the next attempts send a changed key. A file that cannot be used
+    /// keeps its provider's key, with a warning naming the file.
+    pub async fn reload_keys(&self) -> KeyReload {
+        self.keys.reload_now().await
     }
 
     /// Stops fetching, lets in-flight jobs finish within `worker.shutdown_grace`, hands

@@ -23,6 +23,7 @@ use llmq_runtime::tenants::{Mode, Registry};
 use crate::cancel::CancelRegistry;
 use crate::config::{self, Config};
 use crate::context::WorkerContext;
+use crate::keys::KeyFiles;
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
 use crate::routing::{Cooldowns, Router};
@@ -37,6 +38,7 @@ impl RunningWorker {
         let metrics = metrics::install()?;
         let tasks = Tasks::new(&config);
         let ctx = Arc::new(context(config, &tasks).await?);
+        let keys = KeyFiles::watched(&ctx, &tasks.services, tasks.background.clone());
         let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
         load_cancels(&ctx, &tasks).await;
         let loops = start_consumers(&ctx, &tasks).await?;
@@ -54,6 +56,7 @@ impl RunningWorker {
             ctx,
             admin_addr,
             tasks,
+            keys,
         })
     }
 }

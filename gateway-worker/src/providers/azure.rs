@@ -72,7 +72,7 @@ impl Adapter for Azure {
                 percent_encode(call.upstream_model),
                 percent_encode(&self.api_version)
             ),
-            headers: self.headers.for_call(call.stream)?,
+            headers: self.headers.for_call(call.stream, call.key)?,
             body: request_body(call, self.stream_usage, false)?,
         })
     }
@@ -131,7 +131,7 @@ mod tests {
         let mut config = ProviderConfig::new(
             ProviderKind::Azure,
             "https://my-resource.openai.azure.com/",
-            Some(ApiKey::new(KEY)),
+            None,
         );
         config.api_version = Some("2024-10-21".into());
         config
@@ -150,8 +150,12 @@ mod tests {
             "reasoning_effort": "low"
         }))
         .unwrap();
+        let key = ApiKey::new(KEY);
         let call = adapter()
-            .build(&spec(&request, "gpt-4.1-mini", true))
+            .build(&CallSpec {
+                key: Some(&key),
+                ..spec(&request, "gpt-4.1-mini", true)
+            })
             .unwrap();
         assert_eq!(
             call.url,

@@ -28,7 +28,7 @@ use super::{
     Adapter, CallSpec, Completion, DeltaPart, ProviderError, SseEvent, StreamDecoder, StreamItem,
     TimeoutKind,
 };
-use crate::config::Timeouts;
+use crate::config::{ApiKey, Timeouts};
 
 /// Where streamed output goes as it arrives.
 #[async_trait]
@@ -51,8 +51,6 @@ pub struct Upstream<'a> {
     pub client: &'a reqwest::Client,
     pub adapter: &'a dyn Adapter,
     pub timeouts: &'a Timeouts,
-    /// The key, only to scrub it out of error text.
-    pub secret: Option<&'a str>,
 }
 
 /// What an attempt produced, success or not.
@@ -98,7 +96,7 @@ pub async fn execute(
     match result {
         Ok(completion) => report.result = Ok(completion),
         Err(mut err) => {
-            err.message = redact(&err.message, upstream.secret);
+            err.message = redact(&err.message, spec.key.map(ApiKey::expose));
             if report.usage.is_none() {
                 report.usage = failed_usage(spec, &acc, err.reported_usage());
             }

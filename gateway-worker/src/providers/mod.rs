@@ -36,7 +36,7 @@ pub use call::{AttemptReport, DeltaSink, execute};
 pub use error::{ProviderError, TimeoutKind};
 pub use sse::SseEvent;
 
-use crate::config::{InvalidToolArguments, ProviderConfig, ProviderKind};
+use crate::config::{ApiKey, InvalidToolArguments, ProviderConfig, ProviderKind};
 
 /// Everything an adapter needs to build one upstream call.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,9 @@ pub struct CallSpec<'a> {
     pub default_max_tokens: Option<u32>,
     /// The model's rule for tool-call arguments that are not a JSON object.
     pub invalid_tool_arguments: InvalidToolArguments,
+    /// The provider's key as this attempt took it at its start (a key rotated mid-call
+    /// does not change it); `None` for a provider without one.
+    pub key: Option<&'a ApiKey>,
 }
 
 /// A ready-to-send HTTP request. Header values carrying keys are marked sensitive, so
@@ -169,7 +172,6 @@ pub fn build_adapter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKey;
 
     #[test]
     fn build_adapter_errors_are_variants_a_caller_can_match() {

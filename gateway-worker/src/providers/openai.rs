@@ -60,7 +60,7 @@ impl Adapter for OpenAi {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
         Ok(HttpCall {
             url: self.url.clone(),
-            headers: self.headers.for_call(call.stream)?,
+            headers: self.headers.for_call(call.stream, call.key)?,
             body: request_body(call, self.stream_usage, true)?,
         })
     }
@@ -369,11 +369,7 @@ mod tests {
     use crate::providers::testing::assert_classifies;
 
     fn adapter() -> OpenAi {
-        let config = ProviderConfig::new(
-            ProviderKind::Openai,
-            "https://api.openai.com/v1/",
-            Some(ApiKey::new("sk-test-key-123")),
-        );
+        let config = ProviderConfig::new(ProviderKind::Openai, "https://api.openai.com/v1/", None);
         OpenAi::from_config("openai", &config).unwrap()
     }
 
@@ -392,7 +388,13 @@ mod tests {
         }))
         .unwrap();
         request.stream_options = Some(json!({"include_obfuscation": true}));
-        let call = adapter().build(&spec(&request, true)).unwrap();
+        let key = ApiKey::new("sk-test-key-123");
+        let call = adapter()
+            .build(&CallSpec {
+                key: Some(&key),
+                ..spec(&request, true)
+            })
+            .unwrap();
         assert_eq!(call.url, "https://api.openai.com/v1/chat/completions");
         let body: Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(body["model"], "gpt-4.1-mini");
@@ -413,11 +415,8 @@ mod tests {
 
     #[test]
     fn organization_and_project_travel_in_their_headers_for_openai_only() {
-        let mut config = ProviderConfig::new(
-            ProviderKind::Openai,
-            "https://api.openai.com/v1",
-            Some(ApiKey::new("sk-test-key-123")),
-        );
+        let mut config =
+            ProviderConfig::new(ProviderKind::Openai, "https://api.openai.com/v1", None);
         config.organization = Some("org-1".into());
         config.project = Some("proj_1".into());
         let request = ChatRequest::user("hi");

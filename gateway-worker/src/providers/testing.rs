@@ -9,7 +9,7 @@ use super::sse::SseParser;
 use super::{Adapter, CallSpec, ProviderError, StreamDecoder};
 use crate::config::InvalidToolArguments;
 
-/// A call of `request` to `upstream_model`, without a default token cap.
+/// A call of `request` to `upstream_model`, without a default token cap or a key.
 pub fn spec<'a>(request: &'a ChatRequest, upstream_model: &'a str, stream: bool) -> CallSpec<'a> {
     CallSpec {
         request,
@@ -17,6 +17,7 @@ pub fn spec<'a>(request: &'a ChatRequest, upstream_model: &'a str, stream: bool)
         stream,
         default_max_tokens: None,
         invalid_tool_arguments: InvalidToolArguments::Fail,
+        key: None,
     }
 }
 

@@ -24,17 +24,18 @@ pub(crate) enum KeyHeader {
     Named(&'static str),
 }
 
-/// The headers every call to one provider carries, read from its config once.
+/// The headers every call to one provider carries, read from its config once. The key is
+/// not among them: each call brings the one it took at its start (keys rotate while the
+/// worker runs, see `crate::keys`).
 #[derive(Debug)]
 pub(crate) struct CallHeaders {
     /// The configured `headers` and the provider's fixed ones (a version, an organization).
     fixed: HeaderMap,
-    key: Option<ApiKey>,
     key_header: KeyHeader,
 }
 
 impl CallHeaders {
-    /// The configured extra headers, validated, and the key, sent as `key_header` says.
+    /// The configured extra headers, validated; a call's key goes as `key_header` says.
     pub(crate) fn from_config(
         name: &str,
         config: &ProviderConfig,
@@ -53,11 +54,7 @@ impl CallHeaders {
                 header_value(name, &format!("headers.{header}"), value)?,
             );
         }
-        Ok(Self {
-            fixed,
-            key: config.api_key.clone(),
-            key_header,
-        })
+        Ok(Self { fixed, key_header })
     }
 
     /// Adds a header every call carries.
@@ -65,14 +62,18 @@ impl CallHeaders {
         self.fixed.insert(name, value);
     }
 
-    /// The headers of one call: the fixed ones, a JSON body, SSE when streaming, the key.
-    pub(crate) fn for_call(&self, stream: bool) -> Result<HeaderMap, ProviderError> {
+    /// The headers of one call: the fixed ones, a JSON body, SSE when streaming, `key`.
+    pub(crate) fn for_call(
+        &self,
+        stream: bool,
+        key: Option<&ApiKey>,
+    ) -> Result<HeaderMap, ProviderError> {
         let mut headers = self.fixed.clone();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if stream {
             headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
-        if let Some(key) = &self.key {
+        if let Some(key) = key {
             let (name, value) = match self.key_header {
                 KeyHeader::Bearer => (
                     AUTHORIZATION,
@@ -201,11 +202,7 @@ mod tests {
     use crate::config::ProviderKind;
 
     fn config() -> ProviderConfig {
-        let mut config = ProviderConfig::new(
-            ProviderKind::OpenaiCompatible,
-            "http://x",
-            Some(ApiKey::new("k-123")),
-        );
+        let mut config = ProviderConfig::new(ProviderKind::OpenaiCompatible, "http://x", None);
         config
             .headers
             .insert("Content-Type".into(), "text/plain".into());
@@ -215,22 +212,26 @@ mod tests {
 
     #[test]
     fn every_call_carries_json_sse_when_streaming_and_the_key_marked_sensitive() {
+        let key = ApiKey::new("k-123");
         let headers = CallHeaders::from_config("p", &config(), KeyHeader::Named("x-api-key"))
             .unwrap()
-            .for_call(true)
+            .for_call(true, Some(&key))
             .unwrap();
         assert_eq!(headers.get(CONTENT_TYPE).unwrap(), "application/json");
         assert_eq!(headers.get(ACCEPT).unwrap(), "text/event-stream");
         assert_eq!(headers.get("x-team").unwrap(), "a");
-        let key = headers.get("x-api-key").unwrap();
-        assert!(key.is_sensitive());
-        assert_eq!(key, "k-123");
-        let headers = CallHeaders::from_config("p", &config(), KeyHeader::Bearer)
-            .unwrap()
-            .for_call(false)
-            .unwrap();
+        let sent = headers.get("x-api-key").unwrap();
+        assert!(sent.is_sensitive());
+        assert_eq!(sent, "k-123");
+        let bearer = CallHeaders::from_config("p", &config(), KeyHeader::Bearer).unwrap();
+        let headers = bearer.for_call(false, Some(&key)).unwrap();
         assert!(headers.get(ACCEPT).is_none());
         assert_eq!(headers.get(AUTHORIZATION).unwrap(), "Bearer k-123");
+        let rotated = ApiKey::new("k-456");
+        let headers = bearer.for_call(false, Some(&rotated)).unwrap();
+        assert_eq!(headers.get(AUTHORIZATION).unwrap(), "Bearer k-456");
+        let headers = bearer.for_call(false, None).unwrap();
+        assert!(headers.get(AUTHORIZATION).is_none());
     }
 
     #[test]
@@ -267,11 +268,10 @@ mod tests {
 
     #[test]
     fn a_key_that_is_no_header_value_is_an_auth_error() {
-        let mut config = config();
-        config.api_key = Some(ApiKey::new("k\n1"));
-        let err = CallHeaders::from_config("p", &config, KeyHeader::Bearer)
+        let key = ApiKey::new("k\n1");
+        let err = CallHeaders::from_config("p", &config(), KeyHeader::Bearer)
             .unwrap()
-            .for_call(false)
+            .for_call(false, Some(&key))
             .unwrap_err();
         assert_eq!(err.class, ErrorType::Auth);
         assert!(!err.message.contains("k\n1"));

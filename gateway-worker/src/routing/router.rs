@@ -16,8 +16,9 @@ use rand::RngExt;
 use tokio::sync::Semaphore;
 
 use crate::config::{
-    ApiKey, Config, InvalidToolArguments, ModelConfig, ProviderConfig, ProviderKind, Timeouts,
+    Config, InvalidToolArguments, ModelConfig, ProviderConfig, ProviderKind, Timeouts,
 };
+use crate::keys::ProviderKey;
 use crate::providers::{Adapter, AdapterConfigError, build_adapter, http_client};
 
 /// A configured provider: its adapter, HTTP client and concurrency limit.
@@ -30,7 +31,9 @@ pub struct ProviderHandle {
     pub permits: Arc<Semaphore>,
     pub max_concurrency: usize,
     pub timeouts: Timeouts,
-    pub key: Option<ApiKey>,
+    /// The key now: an attempt takes it once, at its start; replaced when its
+    /// `api_key_file` changes (`crate::keys`).
+    pub key: ProviderKey,
 }
 
 impl fmt::Debug for ProviderHandle {
@@ -158,6 +161,11 @@ impl Router {
         self.providers.values()
     }
 
+    /// The provider named `name` in `[providers]`.
+    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderHandle>> {
+        self.providers.get(name)
+    }
+
     pub fn deployment_count(&self) -> usize {
         self.deployment_count
     }
@@ -245,7 +253,7 @@ fn provider_handle(name: &str, provider: &ProviderConfig) -> Result<ProviderHand
         permits: Arc::new(Semaphore::new(provider.max_concurrency)),
         max_concurrency: provider.max_concurrency,
         timeouts: provider.timeouts.clone(),
-        key: provider.api_key.clone(),
+        key: ProviderKey::new(provider.api_key.clone()),
     })
 }
 

@@ -22,14 +22,14 @@ struct Cli {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// The API key requests must carry.
+    /// An API key requests may carry; repeat it to accept several (a key rotation).
     #[arg(
-        long,
+        long = "api-key",
         env = "MOCK_PROVIDER_API_KEY",
         default_value = "test-key",
         hide_env_values = true
     )]
-    api_key: String,
+    api_keys: Vec<String>,
     /// Content tokens per reply (a prompt can ask for N with `[tokens=N]`).
     #[arg(long, default_value_t = 12)]
     tokens: usize,
@@ -77,7 +77,7 @@ fn options(cli: &Cli) -> MockOptions {
         ],
     });
     MockOptions {
-        api_key: cli.api_key.clone(),
+        api_keys: cli.api_keys.clone(),
         tokens_per_reply: cli.tokens,
         first_token_delay: Duration::from_millis(cli.first_token_ms),
         token_interval: Duration::from_millis(cli.token_interval_ms),

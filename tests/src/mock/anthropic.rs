@@ -376,7 +376,7 @@ impl Dialect for Anthropic {
 
     fn parse(&self, incoming: &Incoming<'_>) -> Result<ChatRequest, Rejection> {
         let id = incoming.request_id;
-        match incoming.header("x-api-key") {
+        match incoming.key(self.format()) {
             None => {
                 let message = "x-api-key header is required";
                 return Err(error(
@@ -386,7 +386,7 @@ impl Dialect for Anthropic {
                     id,
                 ));
             }
-            Some(key) if key != incoming.api_key => {
+            Some(key) if !incoming.accepts(key) => {
                 return Err(self.error(&Fault::Unauthorized, &incoming.error_ctx()));
             }
             Some(_) => {}

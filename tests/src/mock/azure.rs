@@ -73,7 +73,10 @@ impl Dialect for Azure {
                 "Resource not found",
             ));
         }
-        if incoming.header("api-key") != Some(incoming.api_key) {
+        if !incoming
+            .key(self.format())
+            .is_some_and(|key| incoming.accepts(key))
+        {
             return Err(self.error(&Fault::Unauthorized, &incoming.error_ctx()));
         }
         let Some(body) = incoming.body else {

@@ -26,7 +26,8 @@ pub(crate) struct Incoming<'a> {
     pub method: Option<&'a str>,
     /// The body, `None` when it is not JSON.
     pub body: Option<&'a Value>,
-    pub api_key: &'a str,
+    /// The keys the mock accepts now.
+    pub api_keys: &'a [String],
     /// The id this response will carry (Anthropic repeats it in error bodies).
     pub request_id: &'a str,
 }
@@ -43,6 +44,16 @@ impl<'a> Incoming<'a> {
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The key the request carries in `format`'s key header.
+    pub(crate) fn key(&self, format: WireFormat) -> Option<&'a str> {
+        format.carried_key(self.headers)
+    }
+
+    /// Whether `key` is one the mock accepts now.
+    pub(crate) fn accepts(&self, key: &str) -> bool {
+        self.api_keys.iter().any(|accepted| accepted == key)
     }
 
     /// The value of query parameter `name` (no percent-decoding: names and the values the

@@ -312,7 +312,7 @@ impl Dialect for Gemini {
                 ));
             }
         }
-        match incoming.header("x-goog-api-key") {
+        match incoming.key(self.format()) {
             None => {
                 return Err(status_error(
                     403,
@@ -321,7 +321,7 @@ impl Dialect for Gemini {
                     None,
                 ));
             }
-            Some(key) if key != incoming.api_key => {
+            Some(key) if !incoming.accepts(key) => {
                 return Err(self.error(&Fault::Unauthorized, &incoming.error_ctx()));
             }
             Some(_) => {}

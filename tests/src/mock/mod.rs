@@ -160,6 +160,15 @@ impl MockProvider {
         self.shared.set_options(options);
     }
 
+    /// Accepts exactly `keys` from the next request on (a rotation: the old and the new
+    /// key, then only the new one). Like [`MockProvider::set_options`], restarts the
+    /// random-fault sequence.
+    pub fn accept_keys(&self, keys: &[&str]) {
+        let mut options = self.options();
+        options.api_keys = keys.iter().map(|key| (*key).to_owned()).collect();
+        self.set_options(options);
+    }
+
     /// Queues faults; each is applied once, to the first later request it matches.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = ScriptedFault>) {
         self.shared.push_faults(faults);
@@ -170,6 +179,26 @@ impl MockProvider {
         self.shared
             .stats
             .wait_until(|s| s.request_count() >= n, timeout)
+            .await
+    }
+
+    /// Waits until a recorded request satisfies `matches`; false on timeout.
+    pub async fn wait_for_request(
+        &self,
+        matches: impl Fn(&RecordedRequest) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        self.shared
+            .stats
+            .wait_until(|s| s.any_request(&matches), timeout)
+            .await
+    }
+
+    /// Waits until at least `n` requests are in flight; false on timeout.
+    pub async fn wait_for_in_flight_at_least(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .stats
+            .wait_until(|s| s.in_flight() >= n, timeout)
             .await
     }
 

@@ -27,16 +27,13 @@ impl Dialect for OpenAi {
     }
 
     fn parse(&self, incoming: &Incoming<'_>) -> Result<ChatRequest, Rejection> {
-        let provided = incoming
-            .header("authorization")
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(""));
-        match provided {
+        match incoming.key(self.format()) {
             None => {
                 let message = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username. You can obtain an API key from https://platform.openai.com/account/api-keys.";
                 let body = error_body(message, "invalid_request_error", None, None);
                 return Err(Rejection::json(StatusCode::UNAUTHORIZED, &body));
             }
-            Some(key) if key != incoming.api_key => {
+            Some(key) if !incoming.accepts(key) => {
                 // What OpenAI really says: it quotes the key it got, partly masked.
                 let message = format!(
                     "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",

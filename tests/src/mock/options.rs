@@ -8,8 +8,9 @@ use super::faults::{Fault, RandomFaults};
 /// Behaviour of the mock provider. `Default` gives a fast, fault-free provider.
 #[derive(Clone, Debug)]
 pub struct MockOptions {
-    /// The key every request must carry; a missing or wrong key gets the format's auth error.
-    pub api_key: String,
+    /// The keys a request may carry (more than one while a key rotates); a missing key or
+    /// any other gets the format's auth error.
+    pub api_keys: Vec<String>,
     /// Content tokens per reply (unless the prompt says `[tokens=N]`; capped by max tokens).
     pub tokens_per_reply: usize,
     /// Delay before the first content chunk (non-streaming: before the body).
@@ -42,7 +43,7 @@ pub struct MockOptions {
 impl Default for MockOptions {
     fn default() -> MockOptions {
         MockOptions {
-            api_key: "test-key".to_owned(),
+            api_keys: vec!["test-key".to_owned()],
             tokens_per_reply: 12,
             first_token_delay: Duration::ZERO,
             token_interval: Duration::ZERO,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use tokio::sync::Notify;
 
 use super::faults::Fault;
@@ -29,6 +30,9 @@ pub struct RecordedRequest {
     /// Text of the last user message.
     pub prompt: String,
     pub stream: bool,
+    /// The key the request carried, in its format's key header (OpenAI: without
+    /// `Bearer `), accepted or not. Compare it; never print it.
+    pub key: Option<String>,
     /// The fault applied to this request (none for requests rejected before fault
     /// selection, e.g. a wrong key).
     pub fault: Option<Fault>,
@@ -52,6 +56,22 @@ pub enum WireFormat {
     Azure,
     Anthropic,
     Gemini,
+}
+
+impl WireFormat {
+    /// The key in the header this format carries it in (OpenAI: `Authorization` without
+    /// `Bearer `, empty when the scheme is another one).
+    pub(crate) fn carried_key(self, headers: &HeaderMap) -> Option<&str> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match self {
+            WireFormat::OpenAi => {
+                header("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(""))
+            }
+            WireFormat::Azure => header("api-key"),
+            WireFormat::Anthropic => header("x-api-key"),
+            WireFormat::Gemini => header("x-goog-api-key"),
+        }
+    }
 }
 
 /// Counters and logs shared by the server and the [`super::MockProvider`] handle.
@@ -96,6 +116,11 @@ impl Stats {
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.requests).clone()
+    }
+
+    /// Whether a recorded request satisfies `matches`.
+    pub(crate) fn any_request(&self, matches: impl Fn(&RecordedRequest) -> bool) -> bool {
+        lock(&self.requests).iter().any(matches)
     }
 
     pub(crate) fn token_times(&self) -> Vec<(String, Vec<Instant>)> {

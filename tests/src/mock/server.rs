@@ -264,6 +264,7 @@ fn record(
         model,
         prompt: request.map(|r| r.prompt.clone()).unwrap_or_default(),
         stream: request.is_some_and(|r| r.stream),
+        key: format.carried_key(headers).map(str::to_owned),
         fault,
         received_at,
         body,
@@ -288,7 +289,7 @@ async fn handle(
         path_model,
         method,
         body: json.as_ref(),
-        api_key: &options.api_key,
+        api_keys: &options.api_keys,
         request_id: &request_id,
     });
     let fault = parsed

@@ -85,7 +85,7 @@ impl Adapter for Anthropic {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
         Ok(HttpCall {
             url: self.url.clone(),
-            headers: self.headers.for_call(call.stream)?,
+            headers: self.headers.for_call(call.stream, call.key)?,
             body: json_body(&messages_request(call)?)?,
         })
     }
@@ -119,11 +119,8 @@ mod tests {
     const KEY: &str = "sk-ant-test-key-123";
 
     pub(super) fn adapter() -> Anthropic {
-        let config = ProviderConfig::new(
-            ProviderKind::Anthropic,
-            "https://api.anthropic.com/",
-            Some(ApiKey::new(KEY)),
-        );
+        let config =
+            ProviderConfig::new(ProviderKind::Anthropic, "https://api.anthropic.com/", None);
         Anthropic::from_config("anthropic", &config).unwrap()
     }
 
@@ -133,8 +130,12 @@ mod tests {
 
     #[test]
     fn url_headers_and_the_key_only_in_a_sensitive_header() {
+        let key = ApiKey::new(KEY);
         let call = adapter()
-            .build(&spec(&ChatRequest::user("hi"), true))
+            .build(&CallSpec {
+                key: Some(&key),
+                ..spec(&ChatRequest::user("hi"), true)
+            })
             .unwrap();
         assert_eq!(call.url, "https://api.anthropic.com/v1/messages");
         let key = call.headers.get("x-api-key").unwrap();

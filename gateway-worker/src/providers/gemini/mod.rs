@@ -100,7 +100,7 @@ impl Gemini {
 
 impl Adapter for Gemini {
     fn build(&self, call: &CallSpec<'_>) -> Result<HttpCall, ProviderError> {
-        let headers = self.headers.for_call(call.stream)?;
+        let headers = self.headers.for_call(call.stream, call.key)?;
         Ok(HttpCall {
             url: self.url(call.upstream_model, call.stream),
             headers,
@@ -155,7 +155,7 @@ mod tests {
         let config = ProviderConfig::new(
             ProviderKind::Gemini,
             "https://generativelanguage.googleapis.com/",
-            Some(ApiKey::new(KEY)),
+            None,
         );
         Gemini::from_config("gemini", &config).unwrap()
     }
@@ -202,8 +202,14 @@ mod tests {
     #[test]
     fn the_key_is_only_in_a_sensitive_header_never_in_the_url() {
         let request = ChatRequest::user("hi");
+        let key = ApiKey::new(KEY);
         for stream in [false, true] {
-            let call = adapter().build(&spec(&request, stream)).unwrap();
+            let call = adapter()
+                .build(&CallSpec {
+                    key: Some(&key),
+                    ..spec(&request, stream)
+                })
+                .unwrap();
             assert!(!call.url.contains(KEY), "{}", call.url);
             assert!(!call.url.contains("key="), "{}", call.url);
             let key = call.headers.get("x-goog-api-key").unwrap();

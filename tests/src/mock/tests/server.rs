@@ -277,3 +277,68 @@ async fn dropping_the_mock_closes_open_streams() {
         .await;
     assert!(again.is_err(), "nothing listens any more");
 }
+
+/// A request in `format` carrying `key`; its status.
+async fn with_key(client: &super::Client, format: WireFormat, key: &str) -> u16 {
+    let bearer = format!("Bearer {key}");
+    let prompt = serde_json::json!([{ "role": "user", "content": "p" }]);
+    let (path, headers, body) = match format {
+        WireFormat::OpenAi => (
+            "/v1/chat/completions",
+            vec![("authorization", bearer.as_str())],
+            chat("m", "p", false),
+        ),
+        WireFormat::Azure => (
+            "/openai/deployments/d/chat/completions?api-version=2024-10-21",
+            vec![("api-key", key)],
+            chat("d", "p", false),
+        ),
+        WireFormat::Anthropic => (
+            "/v1/messages",
+            vec![("x-api-key", key), ("anthropic-version", "2023-06-01")],
+            serde_json::json!({ "model": "m", "max_tokens": 16, "messages": prompt }),
+        ),
+        WireFormat::Gemini => (
+            "/v1beta/models/m:generateContent",
+            vec![("x-goog-api-key", key)],
+            serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": "p" }] }] }),
+        ),
+    };
+    client.post(path, &headers, &body).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn during_a_rotation_both_keys_pass_and_each_request_records_its_key() {
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let client = client(&mock);
+    for format in [
+        WireFormat::OpenAi,
+        WireFormat::Azure,
+        WireFormat::Anthropic,
+        WireFormat::Gemini,
+    ] {
+        mock.reset_stats();
+        mock.accept_keys(&["old-key", "new-key"]);
+        assert_eq!(
+            with_key(&client, format, "old-key").await,
+            200,
+            "{format:?}"
+        );
+        assert_eq!(
+            with_key(&client, format, "new-key").await,
+            200,
+            "{format:?}"
+        );
+        mock.accept_keys(&["new-key"]);
+        assert_eq!(
+            with_key(&client, format, "new-key").await,
+            200,
+            "{format:?}"
+        );
+        let refused = with_key(&client, format, "old-key").await;
+        assert!(refused == 401 || refused == 400, "{format:?}: {refused}");
+        let keys: Vec<Option<String>> = mock.requests().into_iter().map(|r| r.key).collect();
+        let expected = ["old-key", "new-key", "new-key", "old-key"].map(|k| Some(k.to_owned()));
+        assert!(keys == expected, "{format:?}: the recorded keys differ");
+    }
+}
