@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use llmq_schemas::Subjects;
 
+use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::Registry;
 
 use crate::cancel::CancelRegistry;
@@ -32,6 +33,8 @@ pub struct WorkerContext {
     pub cancels: Arc<CancelRegistry>,
     /// Who may use what (open when the registry is not enforced).
     pub registry: Arc<Registry>,
+    /// The fleet-wide limits, as this worker enforces them.
+    pub limiter: Arc<Limiter>,
 }
 
 impl WorkerContext {

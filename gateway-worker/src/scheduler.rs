@@ -217,6 +217,9 @@ impl Consumer {
     /// Waits until this worker has a free slot for the tier and one of the model's
     /// providers a free request slot, without taking either. False when fetching stops.
     async fn wait_for_room(&self) -> bool {
+        if !self.wait_for_limits().await {
+            return false;
+        }
         let room = tokio::select! {
             room = self.capacity.wait_for_room(self.tier) => room,
             () = self.stops.fetching.cancelled() => false,
@@ -225,6 +228,20 @@ impl Consumer {
             () = provider_room(&self.model) => true,
             () = self.stops.fetching.cancelled() => false,
         }
+    }
+
+    /// Pulls nothing more while this worker already has as many jobs waiting for a fleet
+    /// limit as one pull brings: the rest stay in the queue, undelivered (no delivery
+    /// counted, no nak loop), until capacity returns. False when fetching stops.
+    async fn wait_for_limits(&self) -> bool {
+        let most = self.ctx.config.worker.fetch_batch.max(1);
+        while self.ctx.limiter.waiting() >= most {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = self.stops.fetching.cancelled() => return false,
+            }
+        }
+        true
     }
 
     /// Slots for up to `queued` jobs, as many as are free (and the model's providers

@@ -9,6 +9,7 @@
 //! is where that data meets the broker.
 
 mod connect;
+pub mod limits;
 mod nats_options;
 pub mod policy;
 mod problems;

@@ -239,6 +239,9 @@ mod tests {
             max_request_bytes: Some(10_000),
             labels: BTreeMap::from([("team".into(), "search".into())]),
             reply_prefixes: vec!["_INBOX_legacy".into()],
+            limits: Default::default(),
+            model_limits: Default::default(),
+            max_wait: None,
             updated_at: None,
         }
     }

@@ -101,6 +101,10 @@ pub struct JobError {
     /// `policy_denied`: the registry rule that refused the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<crate::tenant::PolicyRule>,
+    /// `rate_limited` (a limit llmq holds) and `budget_exceeded`: when trying again may
+    /// succeed, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl JobError {
@@ -112,6 +116,7 @@ impl JobError {
             provider_status: None,
             provider_code: None,
             rule: None,
+            retry_after_ms: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod job;
 pub mod json_schema;
+pub mod limits;
 pub mod outcome;
 pub mod request;
 pub mod subject;
@@ -28,6 +29,7 @@ pub use dlq::DlqReason;
 pub use error::{ErrorType, JobError};
 pub use event::{DeadLettered, Delta, ReplyEvent, Restart, Started};
 pub use job::{Job, JobId, Tier};
+pub use limits::LimitSpec;
 pub use outcome::{
     Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeStatus, Partial, Timings,
 };

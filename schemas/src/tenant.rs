@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Tier;
+use crate::limits::LimitSpec;
 use crate::timestamp::Timestamp;
 
 /// One tenant, as stored in the registry.
@@ -48,6 +49,22 @@ pub struct TenantEntry {
     /// (`_INBOX_llmq.<id>`), for producers that listen elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reply_prefixes: Vec<String>,
+    /// The tenant's limits across the fleet: jobs in flight, jobs and tokens per window.
+    #[serde(default, skip_serializing_if = "LimitSpec::is_empty")]
+    pub limits: LimitSpec,
+    /// Limits of the tenant's use of one logical model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_limits: BTreeMap<String, LimitSpec>,
+    /// How long an interactive job waits for a limit before it fails `rate_limited`
+    /// (default: the worker's `limits.interactive_max_wait`). Batch jobs wait as long as
+    /// their deadline allows.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub max_wait: Option<std::time::Duration>,
     /// When the entry was last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
@@ -125,7 +142,7 @@ mod tests {
     #[test]
     fn a_minimal_entry_may_use_nothing_in_both_tiers_and_keeps_unknown_fields_readable() {
         let entry: TenantEntry = serde_json::from_value(serde_json::json!({
-            "v": 1, "id": "acme", "limits": {"rpm": 60}
+            "v": 1, "id": "acme", "a_later_field": {"x": 1}
         }))
         .unwrap();
         assert!(entry.models.is_empty());

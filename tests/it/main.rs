@@ -8,6 +8,7 @@ mod cli;
 mod core;
 mod harness_smoke;
 mod keys;
+mod limits;
 mod providers;
 mod reliability;
 mod scripts;

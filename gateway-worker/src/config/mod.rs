@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use llmq_schemas::ErrorType;
+use llmq_schemas::{ErrorType, LimitSpec};
 use serde::Deserialize;
 
 pub use load::{ConfigError, Env, Keys, check, load, load_file, load_str, process_env};
@@ -45,12 +45,38 @@ pub struct Config {
     pub cooldown: CooldownConfig,
     #[serde(default)]
     pub tenants: TenantsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     /// Prices per provider and upstream model, USD per million tokens. Entries here
     /// override the shipped defaults.
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+}
+
+/// How the fleet-wide limits behave on this worker (the limits themselves are set per
+/// provider, deployment and tenant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// How long this worker's hold on limited capacity lasts without renewal: a killed
+    /// worker's permits come back to the fleet within this.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long an interactive job waits for a limit before it fails `rate_limited` (a
+    /// tenant's `max_wait` wins). Batch jobs wait up to their deadline.
+    #[serde(with = "humantime_serde")]
+    pub interactive_max_wait: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            lease: llmq_runtime::limits::DEFAULT_LEASE,
+            interactive_max_wait: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Whether this worker enforces the tenant registry (see README, "Tenants and access").
@@ -424,6 +450,10 @@ pub struct ProviderConfig {
     /// HTTP version to the provider.
     #[serde(default)]
     pub http: HttpVersion,
+    /// The provider account's limits, across the whole fleet (every model and tenant):
+    /// `concurrency`, `rpm`, `tpm`, `window`.
+    #[serde(default)]
+    pub limits: LimitSpec,
 }
 
 /// How the worker talks HTTP to a provider.
@@ -466,6 +496,7 @@ impl ProviderConfig {
             project: None,
             stream_usage: true,
             http: HttpVersion::Auto,
+            limits: LimitSpec::default(),
         }
     }
 
@@ -562,6 +593,9 @@ pub struct DeploymentConfig {
     /// Relative share of this model's traffic.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// This deployment's own limits, across the whole fleet.
+    #[serde(default)]
+    pub limits: LimitSpec,
 }
 
 fn default_weight() -> u32 {

@@ -11,8 +11,8 @@ use llmq_runtime::Problems;
 use llmq_schemas::{ModelName, Subjects};
 
 use super::{
-    Config, CooldownConfig, JetStreamConfig, KeySource, ModelConfig, PriceConfig, ProviderConfig,
-    ProviderKind, RetryConfig, WorkerConfig,
+    Config, CooldownConfig, JetStreamConfig, KeySource, LimitsConfig, ModelConfig, PriceConfig,
+    ProviderConfig, ProviderKind, RetryConfig, WorkerConfig,
 };
 
 /// Headers that carry keys: set by the adapters from the resolved key only.
@@ -30,6 +30,7 @@ pub fn validate(config: &Config) -> Result<(), Problems> {
         "nats.url",
         "must not be empty",
     );
+    limits(&config.limits, &mut problems);
     providers(config, &mut problems);
     models(config, &mut problems);
     for (i, price) in config.prices.iter().enumerate() {
@@ -145,6 +146,10 @@ fn cooldown(cooldown: &CooldownConfig, p: &mut Problems) {
     );
 }
 
+fn limits(limits: &LimitsConfig, p: &mut Problems) {
+    at_least(p, "limits.lease", limits.lease, Duration::from_secs(1));
+}
+
 fn providers(config: &Config, p: &mut Problems) {
     p.check(
         !config.providers.is_empty(),
@@ -166,6 +171,7 @@ fn providers(config: &Config, p: &mut Problems) {
             "must be at least 1",
         );
         timeouts(&field, provider, p);
+        llmq_runtime::limits::validate(&provider.limits, &format!("{field}.limits"), p);
         kind_settings(&field, provider, p);
         headers(&field, provider, p);
     }
@@ -338,6 +344,7 @@ fn deployments(field: &str, model: &ModelConfig, config: &Config, p: &mut Proble
             format!("{field}.model"),
             "must not be empty",
         );
+        llmq_runtime::limits::validate(&deployment.limits, &format!("{field}.limits"), p);
     }
 }
 

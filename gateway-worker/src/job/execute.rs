@@ -24,9 +24,11 @@ use crate::context::WorkerContext;
 use crate::metrics;
 use crate::providers::AttemptReport;
 use crate::providers::call::Upstream;
+use crate::providers::estimate::estimate;
 use crate::providers::{CallSpec, Completion, ProviderError, execute as call_provider};
 use crate::retry::RetryDecision;
 use crate::routing::{Candidate, ModelRoute, ProviderHandle};
+use llmq_runtime::limits::{Admission, Demand, LimitError, Scope};
 
 /// How the attempts ended.
 #[derive(Debug)]
@@ -66,6 +68,18 @@ pub struct ExecutionReport {
     pub ttft: Option<Duration>,
 }
 
+impl ExecutionReport {
+    /// A processing that ended before any provider call.
+    pub fn without_attempts(execution: Execution) -> Self {
+        Self {
+            execution,
+            attempts: Vec::new(),
+            usage: Vec::new(),
+            ttft: None,
+        }
+    }
+}
+
 /// What one processing needs to know about the job.
 #[derive(Debug, Clone, Copy)]
 pub struct JobSpec<'a> {
@@ -73,6 +87,9 @@ pub struct JobSpec<'a> {
     pub stream: bool,
     pub picked_at: Instant,
     pub deadline: Instant,
+    /// How long an attempt may wait for a fleet limit (`None`: up to the deadline, as
+    /// batch jobs do).
+    pub limit_wait: Option<Duration>,
 }
 
 pub async fn execute(
@@ -214,6 +231,10 @@ impl Run<'_> {
             Ok(permit) => permit,
             Err(execution) => return Some(execution),
         };
+        let admission = match self.admit(candidate).await {
+            Ok(admission) => admission,
+            Err(execution) => return Some(execution),
+        };
         let n = self.attempts.len() as u32 + 1;
         if route != AttemptRoute::Primary && route != AttemptRoute::Retry {
             metrics::fallback(route_label(route));
@@ -223,6 +244,9 @@ impl Run<'_> {
         let Some(report) = report else {
             return Some(self.aborted(candidate, route, n));
         };
+        if let Some(admission) = admission {
+            admission.reconcile(report.usage.map_or(0, |(usage, _)| usage.total_tokens));
+        }
         metrics::attempt(
             &provider.name,
             report.result.as_ref().err().map(|e| e.class),
@@ -265,6 +289,49 @@ impl Run<'_> {
             }
             () = self.cancel.cancelled() => Err(Execution::Cancelled),
             () = tokio::time::sleep_until(self.job.deadline) => Err(self.expired()),
+        }
+    }
+
+    /// The provider's and the deployment's fleet-wide limits, for one call: waits for
+    /// capacity up to the job's limit wait (or its deadline); `None` when neither has a
+    /// limit.
+    async fn admit(&self, candidate: &Candidate) -> Result<Option<Admission>, Execution> {
+        let deployment = &candidate.deployment;
+        let limits = [
+            (
+                Scope::Provider(deployment.provider.name.clone()),
+                deployment.provider.limits,
+            ),
+            (
+                Scope::Deployment {
+                    provider: deployment.provider.name.clone(),
+                    model: deployment.upstream_model.clone(),
+                },
+                deployment.limits,
+            ),
+        ];
+        if limits.iter().all(|(_, spec)| spec.is_empty()) {
+            return Ok(None);
+        }
+        let demand = Demand {
+            tokens: reservation(self.job.request, candidate.model.default_max_tokens),
+        };
+        let until = self.limit_until();
+        tokio::select! {
+            admitted = self.ctx.limiter.admit(&limits, demand, Some(until)) => match admitted {
+                Ok(admission) => Ok(Some(admission)),
+                Err(_) if Instant::now() >= self.job.deadline => Err(self.expired()),
+                Err(err) => Err(rate_limited(&err)),
+            },
+            () = self.cancel.cancelled() => Err(Execution::Cancelled),
+        }
+    }
+
+    /// Until when an attempt waits for a limit: its wait, but never past the deadline.
+    fn limit_until(&self) -> Instant {
+        match self.job.limit_wait {
+            Some(wait) => (Instant::now() + wait).min(self.job.deadline),
+            None => self.job.deadline,
         }
     }
 
@@ -532,6 +599,37 @@ impl Run<'_> {
     }
 }
 
+/// What a call reserves of token limits: the prompt's estimated tokens and the most the
+/// answer may take (the job's cap, else the model's default, else 1,024), reconciled
+/// with the real usage afterwards.
+pub fn reservation(request: &ChatRequest, default_max_tokens: Option<u32>) -> u64 {
+    const UNCAPPED: u32 = 1_024;
+    let prompt = estimate(request, 0).prompt_tokens;
+    let cap = request
+        .max_output_tokens()
+        .or(default_max_tokens)
+        .unwrap_or(UNCAPPED);
+    prompt + u64::from(cap)
+}
+
+/// A job that waited for a limit as long as it may: `failed`, `rate_limited`, with when
+/// to try again.
+pub fn rate_limited(err: &LimitError) -> Execution {
+    let (message, retry_after) = match err {
+        LimitError::Exhausted(exhausted) => (
+            format!("waited for a limit llmq holds: {exhausted}"),
+            Some(exhausted.retry_after),
+        ),
+        LimitError::Nats { .. } => (format!("the fleet's limits could not be read: {err}"), None),
+    };
+    let mut error = JobError::new(ErrorType::RateLimited, message);
+    error.retry_after_ms = retry_after.map(millis);
+    Execution::Failed {
+        error,
+        partial: None,
+    }
+}
+
 /// Attempt `n` on `candidate`, with nothing known of its result yet.
 fn attempt_record(candidate: &Candidate, route: AttemptRoute, n: u32) -> Attempt {
     Attempt {
@@ -558,6 +656,7 @@ fn job_error(err: &ProviderError, attempt: Option<&Attempt>) -> JobError {
         provider_status: err.status,
         provider_code: err.code.clone(),
         rule: None,
+        retry_after_ms: None,
     }
 }
 

@@ -16,10 +16,13 @@ use tracing::Instrument;
 
 use super::decode::{Decoded, Delivery, Rejection, decode};
 use super::disposition::Disposition;
-use super::execute::{CallUsage, Execution, ExecutionReport, JobSpec, execute};
+use super::execute::{
+    CallUsage, Execution, ExecutionReport, JobSpec, execute, rate_limited, reservation,
+};
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
 use super::run::JobRun;
+use llmq_runtime::limits::{Admission, Demand};
 use llmq_runtime::policy::{self, JobFacts};
 use llmq_runtime::tenants::Lookup;
 
@@ -88,6 +91,7 @@ fn policy(ctx: &WorkerContext, run: &mut JobRun, payload_bytes: usize) -> Result
     let lookup = ctx.registry.lookup(&run.tenant);
     if let Lookup::Known(policy) = &lookup {
         run.labels = policy.entry.labels.clone();
+        run.tenant_policy = Some(Arc::clone(policy));
     }
     let facts = JobFacts {
         tenant: &run.tenant,
@@ -197,11 +201,36 @@ impl Processing<'_> {
             }
         };
         let running = ctx.cancels.register(&run.tenant, run.job.id);
+        let limit_wait = run.limit_wait(&ctx.config.limits);
+        let tenant_admission = match tenant_admission(
+            ctx,
+            run,
+            model,
+            deadline_at,
+            limit_wait,
+            &running.token,
+        )
+        .await
+        {
+            Ok(admission) => admission,
+            Err(execution) => {
+                drop(running);
+                let finished = finished(ExecutionReport::without_attempts(execution));
+                return match finished {
+                    Ok(finished) => finalize(ctx, run, finished, reply).await,
+                    Err(_) => Disposition::Requeue {
+                        delay: None,
+                        reason: "cooling_down",
+                    },
+                };
+            }
+        };
         let spec = JobSpec {
             request: &run.job.request,
             stream: run.job.stream,
             picked_at: run.picked_at,
             deadline: Instant::now() + deadline_at.remaining(),
+            limit_wait,
         };
         let report = tokio::select! {
             report = execute(ctx, spec, model, &running.token, reply) => report,
@@ -210,6 +239,15 @@ impl Processing<'_> {
                 return Disposition::Requeue { delay: None, reason: "shutdown" };
             }
         };
+        if let Some(admission) = tenant_admission {
+            admission.reconcile(
+                report
+                    .usage
+                    .iter()
+                    .map(|call| call.usage.total_tokens)
+                    .sum(),
+            );
+        }
         drop(running);
         match finished(report) {
             Ok(finished) => finalize(ctx, run, finished, reply).await,
@@ -319,6 +357,39 @@ async fn hand_back(
     Disposition::Requeue {
         delay: Some(delay),
         reason: "cooling_down",
+    }
+}
+
+/// The tenant's own fleet-wide limits (jobs in flight, jobs and tokens per window, for
+/// the tenant and for its use of this model), held for the whole job. Waits as the job's
+/// tier may; a job whose wait ran out ends `rate_limited`, one whose deadline passed
+/// `expired`.
+async fn tenant_admission(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    model: &ModelRoute,
+    deadline_at: Timestamp,
+    limit_wait: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Result<Option<Admission>, Execution> {
+    let limits = run.tenant_limits();
+    if limits.is_empty() {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + deadline_at.remaining();
+    let until = limit_wait.map_or(deadline, |wait| (Instant::now() + wait).min(deadline));
+    let demand = Demand {
+        tokens: reservation(&run.job.request, model.default_max_tokens),
+    };
+    tokio::select! {
+        admitted = ctx.limiter.admit(&limits, demand, Some(until)) => match admitted {
+            Ok(admission) => Ok(Some(admission)),
+            Err(_) if deadline_at.has_passed() => Err(Execution::Expired {
+                error: JobError::new(ErrorType::DeadlineExceeded, "the job's deadline passed while it waited for its tenant's limits"),
+            }),
+            Err(err) => Err(rate_limited(&err)),
+        },
+        () = cancel.cancelled() => Err(Execution::Cancelled),
     }
 }
 

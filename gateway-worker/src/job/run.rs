@@ -1,13 +1,16 @@
 //! A decoded job being processed: what every step after decoding reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use llmq_schemas::{Clamped, Job, Tenant, Tier, Timestamp};
+use llmq_runtime::limits::Scope;
+use llmq_runtime::tenants::TenantPolicy;
+use llmq_schemas::{Clamped, Job, LimitSpec, Tenant, Tier, Timestamp};
 use tokio::time::Instant;
 
 use super::decode::Ready;
-use crate::config::WorkerConfig;
+use crate::config::{LimitsConfig, WorkerConfig};
 
 #[derive(Debug)]
 pub struct JobRun {
@@ -27,6 +30,8 @@ pub struct JobRun {
     pub labels: BTreeMap<String, String>,
     /// Set when the tenant's ceiling lowered the job's completion-token cap.
     pub clamped: Option<Clamped>,
+    /// The tenant's registry entry, when the registry is enforced and has it.
+    pub tenant_policy: Option<Arc<TenantPolicy>>,
 }
 
 impl JobRun {
@@ -44,8 +49,41 @@ impl JobRun {
             processing: uuid::Uuid::now_v7(),
             labels: BTreeMap::new(),
             clamped: None,
+            tenant_policy: None,
             job: ready.job,
         }
+    }
+
+    /// How long the job may wait for a fleet limit: interactive jobs a bounded time (the
+    /// tenant's `max_wait`, else the worker's), batch jobs up to their deadline (`None`).
+    pub fn limit_wait(&self, limits: &LimitsConfig) -> Option<Duration> {
+        match self.tier {
+            Tier::Batch => None,
+            Tier::Interactive => Some(
+                self.tenant_policy
+                    .as_ref()
+                    .and_then(|policy| policy.entry.max_wait)
+                    .unwrap_or(limits.interactive_max_wait),
+            ),
+        }
+    }
+
+    /// The tenant's fleet-wide limits that apply to this job.
+    pub fn tenant_limits(&self) -> Vec<(Scope, LimitSpec)> {
+        let Some(policy) = &self.tenant_policy else {
+            return Vec::new();
+        };
+        let entry = &policy.entry;
+        let mut limits = vec![(Scope::tenant(&self.tenant), entry.limits)];
+        if let Some(spec) = entry.model_limits.get(&self.job.model) {
+            let scope = Scope::TenantModel {
+                tenant: self.tenant.as_str().to_owned(),
+                model: self.job.model.clone(),
+            };
+            limits.push((scope, *spec));
+        }
+        limits.retain(|(_, spec)| !spec.is_empty());
+        limits
     }
 
     /// The job's own deadline, or its tier's default counted from submission.

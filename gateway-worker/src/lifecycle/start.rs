@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{RunError, RunningWorker, Tasks};
 use crate::admin::{self, Health};
+use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::{Mode, Registry};
 
 use crate::cancel::CancelRegistry;
@@ -81,6 +82,10 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
     let js = async_nats::jetstream::new(nats.clone());
     let setup = nats::ensure(&js, &subjects, &config.jetstream).await?;
     let registry = registry(&setup, config.tenants.mode, tasks).await?;
+    let limiter = Limiter::new(setup.limits.clone(), worker_id.clone(), config.limits.lease);
+    tasks
+        .services
+        .spawn(Arc::clone(&limiter).maintain(tasks.background.clone()));
     Ok(WorkerContext {
         worker_id,
         subjects,
@@ -92,6 +97,7 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
         prices: PriceTable::new(&config),
         cancels: CancelRegistry::new(config.jetstream.cancel_ttl),
         registry,
+        limiter,
         setup,
         config,
     })

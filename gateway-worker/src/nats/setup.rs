@@ -36,6 +36,8 @@ pub struct Setup {
     pub cancels: kv::Store,
     /// The tenant registry, read by every worker (see `llmq_runtime::tenants`).
     pub tenants: kv::Store,
+    /// The fleet-wide limits' shared state (see `llmq_runtime::limits`).
+    pub limits: kv::Store,
 }
 
 /// Streams and buckets; consumers are made per model with [`ensure_consumer`].
@@ -55,6 +57,11 @@ pub async fn ensure(
         tenants: ensure_bucket(
             js,
             llmq_runtime::tenants::bucket_config(subjects, config.replicas),
+        )
+        .await?,
+        limits: ensure_bucket(
+            js,
+            llmq_runtime::limits::bucket_config(subjects, config.replicas),
         )
         .await?,
     })

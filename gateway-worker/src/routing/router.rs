@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use llmq_schemas::{AttemptRoute, ModelName};
+use llmq_schemas::{AttemptRoute, LimitSpec, ModelName};
 use rand::RngExt;
 use tokio::sync::Semaphore;
 
@@ -34,6 +34,8 @@ pub struct ProviderHandle {
     /// The key now: an attempt takes it once, at its start; replaced when its
     /// `api_key_file` changes (`crate::keys`).
     pub key: ProviderKey,
+    /// The provider account's fleet-wide limits.
+    pub limits: LimitSpec,
 }
 
 impl fmt::Debug for ProviderHandle {
@@ -53,6 +55,8 @@ pub struct Deployment {
     pub provider: Arc<ProviderHandle>,
     pub upstream_model: String,
     pub weight: u32,
+    /// The deployment's fleet-wide limits.
+    pub limits: LimitSpec,
 }
 
 impl Deployment {
@@ -254,6 +258,7 @@ fn provider_handle(name: &str, provider: &ProviderConfig) -> Result<ProviderHand
         max_concurrency: provider.max_concurrency,
         timeouts: provider.timeouts.clone(),
         key: ProviderKey::new(provider.api_key.clone()),
+        limits: provider.limits,
     })
 }
 
@@ -283,6 +288,7 @@ fn model_route(
             provider: Arc::clone(provider),
             upstream_model: deployment.model.clone(),
             weight: deployment.weight,
+            limits: deployment.limits,
         }));
         *next_index += 1;
     }
@@ -327,6 +333,7 @@ deployments = [{ provider = "a", model = "placeholder" }]
                         provider: if model.starts_with('b') { "b" } else { "a" }.into(),
                         model: (*model).into(),
                         weight: *weight,
+                        limits: Default::default(),
                     })
                     .collect(),
                 fallbacks,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::pattern::ModelPattern;
 use crate::Problems;
+use crate::limits::{self, LimitSpec};
 
 /// One tenant as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +45,12 @@ struct TenantTable {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     reply_prefixes: Vec<String>,
+    #[serde(default)]
+    limits: LimitSpec,
+    #[serde(default)]
+    model_limits: BTreeMap<String, LimitSpec>,
+    #[serde(default, with = "humantime_serde")]
+    max_wait: Option<std::time::Duration>,
 }
 
 fn all_tiers() -> Vec<Tier> {
@@ -127,6 +134,10 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
     );
     labels(field, &table.labels, p);
     reply_prefixes(field, &table.reply_prefixes, p);
+    limits::validate(&table.limits, &format!("{field}.limits"), p);
+    for (model, spec) in &table.model_limits {
+        limits::validate(spec, &format!("{field}.model_limits.{model}"), p);
+    }
     if p.len() > before {
         return None;
     }
@@ -141,6 +152,9 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
         max_request_bytes: max_request_bytes.and_then(|n| u64::try_from(n).ok()),
         labels: table.labels,
         reply_prefixes: table.reply_prefixes,
+        limits: table.limits,
+        model_limits: table.model_limits,
+        max_wait: table.max_wait,
         updated_at: None,
     })
 }

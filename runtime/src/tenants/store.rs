@@ -34,10 +34,10 @@ pub enum StoreError {
 /// How a registry entry differs from a file's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Add(TenantEntry),
+    Add(Box<TenantEntry>),
     Update {
-        live: TenantEntry,
-        file: TenantEntry,
+        live: Box<TenantEntry>,
+        file: Box<TenantEntry>,
     },
     /// In the registry, not in the file.
     Remove(String),
@@ -133,14 +133,14 @@ pub fn diff(live: &BTreeMap<String, LiveEntry>, file: &[TenantEntry], prune: boo
     let mut changes = Vec::new();
     for entry in file {
         match live.get(&entry.id) {
-            None => changes.push(Change::Add(entry.clone())),
+            None => changes.push(Change::Add(Box::new(entry.clone()))),
             Some(Ok(current)) if same(current, entry) => {}
             Some(Ok(current)) => changes.push(Change::Update {
-                live: current.clone(),
-                file: entry.clone(),
+                live: Box::new(current.clone()),
+                file: Box::new(entry.clone()),
             }),
             // An unreadable entry is replaced by the file's.
-            Some(Err(_)) => changes.push(Change::Add(entry.clone())),
+            Some(Err(_)) => changes.push(Change::Add(Box::new(entry.clone()))),
         }
     }
     if prune {
@@ -254,6 +254,9 @@ mod tests {
             max_request_bytes: None,
             labels: BTreeMap::new(),
             reply_prefixes: Vec::new(),
+            limits: Default::default(),
+            model_limits: Default::default(),
+            max_wait: None,
             updated_at: None,
         }
     }

@@ -37,6 +37,8 @@ pub struct RecordedRequest {
     /// selection, e.g. a wrong key).
     pub fault: Option<Fault>,
     pub received_at: Instant,
+    /// The same instant by the wall clock (fleet limits' windows are aligned to it).
+    pub received_at_wall: std::time::SystemTime,
 }
 
 impl RecordedRequest {

@@ -266,6 +266,7 @@ fn record(
         stream: request.is_some_and(|r| r.stream),
         key: format.carried_key(headers).map(str::to_owned),
         fault,
+        received_at_wall: std::time::SystemTime::now() - received_at.elapsed(),
         received_at,
         body,
     }

@@ -1,0 +1,246 @@
+//! Fleet-wide limits, measured where they matter: at the upstream, with several real
+//! worker processes sharing them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use llmq_runtime::tenants::parse_registry;
+use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
+use llmq_submitter::ClientOptions;
+use llmq_tests::mock::MockOptions;
+use llmq_tests::stack::{Stack, chat_job, run_job};
+use llmq_tests::worker::{WorkerProcess, WorkerSetup};
+
+fn setup(stack: &Stack, deployment_limits: &str) -> WorkerSetup {
+    let mut setup = stack.setup(&format!(
+        r#"[providers.mock]
+kind = "openai"
+base_url = "{{mock}}/v1"
+api_key_file = "{{key_file}}"
+max_concurrency = 64
+timeouts = {{ connect = "2s", first_token = "20s", inter_token = "5s", total = "40s" }}
+[models.chat]
+deployments = [{{ provider = "mock", model = "m", limits = {{ {deployment_limits} }} }}]
+"#
+    ));
+    setup.set("limits", "lease", "\"2s\"");
+    setup
+}
+
+async fn apply(stack: &Stack, text: &str) {
+    let admin = stack.client().await;
+    let entries = parse_registry(text).unwrap();
+    let changes = admin.tenants_diff(&entries, true).await.unwrap();
+    admin.apply_tenants(&changes, 1).await.unwrap();
+}
+
+async fn workers(setup: &WorkerSetup, n: usize, name: &str) -> Vec<WorkerProcess> {
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let setup = setup.clone().with_id(&format!("{name}-{i}"));
+        workers.push(WorkerProcess::spawn(&setup, &format!("{name}-{i}")).await);
+    }
+    workers
+}
+
+async fn stop(workers: Vec<WorkerProcess>) {
+    for mut worker in workers {
+        assert_eq!(
+            worker.terminate(Duration::from_secs(30)).await.code(),
+            Some(0)
+        );
+    }
+}
+
+/// Submits `n` jobs at once and waits for every outcome.
+async fn run_all(
+    client: &llmq_submitter::Client,
+    n: usize,
+    tier: Tier,
+) -> Vec<llmq_schemas::Outcome> {
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let mut job = chat_job("chat", &format!("limited {i}"));
+        job.tier = tier;
+        handles.push(client.submit(job).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.push(
+            handle
+                .outcome_within(Duration::from_secs(120))
+                .await
+                .unwrap(),
+        );
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn four_workers_never_put_more_than_a_deployments_concurrency_on_it() {
+    let stack = Stack::with_slow_mock(Duration::from_millis(300)).await;
+    let setup = setup(&stack, "concurrency = 8");
+    let fleet = workers(&setup, 4, "conc").await;
+    let client = stack.client().await;
+    let outcomes = run_all(&client, 64, Tier::Interactive).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.status == OutcomeStatus::Succeeded),
+        "{:?}",
+        outcomes
+            .iter()
+            .find(|o| o.status != OutcomeStatus::Succeeded)
+    );
+    let peak = stack.mock.peak_concurrency();
+    println!("limits: peak concurrency {peak} (limit 8, 4 workers, 64 jobs)");
+    assert!(peak <= 8, "the upstream saw {peak} requests at once");
+    assert!(
+        peak >= 6,
+        "the limit was reached ({peak}), else the test proves nothing"
+    );
+    let served: std::collections::HashSet<String> =
+        outcomes.iter().map(|o| o.worker_id.clone()).collect();
+    assert!(
+        served.len() >= 2,
+        "several workers shared the limit: {served:?}"
+    );
+    stop(fleet).await;
+}
+
+#[tokio::test]
+async fn a_tenants_rate_holds_across_the_fleet_and_batch_jobs_wait_in_the_queue() {
+    let stack = Stack::start().await;
+    apply(
+        &stack,
+        "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nrpm = 10\nwindow = \"2s\"\n",
+    )
+    .await;
+    let mut setup = setup(&stack, "");
+    setup
+        .set("tenants", "mode", "\"enforced\"")
+        .set("jetstream", "max_deliver", "2");
+    let fleet = workers(&setup, 3, "rate").await;
+    let client = stack
+        .client_with(ClientOptions {
+            check_catalog: false,
+            ..ClientOptions::for_tenant("acme")
+        })
+        .await;
+    let started = Instant::now();
+    let outcomes = run_all(&client, 35, Tier::Batch).await;
+    let took = started.elapsed();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.status == OutcomeStatus::Succeeded)
+    );
+    // Waiting for the limit neither burned a delivery nor handed a job back.
+    assert!(
+        outcomes.iter().all(|o| o.delivery == 1),
+        "{:?}",
+        outcomes.iter().map(|o| o.delivery).collect::<Vec<_>>()
+    );
+    let mut per_window: BTreeMap<u128, usize> = BTreeMap::new();
+    for request in stack.mock.requests() {
+        let ms = request
+            .received_at_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        *per_window.entry(ms / 2000).or_default() += 1;
+    }
+    println!(
+        "limits: 35 jobs at 10 per 2 s over 3 workers took {took:?}; per window {per_window:?}"
+    );
+    assert!(per_window.values().all(|n| *n <= 10), "{per_window:?}");
+    assert!(
+        per_window.len() >= 4,
+        "35 jobs need at least 4 windows: {per_window:?}"
+    );
+    stop(fleet).await;
+}
+
+#[tokio::test]
+async fn an_interactive_job_waits_a_bounded_time_then_fails_rate_limited_with_a_retry_after() {
+    let stack = Stack::start().await;
+    apply(
+        &stack,
+        "[tenants.acme]\nmodels = [\"chat\"]\nmax_wait = \"500ms\"\n[tenants.acme.limits]\nrpm = 1\nwindow = \"1m\"\n",
+    )
+    .await;
+    let mut setup = setup(&stack, "");
+    setup.set("tenants", "mode", "\"enforced\"");
+    let worker = stack.worker(&setup).await;
+    let client = stack
+        .client_with(ClientOptions {
+            check_catalog: false,
+            ..ClientOptions::for_tenant("acme")
+        })
+        .await;
+    assert_eq!(
+        run_job(&client, chat_job("chat", "first")).await.status,
+        OutcomeStatus::Succeeded
+    );
+    let started = Instant::now();
+    let outcome = run_job(&client, chat_job("chat", "second")).await;
+    let error = outcome.error.expect("refused");
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(error.kind, ErrorType::RateLimited);
+    let retry_after = error.retry_after_ms.expect("a retry-after");
+    assert!(retry_after > 0 && retry_after <= 60_000, "{retry_after}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited its max_wait first"
+    );
+    assert_eq!(stack.mock.request_count(), 1);
+    // A deadline shorter than the wait still ends it expired.
+    let mut job = chat_job("chat", "third");
+    job.deadline = Some(llmq_schemas::Timestamp::now().plus(Duration::from_millis(200)));
+    let outcome = run_job(&client, job).await;
+    assert_eq!(
+        outcome.status,
+        OutcomeStatus::Expired,
+        "{:?}",
+        outcome.error
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_workers_permits_come_back_within_its_lease() {
+    let stack = Stack::start_with(
+        MockOptions {
+            first_token_delay: Duration::from_secs(30),
+            ..MockOptions::default()
+        },
+        Default::default(),
+    )
+    .await;
+    let setup = setup(&stack, "concurrency = 2");
+    let mut doomed = WorkerProcess::spawn(&setup.clone().with_id("doomed"), "doomed").await;
+    let client = stack.client().await;
+    for i in 0..2 {
+        client
+            .submit_detached(chat_job("chat", &format!("hold {i}")))
+            .await
+            .unwrap();
+    }
+    assert!(
+        stack
+            .mock
+            .wait_for_requests(2, Duration::from_secs(10))
+            .await
+    );
+    doomed.kill().await;
+    // Another worker's job gets a permit once the dead worker's lease (2 s) ends.
+    stack.mock.set_options(MockOptions::default());
+    let survivor = stack.worker(&setup.clone().with_id("survivor")).await;
+    let killed_at = Instant::now();
+    let outcome = run_job(&client, chat_job("chat", "after the crash")).await;
+    let waited = killed_at.elapsed();
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded);
+    println!("limits: permits of a SIGKILLed worker came back after {waited:?} (lease 2 s)");
+    assert!(waited < Duration::from_secs(2 + 3), "took {waited:?}");
+    survivor.stop().await;
+}
