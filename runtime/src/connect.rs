@@ -104,6 +104,9 @@ async fn connect_options(options: &NatsOptions) -> Result<ConnectOptions, Connec
                     source,
                 })?;
     }
+    if let Some(path) = &options.nkey_file {
+        connect = connect.nkey(read_seed(path)?);
+    }
     let tls = &options.tls;
     if let Some(ca) = &tls.ca_file {
         connect = connect.add_root_certificates(ca.clone());
@@ -126,6 +129,24 @@ async fn connect_options(options: &NatsOptions) -> Result<ConnectOptions, Connec
 }
 
 /// Refuses a version below [`MINIMUM_SERVER_VERSION`] (or one that does not parse).
+/// The seed in an NKey file (surrounding blanks and comment lines ignored).
+fn read_seed(path: &std::path::Path) -> Result<String, ConnectError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConnectError::Credentials {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| line.starts_with('S'))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ConnectError::InvalidOptions(format!(
+                "{} holds no NKey seed (a line starting with S)",
+                path.display()
+            ))
+        })
+}
+
 pub fn check_server_version(version: &str) -> Result<(), ConnectError> {
     let too_old = || ConnectError::ServerTooOld {
         version: if version.is_empty() {

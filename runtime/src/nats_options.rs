@@ -25,6 +25,9 @@ pub struct NatsOptions {
     pub token: Option<SecretString>,
     /// A `.creds` file (JWT and NKey seed) for decentralized auth.
     pub creds_file: Option<PathBuf>,
+    /// A file holding a user's NKey seed (`SU...`), as `submitter auth generate` writes
+    /// them: the server knows only the public key.
+    pub nkey_file: Option<PathBuf>,
     pub tls: TlsOptions,
     /// Time allowed for the TCP/TLS handshake and the server's first PONG.
     #[serde(with = "humantime_serde")]
@@ -65,6 +68,7 @@ impl Default for NatsOptions {
             password: None,
             token: None,
             creds_file: None,
+            nkey_file: None,
             tls: TlsOptions::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
@@ -81,6 +85,7 @@ impl fmt::Debug for NatsOptions {
             .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("creds_file", &self.creds_file)
+            .field("nkey_file", &self.nkey_file)
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)

@@ -4,6 +4,10 @@
 //! running on any worker, or still queued: whichever worker holds it (now or later) reads
 //! the key. A job that already has an outcome cannot be cancelled, and the caller is told
 //! how it ended instead.
+//!
+//! The request is published straight to the key's subject (`$KV.<bucket>.<tenant>.<job>`)
+//! rather than through a KV handle, whose opening reads the bucket's stream info: so a
+//! tenant's NATS permissions can allow its own cancels and nothing else of the bucket.
 
 use bytes::Bytes;
 use llmq_schemas::{CancelRequest, JobId, OutcomeStatus, PROTOCOL_VERSION, Subjects, Timestamp};
@@ -42,11 +46,43 @@ impl Client {
             what: "a cancel request".into(),
             source,
         })?;
-        let bucket = self.cancel_bucket().await?;
-        let revision = bucket
-            .put(Subjects::cancel_key(tenant, job_id), Bytes::from(value))
+        let bucket = self.inner.subjects.cancel_bucket();
+        let subject = format!("$KV.{bucket}.{}", Subjects::cancel_key(tenant, job_id));
+        let msg_id = format!("cancel-{job_id}-{}", request.requested_at.unix_millis());
+        let payload = Bytes::from(value);
+        let published = self.publish(&subject, &msg_id, None, &payload);
+        let ack = self
+            .unless_denied(&[&bucket], published)
             .await
-            .map_err(|err| ClientError::nats("writing the cancel request", err))?;
-        Ok(CancelStatus::Requested { revision })
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "writing the cancel request",
+                denied,
+            })?
+            .map_err(|failure| self.cancel_error(failure, &bucket))?;
+        Ok(CancelStatus::Requested {
+            revision: ack.sequence,
+        })
+    }
+
+    fn cancel_error(&self, failure: llmq_runtime::PublishFailure, bucket: &str) -> ClientError {
+        use llmq_runtime::PublishFailure;
+        match failure {
+            PublishFailure::NoStream => {
+                ClientError::not_set_up(self.inner.subjects.prefix(), format!("KV bucket {bucket}"))
+            }
+            PublishFailure::Timeout { attempts } => ClientError::PublishTimeout { attempts },
+            PublishFailure::Rejected { code, description } => {
+                ClientError::Rejected { code, description }
+            }
+            PublishFailure::Full { detail }
+            | PublishFailure::SubjectFull { detail }
+            | PublishFailure::TooLarge { detail } => ClientError::Rejected {
+                code: 0,
+                description: detail,
+            },
+            PublishFailure::Connection { source, .. } => {
+                ClientError::nats("writing the cancel request", source)
+            }
+        }
     }
 }

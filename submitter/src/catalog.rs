@@ -56,6 +56,16 @@ impl CatalogCache {
 impl Client {
     /// Every entry in the catalog bucket (stale ones included: see [`is_live`]).
     pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, ClientError> {
+        let name = self.inner.subjects.catalog_bucket();
+        self.unless_denied(&[&name], self.read_catalog())
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "reading the model catalog",
+                denied,
+            })?
+    }
+
+    async fn read_catalog(&self) -> Result<Vec<CatalogEntry>, ClientError> {
         let bucket = self.bucket(&self.inner.subjects.catalog_bucket()).await?;
         let keys: Vec<String> = bucket
             .keys()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use llmq_schemas::{Subjects, Tenant};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 
 use crate::catalog::CatalogCache;
 use crate::connect::ConnectionEvents;
@@ -35,8 +35,9 @@ pub(crate) struct Inner {
     pub(crate) options: ClientOptions,
     pub(crate) inbox: Inbox,
     pub(crate) connects: Option<watch::Receiver<u64>>,
+    /// The connection's events, when this client installed them or was given them.
+    pub(crate) events: Option<ConnectionEvents>,
     pub(crate) catalog: CatalogCache,
-    pub(crate) cancel_bucket: OnceCell<kv::Store>,
     /// This tenant's registry entry as last read, and when (see `tenants.rs`).
     pub(crate) policy:
         tokio::sync::Mutex<Option<(tokio::time::Instant, Option<llmq_runtime::tenants::Lookup>)>>,
@@ -53,7 +54,7 @@ impl Client {
             events.install(connect.custom_inbox_prefix(&inbox_prefix))
         })
         .await?;
-        Self::build(nats, options, Some(events.subscribe())).await
+        Self::build(nats, options, Some(&events)).await
     }
 
     /// A client on an existing connection. Without reconnect notifications, a final event
@@ -74,13 +75,13 @@ impl Client {
         events: &ConnectionEvents,
     ) -> Result<Client, ConnectError> {
         validate(&options)?;
-        Self::build(nats, options, Some(events.subscribe())).await
+        Self::build(nats, options, Some(events)).await
     }
 
     async fn build(
         nats: async_nats::Client,
         options: ClientOptions,
-        connects: Option<watch::Receiver<u64>>,
+        events: Option<&ConnectionEvents>,
     ) -> Result<Client, ConnectError> {
         llmq_runtime::check_server_version(&nats.server_info().version)?;
         let (subjects, tenant) = validate(&options)?;
@@ -98,9 +99,9 @@ impl Client {
                 tenant,
                 options,
                 inbox,
-                connects,
+                connects: events.map(ConnectionEvents::subscribe),
+                events: events.cloned(),
                 catalog: CatalogCache::default(),
-                cancel_bucket: OnceCell::new(),
                 policy: tokio::sync::Mutex::new(None),
             }),
         })
@@ -138,14 +139,6 @@ impl Client {
             )),
             Err(err) => Err(ClientError::nats("opening a KV bucket", err)),
         }
-    }
-
-    pub(crate) async fn cancel_bucket(&self) -> Result<&kv::Store, ClientError> {
-        let name = self.inner.subjects.cancel_bucket();
-        self.inner
-            .cancel_bucket
-            .get_or_try_init(|| self.bucket(&name))
-            .await
     }
 }
 

@@ -78,6 +78,10 @@ pub enum SubmitError {
     /// The catalog could not be read (other than missing, which is `NoWorkers`).
     #[error("cannot read the model catalog: {0}")]
     Catalog(#[source] Box<ClientError>),
+    /// The server's permissions do not let these credentials publish the job (another
+    /// tenant's subject, say).
+    #[error("cannot submit: {0}")]
+    PermissionDenied(#[from] crate::Denied),
     /// The tenant registry does not let this tenant run the job.
     #[error("refused by the tenant registry: {message}")]
     PolicyDenied {
@@ -131,6 +135,11 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Registry(#[from] llmq_runtime::tenants::StoreError),
+    #[error("{operation}: {denied}")]
+    PermissionDenied {
+        operation: &'static str,
+        denied: crate::Denied,
+    },
 }
 
 impl ClientError {

@@ -4,7 +4,9 @@
 //! so "the outcome" is the last message on the job's subject: a direct get, answerable by
 //! any replica. Waiting for one that is not there yet uses an ordered consumer on that
 //! subject (deliver last per subject), which delivers the stored one at once or the next
-//! one as it is stored, and survives reconnects, without polling.
+//! one as it is stored, and survives reconnects, without polling. The consumer is named
+//! (see [`consumer_name`]), so that its creation request names its filter and a tenant's
+//! NATS permissions can pin it to the tenant's own outcomes.
 
 use std::time::Duration;
 
@@ -23,7 +25,15 @@ impl Client {
     pub async fn get_outcome(&self, job_id: JobId) -> Result<Option<Outcome>, ClientError> {
         let subject = self.result_subject(job_id);
         let stream = self.results_stream().await?;
-        match stream.direct_get_last_for_subject(subject).await {
+        let name = self.inner.subjects.results_stream();
+        let got = self
+            .unless_denied(&[&name], stream.direct_get_last_for_subject(subject))
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "reading the results stream",
+                denied,
+            })?;
+        match got {
             Ok(message) => decode_outcome(&message.payload, job_id).map(Some),
             Err(err) => match err.kind() {
                 DirectGetErrorKind::NotFound => Ok(None),
@@ -58,9 +68,20 @@ impl Client {
     }
 
     async fn watch_outcome(&self, job_id: JobId) -> Result<Outcome, WaitError> {
+        let name = self.inner.subjects.results_stream();
+        self.unless_denied(&[&name], self.watch_stored_outcome(job_id))
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "watching the results stream",
+                denied,
+            })?
+    }
+
+    async fn watch_stored_outcome(&self, job_id: JobId) -> Result<Outcome, WaitError> {
         let stream = self.results_stream().await?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
+                name: Some(consumer_name()),
                 filter_subject: self.result_subject(job_id),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 ..Default::default()
@@ -116,6 +137,13 @@ impl Client {
             _ => ClientError::nats(operation, err),
         }
     }
+}
+
+/// A fresh name for an ordered consumer: random, so that no other connection can guess it
+/// (permissions cannot pin pulling by tenant), and a name at all, so that the creation
+/// request carries the filter in its subject.
+pub(crate) fn consumer_name() -> String {
+    format!("llmq_{}", uuid::Uuid::new_v4().simple())
 }
 
 fn decode_outcome(payload: &[u8], job_id: JobId) -> Result<Outcome, ClientError> {

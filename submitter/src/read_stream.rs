@@ -4,7 +4,9 @@
 //! never ends. An ordered consumer reads it without acks and recovers from gaps by
 //! itself; every delivered message says how many are still pending, so the read stops at
 //! the message that brings that to zero (or at once when the consumer starts with
-//! nothing pending).
+//! nothing pending). The consumer is named, with its filter in the creation subject, so
+//! that NATS permissions can pin a tenant to its own part of the stream; a read the server
+//! denies is an error, never "nothing there".
 
 use std::time::Duration;
 
@@ -38,6 +40,20 @@ impl Client {
         &self,
         stream: &str,
         range: ReadRange,
+        each: impl FnMut(Stored),
+    ) -> Result<(), ClientError> {
+        self.unless_denied(&[stream], self.read_stream_unguarded(stream, range, each))
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "reading a stream",
+                denied,
+            })?
+    }
+
+    async fn read_stream_unguarded(
+        &self,
+        stream: &str,
+        range: ReadRange,
         mut each: impl FnMut(Stored),
     ) -> Result<(), ClientError> {
         let operation = "reading a stream";
@@ -49,6 +65,7 @@ impl Client {
             .map_err(|err| ClientError::nats(operation, err))?;
         let consumer = handle
             .create_consumer(pull::OrderedConfig {
+                name: Some(crate::outcome::consumer_name()),
                 filter_subject: range.filter_subject,
                 deliver_policy: range.deliver_policy,
                 ..Default::default()

@@ -75,9 +75,11 @@ impl Client {
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
         self.check_policy(job, payload.len()).await?;
+        let msg_id = job.id.to_string();
+        let published = self.publish(&subject, &msg_id, None, &payload);
         let ack = self
-            .publish(&subject, &job.id.to_string(), None, &payload)
-            .await
+            .unless_denied(&[&subject], published)
+            .await?
             .map_err(|failure| self.submit_error(failure))?;
         if ack.duplicate {
             tracing::debug!(job_id = %job.id, "job was already queued; JetStream dropped the copy");

@@ -21,7 +21,15 @@ impl Client {
     /// Every tenant in the registry (an admin read), by id.
     pub async fn tenants(&self) -> Result<BTreeMap<String, LiveEntry>, ClientError> {
         let bucket = self.tenants_bucket(1).await?;
-        Ok(tenants::list(&bucket, &self.inner.subjects).await?)
+        let name = self.inner.subjects.tenants_bucket();
+        let read = tenants::list(&bucket, &self.inner.subjects);
+        Ok(self
+            .unless_denied(&[&name], read)
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "reading the tenant registry",
+                denied,
+            })??)
     }
 
     /// What applying `file` would change; `prune` also removes tenants not in it.
@@ -54,7 +62,16 @@ impl Client {
         &self,
         replicas: usize,
     ) -> Result<async_nats::jetstream::kv::Store, ClientError> {
-        Ok(tenants::bucket(&self.inner.js, &self.inner.subjects, replicas).await?)
+        let name = self.inner.subjects.tenants_bucket();
+        // Opening (or creating) the bucket asks for the account's JetStream info first.
+        let open = tenants::bucket(&self.inner.js, &self.inner.subjects, replicas);
+        Ok(self
+            .unless_denied(&[&name, "$JS.API.INFO"], open)
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "opening the tenant registry",
+                denied,
+            })??)
     }
 
     /// Refuses a job its tenant's registry entry does not allow. No entry (or none
@@ -90,14 +107,26 @@ impl Client {
             return lookup.clone();
         }
         let timeout = self.inner.options.nats.request_timeout;
+        let bucket = self.inner.subjects.tenants_bucket();
         let read = tenants::read_own(
             &self.inner.js,
             &self.inner.subjects,
             &self.inner.tenant,
             timeout,
-        )
-        .await;
-        let lookup = match read {
+        );
+        let lookup = match self.unless_denied(&[&bucket], read).await {
+            Err(denied) => {
+                tracing::debug!(%denied, "own registry entry not readable; the worker decides");
+                None
+            }
+            Ok(read) => self.lookup_of(read),
+        };
+        *cache.lock().await = Some((Instant::now(), lookup.clone()));
+        lookup
+    }
+
+    fn lookup_of(&self, read: Result<Option<LiveEntry>, tenants::StoreError>) -> Option<Lookup> {
+        match read {
             Ok(Some(Ok(entry))) => Some(match TenantPolicy::new(entry) {
                 Ok(policy) => Lookup::Known(std::sync::Arc::new(policy)),
                 Err(reason) => Lookup::Invalid(reason),
@@ -108,8 +137,6 @@ impl Client {
                 tracing::debug!(error = %err, "own registry entry not readable; the worker decides");
                 None
             }
-        };
-        *cache.lock().await = Some((Instant::now(), lookup.clone()));
-        lookup
+        }
     }
 }

@@ -26,6 +26,9 @@ pub struct UsageQuery {
     pub tenant: Option<Tenant>,
     /// Every tenant (overrides `tenant`).
     pub all_tenants: bool,
+    /// Sum per value of this registry label (`team`, `cost_centre`) instead of per
+    /// (tenant, model); events without it sum under `(none)`.
+    pub by_label: Option<String>,
 }
 
 impl UsageQuery {
@@ -41,6 +44,7 @@ impl UsageQuery {
             until: None,
             tenant: None,
             all_tenants: false,
+            by_label: None,
         }
     }
 }
@@ -50,6 +54,10 @@ impl UsageQuery {
 pub struct UsageRow {
     pub tenant: String,
     pub model: String,
+    /// The label's value, when the report is grouped by a label (tenant and model are
+    /// then `*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Distinct jobs.
     pub jobs: u64,
     /// Processings (a job redelivered after a worker crash counts twice).
@@ -114,7 +122,7 @@ impl Client {
             },
             until: Some(until.as_offset()),
         };
-        let mut sum = Aggregator::default();
+        let mut sum = Aggregator::by_label(query.by_label.clone());
         self.read_stream(&subjects.usage_stream(), range, |stored| {
             match serde_json::from_slice::<UsageEvent>(&stored.message.payload) {
                 Ok(event) => sum.add(&event),
@@ -140,6 +148,7 @@ impl Client {
 /// Sums events; pure, so the arithmetic is unit-tested without a server.
 #[derive(Debug, Default)]
 pub(crate) struct Aggregator {
+    by_label: Option<String>,
     rows: BTreeMap<(String, String), Partial>,
     all_jobs: HashSet<JobId>,
     pub(crate) undecodable: u64,
@@ -152,13 +161,35 @@ struct Partial {
     missing: BTreeSet<String>,
 }
 
+/// What a report's row of events without the grouping label is called.
+pub const NO_LABEL: &str = "(none)";
+
 impl Aggregator {
+    pub(crate) fn by_label(by_label: Option<String>) -> Self {
+        Self {
+            by_label,
+            ..Self::default()
+        }
+    }
+
+    fn key(&self, event: &UsageEvent) -> (String, String) {
+        match &self.by_label {
+            None => (event.tenant.clone(), event.model.clone()),
+            Some(name) => (
+                event
+                    .labels
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| NO_LABEL.into()),
+                String::new(),
+            ),
+        }
+    }
+
     pub(crate) fn add(&mut self, event: &UsageEvent) {
         self.all_jobs.insert(event.job_id);
-        let partial = self
-            .rows
-            .entry((event.tenant.clone(), event.model.clone()))
-            .or_default();
+        let key = self.key(event);
+        let partial = self.rows.entry(key).or_default();
         partial.jobs.insert(event.job_id);
         add_event(&mut partial.row, &mut partial.missing, event);
     }
@@ -172,10 +203,14 @@ impl Aggregator {
         };
         let mut all_missing = BTreeSet::new();
         let mut rows = Vec::with_capacity(self.rows.len());
-        for ((tenant, model), partial) in self.rows {
+        let by_label = self.by_label.is_some();
+        for ((first, model), partial) in self.rows {
             let mut row = partial.row;
-            row.tenant = tenant;
-            row.model = model;
+            if by_label {
+                (row.tenant, row.model, row.label) = ("*".into(), "*".into(), Some(first));
+            } else {
+                (row.tenant, row.model) = (first, model);
+            }
             row.jobs = partial.jobs.len() as u64;
             row.missing_prices = partial.missing.iter().cloned().collect();
             all_missing.extend(partial.missing);
@@ -279,6 +314,44 @@ mod tests {
             total,
             ..CostBreakdown::default()
         })
+    }
+
+    #[test]
+    fn groups_by_a_label_across_tenants_and_models() {
+        let mut sum = Aggregator::by_label(Some("team".into()));
+        let labelled = |tenant: &str, model: &str, team: Option<&str>, cost: f64| {
+            let mut e = event(
+                tenant,
+                model,
+                Uuid::now_v7(),
+                OutcomeStatus::Succeeded,
+                Usage::new(10, 5),
+                priced(cost),
+            );
+            if let Some(team) = team {
+                e.labels.insert("team".into(), team.into());
+            }
+            e
+        };
+        sum.add(&labelled("a", "chat", Some("search"), 1.0));
+        sum.add(&labelled("b", "other", Some("search"), 2.0));
+        sum.add(&labelled("c", "chat", Some("ads"), 4.0));
+        sum.add(&labelled("d", "chat", None, 8.0));
+        let (rows, total, _) = sum.finish();
+        let by: Vec<(Option<&str>, f64, u64)> = rows
+            .iter()
+            .map(|r| (r.label.as_deref(), r.cost_usd, r.jobs))
+            .collect();
+        assert_eq!(
+            by,
+            vec![
+                (Some(NO_LABEL), 8.0, 1),
+                (Some("ads"), 4.0, 1),
+                (Some("search"), 3.0, 2)
+            ]
+        );
+        assert!(rows.iter().all(|r| r.tenant == "*" && r.model == "*"));
+        assert_eq!(total.cost_usd, 15.0);
     }
 
     #[test]

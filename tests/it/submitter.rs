@@ -791,6 +791,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
             until: None,
             tenant: None,
             all_tenants: false,
+            by_label: None,
         })
         .await
         .unwrap();
@@ -816,6 +817,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
             until: None,
             tenant: None,
             all_tenants: true,
+            by_label: None,
         })
         .await
         .unwrap();
@@ -829,6 +831,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
             until: None,
             tenant: None,
             all_tenants: true,
+            by_label: None,
         })
         .await
         .unwrap();

@@ -20,10 +20,11 @@ pub enum Exit {
     Unavailable = 4,
     Rejected = 5,
     NotFound = 6,
+    PermissionDenied = 7,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Success,
         Exit::Unexpected,
         Exit::Usage,
@@ -31,6 +32,7 @@ impl Exit {
         Exit::Unavailable,
         Exit::Rejected,
         Exit::NotFound,
+        Exit::PermissionDenied,
     ];
 
     pub fn code(self) -> u8 {
@@ -53,6 +55,9 @@ impl Exit {
             }
             Exit::NotFound => {
                 "not found (no such outcome, also when --wait/--timeout passes; no such DLQ entry)"
+            }
+            Exit::PermissionDenied => {
+                "denied by the NATS server's permissions (these credentials may not do that)"
             }
         }
     }
@@ -157,6 +162,7 @@ fn submit_exit(err: &SubmitError) -> Exit {
         | SubmitError::Timeout { .. }
         | SubmitError::Connection { .. } => Exit::Unavailable,
         SubmitError::Catalog(inner) => client_exit(inner),
+        SubmitError::PermissionDenied(_) => Exit::PermissionDenied,
     }
 }
 
@@ -168,6 +174,7 @@ fn client_exit(err: &ClientError) -> Exit {
         | ClientError::Nats { .. }
         | ClientError::Registry(_) => Exit::Unavailable,
         ClientError::NotFound { .. } => Exit::NotFound,
+        ClientError::PermissionDenied { .. } => Exit::PermissionDenied,
         ClientError::InvalidDlqEntry { .. }
         | ClientError::QueueFull { .. }
         | ClientError::Rejected { .. } => Exit::Rejected,
@@ -193,7 +200,7 @@ mod tests {
     #[test]
     fn codes_are_the_documented_ones() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
         let help = Exit::help_table();
         for exit in Exit::ALL {
             assert!(help.contains(&format!("{}  {}", exit.code(), exit.describe())));

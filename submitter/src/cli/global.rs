@@ -50,6 +50,7 @@ pub const USER: EnvVar = renamed("LLMQ__NATS__USER", "LLMQ_NATS_USER");
 pub const PASSWORD: EnvVar = renamed("LLMQ__NATS__PASSWORD", "LLMQ_NATS_PASSWORD");
 pub const TOKEN: EnvVar = renamed("LLMQ__NATS__TOKEN", "LLMQ_NATS_TOKEN");
 pub const CREDS: EnvVar = renamed("LLMQ__NATS__CREDS_FILE", "LLMQ_NATS_CREDS");
+pub const NKEY: EnvVar = named("LLMQ__NATS__NKEY_FILE");
 pub const TLS_CA: EnvVar = named("LLMQ__NATS__TLS__CA_FILE");
 pub const TLS_CERT: EnvVar = named("LLMQ__NATS__TLS__CERT_FILE");
 pub const TLS_KEY: EnvVar = named("LLMQ__NATS__TLS__KEY_FILE");
@@ -58,7 +59,7 @@ pub const CONNECT_TIMEOUT: EnvVar = named("LLMQ__NATS__CONNECT_TIMEOUT");
 
 /// Every variable the CLI reads: the help test checks that `--help` names each.
 #[cfg(test)]
-pub const ALL: [EnvVar; 12] = [
+pub const ALL: [EnvVar; 13] = [
     URL,
     PREFIX,
     TENANT,
@@ -66,6 +67,7 @@ pub const ALL: [EnvVar; 12] = [
     PASSWORD,
     TOKEN,
     CREDS,
+    NKEY,
     TLS_CA,
     TLS_CERT,
     TLS_KEY,
@@ -102,6 +104,10 @@ pub struct GlobalArgs {
     /// NATS credentials file (JWT + NKey seed) [env: LLMQ__NATS__CREDS_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub creds: Option<PathBuf>,
+    /// File with a NATS user's NKey seed, as `submitter auth generate` writes them
+    /// [env: LLMQ__NATS__NKEY_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub nkey_file: Option<PathBuf>,
     /// CA certificate(s) to trust, PEM [env: LLMQ__NATS__TLS__CA_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
@@ -241,6 +247,7 @@ impl GlobalArgs {
             password: password.map(SecretString::from),
             token: env.flag_or(&self.token, TOKEN).map(SecretString::from),
             creds_file: env.path_or(&self.creds, CREDS),
+            nkey_file: env.path_or(&self.nkey_file, NKEY),
             tls,
             connect_timeout: env
                 .duration_or(self.connect_timeout, CONNECT_TIMEOUT)?

@@ -1,6 +1,7 @@
 //! The `submitter` command line: one file per subcommand, sharing the connection options
 //! and the exit-code table.
 
+mod auth;
 mod cancel;
 mod chat;
 mod dlq;
@@ -32,6 +33,7 @@ Examples:
   submitter dlq replay --all
   submitter usage --since 7d --all-tenants
   submitter tenants apply tenants.toml
+  submitter auth generate tenants.toml --out auth/
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
 Environment: the connection options also come from the variables a worker's config reads
@@ -78,6 +80,9 @@ pub enum Command {
     /// The tenant registry: who may use which models (admin).
     #[command(subcommand, after_help = Exit::help_table())]
     Tenants(tenants::TenantsCommand),
+    /// NATS users and permissions for the registry's tenants, workers and admins (admin).
+    #[command(subcommand, after_help = Exit::help_table())]
+    Auth(auth::AuthCommand),
 }
 
 /// Runs the parsed command line.
@@ -98,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Dlq(command) => dlq::run(command, options).await,
         Command::Usage(args) => usage::run(args, options).await,
         Command::Tenants(command) => tenants::run(command, options).await,
+        Command::Auth(command) => auth::run(command, &options),
     };
     result.map_err(|err| global::explain(default_url, err))
 }

@@ -91,7 +91,7 @@ async fn admin_client(mut options: ClientOptions) -> Result<Client, CliError> {
 }
 
 /// The file's tenants, or every problem in it (a usage error: nothing is applied).
-fn read_file(path: &PathBuf) -> Result<Vec<TenantEntry>, CliError> {
+pub(super) fn read_file(path: &PathBuf) -> Result<Vec<TenantEntry>, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", path.display())))?;
     parse_registry(&text).map_err(|problems| {

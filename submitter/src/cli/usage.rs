@@ -20,6 +20,10 @@ pub struct UsageArgs {
     /// Every tenant, not just --tenant.
     #[arg(long)]
     pub all_tenants: bool,
+    /// Sum per value of a registry label instead of per tenant and model: `label:team`,
+    /// `label:cost_centre`.
+    #[arg(long, value_name = "label:NAME", value_parser = parse_by)]
+    pub by: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -34,6 +38,7 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             until: args.until,
             tenant: None,
             all_tenants: args.all_tenants,
+            by_label: args.by.clone(),
         })
         .await?;
     if args.json {
@@ -46,20 +51,30 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
         note("no usage in this window");
         return Ok(Exit::Success);
     }
-    let mut table = Table::new(&[
-        ("TENANT", Align::Left),
-        ("MODEL", Align::Left),
-        ("JOBS", Align::Right),
-        ("SUCCEEDED", Align::Right),
-        ("FAILED", Align::Right),
-        ("PROMPT", Align::Right),
-        ("COMPLETION", Align::Right),
-        ("CACHED", Align::Right),
-        ("REASONING", Align::Right),
-        ("COST USD", Align::Right),
-    ]);
+    let group = match &args.by {
+        Some(label) => vec![(label.to_uppercase(), Align::Left)],
+        None => vec![
+            ("TENANT".into(), Align::Left),
+            ("MODEL".into(), Align::Left),
+        ],
+    };
+    let headers: Vec<(&str, Align)> = group
+        .iter()
+        .map(|(name, align)| (name.as_str(), *align))
+        .chain([
+            ("JOBS", Align::Right),
+            ("SUCCEEDED", Align::Right),
+            ("FAILED", Align::Right),
+            ("PROMPT", Align::Right),
+            ("COMPLETION", Align::Right),
+            ("CACHED", Align::Right),
+            ("REASONING", Align::Right),
+            ("COST USD", Align::Right),
+        ])
+        .collect();
+    let mut table = Table::new(&headers);
     for row in report.rows.iter().chain(std::iter::once(&report.total)) {
-        table.row(cells(row));
+        table.row(cells(row, args.by.is_some()));
     }
     out(&table.render())?;
     if report.total.has_unknown_prices() {
@@ -104,24 +119,40 @@ fn window_line(scope: &str, since: Timestamp, until: Timestamp) -> String {
     )
 }
 
-fn cells(row: &UsageRow) -> Vec<String> {
+/// `label:<name>` -> the label's name.
+fn parse_by(text: &str) -> Result<String, String> {
+    match text.strip_prefix("label:") {
+        Some(name) if !name.is_empty() => Ok(name.to_owned()),
+        _ => Err(format!(
+            "expected label:<name> (e.g. label:team), got {text:?}"
+        )),
+    }
+}
+
+fn cells(row: &UsageRow, by_label: bool) -> Vec<String> {
     let cost = if row.has_unknown_prices() {
         format!("{:.6} + unknown price", row.cost_usd)
     } else {
         format!("{:.6}", row.cost_usd)
     };
-    vec![
-        row.tenant.clone(),
-        row.model.clone(),
-        row.jobs.to_string(),
-        row.succeeded.to_string(),
-        row.failed.to_string(),
-        row.prompt_tokens.to_string(),
-        row.completion_tokens.to_string(),
-        row.cached_prompt_tokens.to_string(),
-        row.reasoning_tokens.to_string(),
-        cost,
-    ]
+    let group = match (by_label, &row.label) {
+        (true, Some(label)) => vec![label.clone()],
+        (true, None) => vec!["*".to_owned()],
+        (false, _) => vec![row.tenant.clone(), row.model.clone()],
+    };
+    group
+        .into_iter()
+        .chain([
+            row.jobs.to_string(),
+            row.succeeded.to_string(),
+            row.failed.to_string(),
+            row.prompt_tokens.to_string(),
+            row.completion_tokens.to_string(),
+            row.cached_prompt_tokens.to_string(),
+            row.reasoning_tokens.to_string(),
+            cost,
+        ])
+        .collect()
 }
 
 #[cfg(test)]
