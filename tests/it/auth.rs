@@ -453,3 +453,41 @@ async fn the_readme_recipe_for_two_tenants_works_as_written() {
     assert!(all.contains("Permissions Violation"), "{all}");
     assert!(all.contains("TEAM") && all.contains("search"), "{all}");
 }
+
+/// What the permission set costs a producer: the same job-sized JetStream publish, awaited
+/// one at a time, as a tenant (a dozen pinned subjects to check) and as the admin (`>`), on
+/// one server. Printed for the note; a timing never fails the test.
+#[tokio::test]
+async fn the_cost_of_a_tenants_permissions_per_publish_is_measured() {
+    let secured = Secured::start().await;
+    let payload = bytes::Bytes::from(vec![b'x'; 1024]);
+    let mut medians = Vec::new();
+    for (user, tenant) in [
+        ("admin", "acme"),
+        ("tenant-acme", "acme"),
+        ("admin", "acme"),
+    ] {
+        let nats = async_nats::ConnectOptions::with_nkey(secured.seed(user))
+            .custom_inbox_prefix("_INBOX_llmq.acme")
+            .connect(secured.stack.nats.url())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(nats);
+        let subject = format!("llmq.jobs.bench.batch.{tenant}");
+        let mut took = Vec::with_capacity(300);
+        for _ in 0..300 {
+            let started = Instant::now();
+            js.publish(subject.clone(), payload.clone())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            took.push(started.elapsed());
+        }
+        took.sort();
+        medians.push((user, took[took.len() / 2]));
+    }
+    println!("auth: publish+PubAck p50, one at a time, 1 KiB: {medians:?}");
+    assert_eq!(medians.len(), 3);
+    secured.stop().await;
+}
