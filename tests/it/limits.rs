@@ -334,3 +334,143 @@ async fn a_broker_restart_while_jobs_wait_on_a_limit_loses_nothing_and_the_fleet
     );
     stop(fleet).await;
 }
+
+/// Provider calls per clock-aligned window of `window_ms`, by upstream model (`None`: all).
+fn calls_per_window(stack: &Stack, window_ms: u128, model: Option<&str>) -> BTreeMap<u128, usize> {
+    let mut per_window = BTreeMap::new();
+    for request in stack.mock.requests() {
+        if model.is_some_and(|m| request.model != m) {
+            continue;
+        }
+        let ms = request
+            .received_at_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        *per_window.entry(ms / window_ms).or_default() += 1;
+    }
+    per_window
+}
+
+fn acme_client_options() -> ClientOptions {
+    ClientOptions {
+        check_catalog: false,
+        ..ClientOptions::for_tenant("acme")
+    }
+}
+
+#[tokio::test]
+async fn a_providers_token_rate_holds_across_the_fleet() {
+    let stack = Stack::start().await;
+    let mut setup = setup(&stack, "");
+    setup.body = setup.body.replace(
+        "max_concurrency = 64",
+        "max_concurrency = 64\nlimits = { tpm = 100, window = \"2s\" }",
+    );
+    let fleet = workers(&setup, 2, "tpm").await;
+    let client = stack.client().await;
+    let mut handles = Vec::new();
+    for i in 10..34 {
+        // "tokens 12" is 9 bytes: 3 tokens + 3 for the message, as the worker estimates and
+        // the mock counts; 10 completion tokens, capped. 16 tokens a call: 6 calls a window.
+        let mut job = chat_job("chat", &format!("tokens {i}"));
+        job.tier = Tier::Batch;
+        job.request.max_tokens = Some(10);
+        handles.push(client.submit(job).await.unwrap());
+    }
+    for handle in handles {
+        let outcome = handle
+            .outcome_within(Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{:?}",
+            outcome.error
+        );
+        let usage = outcome.usage.unwrap();
+        assert_eq!(usage.prompt_tokens + usage.completion_tokens, 16);
+    }
+    let per_window = calls_per_window(&stack, 2000, None);
+    println!(
+        "limits: tpm 100 per 2 s, 16 tokens a call, 2 workers: calls per window {per_window:?}"
+    );
+    assert!(per_window.values().all(|n| n * 16 <= 100), "{per_window:?}");
+    assert!(
+        per_window.len() >= 4,
+        "the limit spread the calls: {per_window:?}"
+    );
+    stop(fleet).await;
+}
+
+#[tokio::test]
+async fn a_tenants_concurrency_holds_across_the_fleet() {
+    let stack = Stack::with_slow_mock(Duration::from_millis(300)).await;
+    apply(
+        &stack,
+        "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nconcurrency = 3\n",
+    )
+    .await;
+    let mut setup = setup(&stack, "");
+    setup.set("tenants", "mode", "\"enforced\"");
+    let fleet = workers(&setup, 3, "tconc").await;
+    let client = stack.client_with(acme_client_options()).await;
+    let outcomes = run_all(&client, 24, Tier::Interactive).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.status == OutcomeStatus::Succeeded)
+    );
+    let peak = stack.mock.peak_concurrency();
+    println!("limits: tenant concurrency 3 over 3 workers, 24 jobs: peak {peak}");
+    assert!(peak <= 3, "the upstream saw {peak} of acme's jobs at once");
+    assert!(peak >= 2, "the limit was reached ({peak})");
+    stop(fleet).await;
+}
+
+#[tokio::test]
+async fn a_tenants_limit_on_one_model_leaves_its_other_models_alone() {
+    let stack = Stack::start().await;
+    apply(
+        &stack,
+        "[tenants.acme]\nmodels = [\"chat\", \"other\"]\n\
+         [tenants.acme.model_limits.chat]\nrpm = 4\nwindow = \"2s\"\n",
+    )
+    .await;
+    let mut setup = setup(&stack, "");
+    setup
+        .body
+        .push_str("[models.other]\ndeployments = [{ provider = \"mock\", model = \"o\" }]\n");
+    setup.set("tenants", "mode", "\"enforced\"");
+    let fleet = workers(&setup, 2, "tmodel").await;
+    let client = stack.client_with(acme_client_options()).await;
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        let model = if i % 2 == 0 { "chat" } else { "other" };
+        let mut job = chat_job(model, &format!("mixed {i}"));
+        job.tier = Tier::Batch;
+        handles.push(client.submit(job).await.unwrap());
+    }
+    for handle in handles {
+        let outcome = handle
+            .outcome_within(Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{:?}",
+            outcome.error
+        );
+    }
+    let chat = calls_per_window(&stack, 2000, Some("m"));
+    let other = calls_per_window(&stack, 2000, Some("o"));
+    println!("limits: acme x chat rpm 4 per 2 s: chat {chat:?}, other {other:?}");
+    assert!(chat.values().all(|n| *n <= 4), "{chat:?}");
+    assert!(
+        other.values().any(|n| *n > 4),
+        "other was held too: {other:?}"
+    );
+    stop(fleet).await;
+}
