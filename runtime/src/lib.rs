@@ -11,6 +11,7 @@
 pub mod auth;
 mod connect;
 pub mod limits;
+pub mod live;
 mod nats_options;
 pub mod policy;
 mod problems;

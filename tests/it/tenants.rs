@@ -400,7 +400,7 @@ async fn an_unreadable_entry_refuses_that_tenant_only_and_the_worker_says_why() 
         OutcomeStatus::Succeeded
     );
     worker
-        .wait_for_log("registry entry cannot be read", Duration::from_secs(5))
+        .wait_for_log("entry cannot be read", Duration::from_secs(5))
         .await;
     assert!(worker.log().contains("gamma"));
     assert_eq!(

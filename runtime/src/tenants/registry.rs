@@ -1,23 +1,18 @@
 //! The live tenant registry, as every worker (and the HTTP edge) sees it: the whole KV
-//! bucket in memory, kept current by a watch.
-//!
-//! Reading the bucket per job would put a round trip on every job's path; a watch
-//! delivers each change to every process within milliseconds, and a process that loses
+//! bucket in memory, kept current by a watch ([`LiveMap`]), so that a process that loses
 //! the broker keeps serving from the last registry it saw. A process that cannot read the
 //! registry when it starts does not start in enforced mode: it cannot tell who may run.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use llmq_schemas::{Tenant, TenantEntry};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::pattern::ModelPattern;
+pub use crate::live::LOAD_TIMEOUT;
+use crate::live::{LiveError, LiveMap};
 
 /// Whether a worker enforces the registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -67,30 +62,7 @@ pub enum Lookup {
     Invalid(String),
 }
 
-/// Every tenant, at one point in time.
-#[derive(Debug, Default)]
-struct Snapshot {
-    tenants: HashMap<String, Result<Arc<TenantPolicy>, String>>,
-}
-
-impl Snapshot {
-    fn apply(&mut self, entry: &kv::Entry) {
-        match entry.operation {
-            kv::Operation::Put => {
-                let decoded = decode(&entry.key, &entry.value);
-                if let Err(reason) = &decoded {
-                    tracing::warn!(tenant = %entry.key, error = %reason, "registry entry cannot be read; the tenant is refused");
-                }
-                self.tenants.insert(entry.key.clone(), decoded);
-            }
-            kv::Operation::Delete | kv::Operation::Purge => {
-                self.tenants.remove(&entry.key);
-            }
-        }
-    }
-}
-
-fn decode(key: &str, value: &[u8]) -> Result<Arc<TenantPolicy>, String> {
+fn decode(key: &str, value: &[u8]) -> Result<TenantPolicy, String> {
     let entry: TenantEntry = serde_json::from_slice(value)
         .map_err(|err| format!("registry entry {key:?} is not a tenant entry: {err}"))?;
     if entry.id != key {
@@ -99,34 +71,27 @@ fn decode(key: &str, value: &[u8]) -> Result<Arc<TenantPolicy>, String> {
             entry.id
         ));
     }
-    TenantPolicy::new(entry).map(Arc::new)
+    TenantPolicy::new(entry)
 }
 
-/// Why the registry could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("cannot watch the tenant registry {bucket}: {message}")]
-    Watch { bucket: String, message: String },
-    #[error("the tenant registry {bucket} was not read within {waited:?}")]
-    TimedOut { bucket: String, waited: Duration },
-}
+/// Why the registry could not be read at start-up.
+pub type RegistryError = LiveError;
 
 /// The live registry.
 #[derive(Debug)]
 pub struct Registry {
     mode: Mode,
-    current: ArcSwap<Snapshot>,
+    tenants: Arc<LiveMap<TenantPolicy>>,
 }
 
-/// How long start-up waits for the registry before giving up.
-pub const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+const WHAT: &str = "tenant registry";
 
 impl Registry {
     /// A registry nobody enforces (open mode).
     pub fn open() -> Arc<Self> {
         Arc::new(Self {
             mode: Mode::Open,
-            current: ArcSwap::from_pointee(Snapshot::default()),
+            tenants: LiveMap::empty(WHAT, decode),
         })
     }
 
@@ -138,23 +103,8 @@ impl Registry {
         mode: Mode,
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static), RegistryError> {
-        let name = bucket.name.clone();
-        let load = tokio::time::timeout(LOAD_TIMEOUT, load(&bucket));
-        let (snapshot, watch) = match load.await {
-            Ok(loaded) => loaded?,
-            Err(_) => {
-                return Err(RegistryError::TimedOut {
-                    bucket: name,
-                    waited: LOAD_TIMEOUT,
-                });
-            }
-        };
-        let registry = Arc::new(Self {
-            mode,
-            current: ArcSwap::from_pointee(snapshot),
-        });
-        let following = Arc::clone(&registry).follow(bucket, watch, stop);
-        Ok((registry, following))
+        let (tenants, following) = LiveMap::start(bucket, WHAT, decode, stop).await?;
+        Ok((Arc::new(Self { mode, tenants }), following))
     }
 
     pub fn mode(&self) -> Mode {
@@ -166,13 +116,13 @@ impl Registry {
         match self.mode {
             Mode::Enforced => true,
             Mode::Open => false,
-            Mode::Auto => !self.current.load().tenants.is_empty(),
+            Mode::Auto => !self.tenants.is_empty(),
         }
     }
 
     /// How many tenants the registry holds (readable or not).
     pub fn len(&self) -> usize {
-        self.current.load().tenants.len()
+        self.tenants.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -183,91 +133,10 @@ impl Registry {
         if !self.is_enforced() {
             return Lookup::Open;
         }
-        match self.current.load().tenants.get(tenant.as_str()) {
-            Some(Ok(policy)) => Lookup::Known(Arc::clone(policy)),
-            Some(Err(reason)) => Lookup::Invalid(reason.clone()),
+        match self.tenants.get(tenant.as_str()) {
+            Some(Ok(policy)) => Lookup::Known(policy),
+            Some(Err(reason)) => Lookup::Invalid(reason),
             None => Lookup::Unknown,
         }
     }
-
-    /// Applies every change until `stop`; after a watch error, reads the whole registry
-    /// again (changes may have been missed) and keeps serving the last one meanwhile.
-    async fn follow(
-        self: Arc<Self>,
-        bucket: kv::Store,
-        mut watch: kv::Watch,
-        stop: CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            loop {
-                let entry = tokio::select! {
-                    entry = watch.next() => entry,
-                    () = stop.cancelled() => return,
-                };
-                match entry {
-                    Some(Ok(entry)) => self.change(&entry),
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "tenant registry watch failed; reading it again");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancelled() => return,
-                }
-                match load(&bucket).await {
-                    Ok((snapshot, fresh)) => {
-                        self.current.store(Arc::new(snapshot));
-                        watch = fresh;
-                        backoff = Duration::from_millis(100);
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "tenant registry not readable; keeping the last one");
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
-    }
-
-    fn change(&self, entry: &kv::Entry) {
-        self.current.rcu(|current| {
-            let mut next = Snapshot {
-                tenants: current.tenants.clone(),
-            };
-            next.apply(entry);
-            next
-        });
-        tracing::info!(tenant = %entry.key, operation = ?entry.operation, "tenant registry changed");
-    }
-}
-
-/// Every entry in the bucket, and the watch that continues after them.
-async fn load(bucket: &kv::Store) -> Result<(Snapshot, kv::Watch), RegistryError> {
-    let failed = |err: &dyn std::fmt::Display| RegistryError::Watch {
-        bucket: bucket.name.clone(),
-        message: err.to_string(),
-    };
-    let mut watch = bucket
-        .watch_with_history(">")
-        .await
-        .map_err(|e| failed(&e))?;
-    let mut snapshot = Snapshot::default();
-    let empty = bucket.status().await.map_err(|e| failed(&e))?.values() == 0;
-    if empty {
-        return Ok((snapshot, watch));
-    }
-    while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| failed(&e))?;
-        snapshot.apply(&entry);
-        if entry.delta == 0 {
-            break; // caught up
-        }
-    }
-    Ok((snapshot, watch))
 }
