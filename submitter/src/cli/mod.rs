@@ -7,6 +7,7 @@ mod dlq;
 pub mod exit;
 mod global;
 mod job_id_arg;
+mod limits;
 mod models;
 pub mod print;
 mod result;
@@ -32,6 +33,7 @@ Examples:
   submitter dlq replay --all
   submitter usage --since 7d --all-tenants
   submitter tenants apply tenants.toml
+  submitter limits
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
 Environment: the connection options also come from the variables a worker's config reads
@@ -75,6 +77,9 @@ pub enum Command {
     /// Sum token usage and cost per tenant and model.
     #[command(after_help = Exit::help_table())]
     Usage(usage::UsageArgs),
+    /// Each fleet-wide limit, its use now, who waits for it, and upstream pauses.
+    #[command(after_help = Exit::help_table())]
+    Limits(limits::LimitsArgs),
     /// The tenant registry: who may use which models (admin).
     #[command(subcommand, after_help = Exit::help_table())]
     Tenants(tenants::TenantsCommand),
@@ -98,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Dlq(command) => dlq::run(command, options).await,
         Command::Usage(args) => usage::run(args, options).await,
         Command::Tenants(command) => tenants::run(command, options).await,
+        Command::Limits(args) => limits::run(args, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))
 }
