@@ -286,7 +286,7 @@ fn describe_limits() {
     describe_counter!(
         LIMIT_WAITS,
         Unit::Count,
-        "Admissions that had to wait for a fleet-wide limit, per scope and result (admitted, gave_up)."
+        "Admissions that had to wait for a fleet-wide limit, per scope (the first that held them back) and result (admitted, gave_up)."
     );
     describe_histogram!(
         LIMIT_WAIT,
