@@ -1,16 +1,25 @@
 //! Every metric the worker exports, declared once, with bounded labels only.
 //!
 //! Labels are models and providers from the config, tiers, outcome statuses and error
-//! classes: all finite sets. Never a tenant, job id or error text, and never a model name
-//! as a job spells it: a model this worker does not serve is [`OTHER_MODEL`].
+//! classes: all finite sets. Never a job id or error text, and never a model name as a
+//! job spells it: a model this worker does not serve is [`OTHER_MODEL`]. The limit
+//! metrics' scopes ([`scope_labels`]) are bounded the same way: a provider and a
+//! deployment (upstream model) come from this worker's config, a tenant and a tenant's
+//! model from the tenant registry, which is a finite set an admin configures (a job
+//! cannot name a tenant or model into existence: tenant limits exist only for registry
+//! entries, and a tenant's model limit only for models its entry lists).
 
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use llmq_runtime::limits::{GateView, Limiter, Scope};
 use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 pub const JOBS_RECEIVED: &str = "llmq_jobs_received_total";
 pub const JOBS_FINISHED: &str = "llmq_jobs_finished_total";
@@ -31,6 +40,17 @@ pub const TOKENS: &str = "llmq_tokens_total";
 pub const COST: &str = "llmq_cost_microusd_total";
 pub const PUBLISH_RETRIES: &str = "llmq_publish_retries_total";
 pub const POLICY_DENIALS: &str = "llmq_policy_denials_total";
+pub const LIMIT_PERMITS_IN_USE: &str = "llmq_limit_permits_in_use";
+pub const LIMIT_PERMITS_HELD: &str = "llmq_limit_permits_held";
+pub const LIMIT_MAX: &str = "llmq_limit_max";
+pub const LIMIT_JOBS_WAITING: &str = "llmq_limit_jobs_waiting";
+pub const LIMIT_WAITS: &str = "llmq_limit_waits_total";
+pub const LIMIT_WAIT: &str = "llmq_limit_wait_seconds";
+pub const LIMIT_PAUSES: &str = "llmq_limit_pauses_total";
+pub const TENANT_JOBS_HELD: &str = "llmq_tenant_jobs_held";
+
+/// How often the limit gauges are read from the limiter.
+const LIMIT_SAMPLE: Duration = Duration::from_millis(250);
 
 /// The `model` label of every model not in this worker's config (see
 /// `WorkerContext::model_label`).
@@ -153,6 +173,7 @@ fn describe() {
         Unit::Count,
         "Jobs the tenant registry refused, per rule (a fixed set)."
     );
+    describe_limits();
     describe_counter!(
         PUBLISH_RETRIES,
         Unit::Count,
@@ -239,4 +260,134 @@ pub fn policy_denied(rule: llmq_schemas::PolicyRule) {
 
 pub fn publish_retry(stream: &'static str) {
     counter!(PUBLISH_RETRIES, "stream" => stream).increment(1);
+}
+
+fn describe_limits() {
+    describe_gauge!(
+        LIMIT_PERMITS_IN_USE,
+        Unit::Count,
+        "Concurrency permits of a fleet-wide limit this worker's calls or jobs use now, per scope."
+    );
+    describe_gauge!(
+        LIMIT_PERMITS_HELD,
+        Unit::Count,
+        "Concurrency permits of a fleet-wide limit this worker holds (in use or lingering), per scope."
+    );
+    describe_gauge!(
+        LIMIT_MAX,
+        Unit::Count,
+        "A fleet-wide limit as configured, per scope and limit (concurrency, requests or tokens per window)."
+    );
+    describe_gauge!(
+        LIMIT_JOBS_WAITING,
+        Unit::Count,
+        "Jobs of this worker waiting for a fleet-wide limit (or an upstream pause), per scope holding them."
+    );
+    describe_counter!(
+        LIMIT_WAITS,
+        Unit::Count,
+        "Admissions that had to wait for a fleet-wide limit, per scope (the first that held them back) and result (admitted, gave_up)."
+    );
+    describe_histogram!(
+        LIMIT_WAIT,
+        Unit::Seconds,
+        "Time an admission waited for a fleet-wide limit, per scope."
+    );
+    describe_counter!(
+        LIMIT_PAUSES,
+        Unit::Count,
+        "Fleet-wide pauses of a deployment started from the provider's rate-limit headers (remaining 0)."
+    );
+    describe_gauge!(
+        TENANT_JOBS_HELD,
+        Unit::Count,
+        "Jobs of this worker held by their tenant's limits (tenant or tenant x model), per tenant."
+    );
+}
+
+/// A limit scope's labels: `scope` (its kind) and its names, all from configuration or
+/// the registry (see the module docs).
+pub fn scope_labels(scope: &Scope) -> Vec<Label> {
+    let mut labels = vec![Label::from_static_parts("scope", scope.kind())];
+    let mut add = |key: &'static str, value: &str| labels.push(Label::new(key, value.to_owned()));
+    match scope {
+        Scope::Provider(provider) => add("provider", provider),
+        Scope::Deployment { provider, model } => {
+            add("provider", provider);
+            add("deployment", model);
+        }
+        Scope::Tenant(tenant) => add("tenant", tenant),
+        Scope::TenantModel { tenant, model } => {
+            add("tenant", tenant);
+            add("model", model);
+        }
+    }
+    labels
+}
+
+/// An admission that waited for `scope`: admitted in the end, or not.
+pub fn limit_waited(scope: &Scope, admitted: bool, seconds: f64) {
+    let mut labels = scope_labels(scope);
+    histogram!(LIMIT_WAIT, labels.clone()).record(seconds);
+    let result = if admitted { "admitted" } else { "gave_up" };
+    labels.push(Label::from_static_parts("result", result));
+    counter!(LIMIT_WAITS, labels).increment(1);
+}
+
+/// A deployment paused fleet-wide from its provider's headers.
+pub fn limit_paused(provider: &str, deployment: &str) {
+    counter!(LIMIT_PAUSES, "provider" => provider.to_owned(), "deployment" => deployment.to_owned())
+        .increment(1);
+}
+
+/// Keeps the limit gauges current from the limiter's gates, until `stop`.
+pub async fn follow_limits(limiter: Arc<Limiter>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(LIMIT_SAMPLE);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        sample_limits(&limiter.gates(), &mut seen);
+    }
+}
+
+/// Sets every gauge from `gates`; scopes seen before and gone now read 0.
+fn sample_limits(gates: &[GateView], seen: &mut HashSet<Scope>) {
+    let mut held_by_tenant: BTreeMap<String, usize> = BTreeMap::new();
+    let mut now = HashSet::new();
+    for gate in gates {
+        let labels = scope_labels(&gate.scope);
+        gauge!(LIMIT_PERMITS_IN_USE, labels.clone()).set(f64::from(gate.in_use));
+        gauge!(LIMIT_PERMITS_HELD, labels.clone()).set(f64::from(gate.held));
+        gauge!(LIMIT_JOBS_WAITING, labels.clone()).set(gate.waiting as f64);
+        let maxima = [
+            ("concurrency", gate.spec.concurrency().map(u64::from)),
+            ("requests", gate.spec.requests()),
+            ("tokens", gate.spec.tokens()),
+        ];
+        for (limit, value) in maxima {
+            if let Some(value) = value {
+                let mut labels = labels.clone();
+                labels.push(Label::from_static_parts("limit", limit));
+                gauge!(LIMIT_MAX, labels).set(value as f64);
+            }
+        }
+        if let Scope::Tenant(tenant) | Scope::TenantModel { tenant, .. } = &gate.scope {
+            *held_by_tenant.entry(tenant.clone()).or_default() += gate.waiting;
+        }
+        now.insert(gate.scope.clone());
+    }
+    for gone in seen.difference(&now) {
+        gauge!(LIMIT_JOBS_WAITING, scope_labels(gone)).set(0.0);
+        if let Scope::Tenant(tenant) | Scope::TenantModel { tenant, .. } = gone {
+            held_by_tenant.entry(tenant.clone()).or_default();
+        }
+    }
+    for (tenant, held) in held_by_tenant {
+        gauge!(TENANT_JOBS_HELD, "tenant" => tenant).set(held as f64);
+    }
+    seen.extend(now);
 }

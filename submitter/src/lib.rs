@@ -30,6 +30,7 @@ mod dlq;
 mod error;
 mod handle;
 mod inbox;
+mod limits;
 mod options;
 mod outcome;
 mod read_stream;

@@ -10,6 +10,7 @@ mod core;
 mod harness_smoke;
 mod keys;
 mod limits;
+mod ops_limits;
 mod providers;
 mod reliability;
 mod scripts;

@@ -25,6 +25,7 @@ use crate::metrics;
 use crate::providers::AttemptReport;
 use crate::providers::call::Upstream;
 use crate::providers::estimate::estimate;
+use crate::providers::retry_hint::UpstreamExhausted;
 use crate::providers::{CallSpec, Completion, ProviderError, execute as call_provider};
 use crate::retry::RetryDecision;
 use crate::routing::{Candidate, ModelRoute, ProviderHandle};
@@ -244,6 +245,9 @@ impl Run<'_> {
         let Some(report) = report else {
             return Some(self.aborted(candidate, route, n));
         };
+        if let Some(exhausted) = &report.exhausted {
+            self.pause(candidate, exhausted).await;
+        }
         if let Some(admission) = admission {
             admission.reconcile(report.usage.map_or(0, |(usage, _)| usage.total_tokens));
         }
@@ -293,8 +297,8 @@ impl Run<'_> {
     }
 
     /// The provider's and the deployment's fleet-wide limits, for one call: waits for
-    /// capacity up to the job's limit wait (or its deadline); `None` when neither has a
-    /// limit.
+    /// capacity (or a pause from the provider's headers to end) up to the job's limit
+    /// wait (or its deadline); `None` when neither has a limit nor is paused.
     async fn admit(&self, candidate: &Candidate) -> Result<Option<Admission>, Execution> {
         let deployment = &candidate.deployment;
         let limits = [
@@ -302,28 +306,67 @@ impl Run<'_> {
                 Scope::Provider(deployment.provider.name.clone()),
                 deployment.provider.limits,
             ),
-            (
-                Scope::Deployment {
-                    provider: deployment.provider.name.clone(),
-                    model: deployment.upstream_model.clone(),
-                },
-                deployment.limits,
-            ),
+            (deployment_scope(candidate), deployment.limits),
         ];
-        if limits.iter().all(|(_, spec)| spec.is_empty()) {
+        let limiter = &self.ctx.limiter;
+        if limits.iter().all(|(_, spec)| spec.is_empty())
+            && !limiter.is_paused(limits.iter().map(|(scope, _)| scope))
+        {
             return Ok(None);
         }
         let demand = Demand {
             tokens: reservation(self.job.request, candidate.model.default_max_tokens),
         };
         let until = self.limit_until();
+        let started = Instant::now();
         tokio::select! {
-            admitted = self.ctx.limiter.admit(&limits, demand, Some(until)) => match admitted {
-                Ok(admission) => Ok(Some(admission)),
-                Err(_) if Instant::now() >= self.job.deadline => Err(self.expired()),
-                Err(err) => Err(rate_limited(&err)),
+            admitted = limiter.admit(&limits, demand, Some(until)) => match admitted {
+                Ok(admission) => {
+                    if let Some(waited) = admission.waited() {
+                        metrics::limit_waited(&waited.scope, true, waited.time.as_secs_f64());
+                    }
+                    Ok(Some(admission))
+                }
+                Err(err) => {
+                    gave_up(&err, started);
+                    if Instant::now() >= self.job.deadline {
+                        Err(self.expired())
+                    } else {
+                        Err(rate_limited(&err))
+                    }
+                }
             },
             () = self.cancel.cancelled() => Err(Execution::Cancelled),
+        }
+    }
+
+    /// The provider said the deployment has nothing left until a reset: the fleet stops
+    /// calling it until then (calls already in flight elsewhere may still meet a 429).
+    async fn pause(&self, candidate: &Candidate, exhausted: &UpstreamExhausted) {
+        let deployment = &candidate.deployment;
+        let scope = deployment_scope(candidate);
+        let reason = format!("{} remaining 0", exhausted.limit);
+        match self
+            .ctx
+            .limiter
+            .pause(&scope, exhausted.resets_in, &reason)
+            .await
+        {
+            Ok(extended) => {
+                if extended {
+                    metrics::limit_paused(&deployment.provider.name, &deployment.upstream_model);
+                }
+                tracing::info!(
+                    deployment = %deployment.label(),
+                    limit = %exhausted.limit,
+                    resets_in = ?exhausted.resets_in,
+                    extended,
+                    "upstream limit used up; deployment paused fleet-wide"
+                );
+            }
+            Err(err) => {
+                tracing::warn!(deployment = %deployment.label(), error = %err, "upstream pause not shared with the fleet");
+            }
         }
     }
 
@@ -596,6 +639,21 @@ impl Run<'_> {
             error: JobError::new(ErrorType::Internal, message),
             partial: None,
         }
+    }
+}
+
+/// The scope of a candidate's deployment: its provider and upstream model.
+fn deployment_scope(candidate: &Candidate) -> Scope {
+    Scope::Deployment {
+        provider: candidate.deployment.provider.name.clone(),
+        model: candidate.deployment.upstream_model.clone(),
+    }
+}
+
+/// Counts an admission that waited and gave up (its wait or the deadline ran out).
+pub fn gave_up(err: &LimitError, started: Instant) {
+    if let LimitError::Exhausted(exhausted) = err {
+        metrics::limit_waited(&exhausted.scope, false, started.elapsed().as_secs_f64());
     }
 }
 

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::decode::{Decoded, Delivery, Rejection, decode};
 use super::disposition::Disposition;
 use super::execute::{
-    CallUsage, Execution, ExecutionReport, JobSpec, execute, rate_limited, reservation,
+    CallUsage, Execution, ExecutionReport, JobSpec, execute, gave_up, rate_limited, reservation,
 };
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
@@ -381,13 +381,25 @@ async fn tenant_admission(
     let demand = Demand {
         tokens: reservation(&run.job.request, model.default_max_tokens),
     };
+    let started = Instant::now();
     tokio::select! {
         admitted = ctx.limiter.admit(&limits, demand, Some(until)) => match admitted {
-            Ok(admission) => Ok(Some(admission)),
-            Err(_) if deadline_at.has_passed() => Err(Execution::Expired {
+            Ok(admission) => {
+                if let Some(waited) = admission.waited() {
+                    metrics::limit_waited(&waited.scope, true, waited.time.as_secs_f64());
+                }
+                Ok(Some(admission))
+            }
+            Err(err) if deadline_at.has_passed() => {
+                gave_up(&err, started);
+                Err(Execution::Expired {
                 error: JobError::new(ErrorType::DeadlineExceeded, "the job's deadline passed while it waited for its tenant's limits"),
-            }),
-            Err(err) => Err(rate_limited(&err)),
+                })
+            }
+            Err(err) => {
+                gave_up(&err, started);
+                Err(rate_limited(&err))
+            }
         },
         () = cancel.cancelled() => Err(Execution::Cancelled),
     }

@@ -86,6 +86,10 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
     tasks
         .services
         .spawn(Arc::clone(&limiter).maintain(tasks.background.clone()));
+    tasks.services.spawn(crate::metrics::follow_limits(
+        Arc::clone(&limiter),
+        tasks.background.clone(),
+    ));
     Ok(WorkerContext {
         worker_id,
         subjects,

@@ -21,6 +21,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::openai::{ChunkDecoder, classify, parse_completion, request_body};
+use super::retry_hint::{UpstreamExhausted, openai_exhausted};
 use super::wire::{CallHeaders, KeyHeader, percent_encode};
 use super::{
     Adapter, AdapterConfigError, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder,
@@ -95,6 +96,10 @@ impl Adapter for Azure {
             err.class = ErrorType::ContentFiltered;
         }
         err
+    }
+
+    fn exhausted(&self, headers: &HeaderMap) -> Option<UpstreamExhausted> {
+        openai_exhausted(headers)
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout_at};
 use super::accumulate::StreamAccumulator;
 use super::estimate::estimate;
 use super::redact::redact;
+use super::retry_hint::UpstreamExhausted;
 use super::sse::SseParser;
 use super::tool_arguments;
 use super::{
@@ -71,6 +72,8 @@ pub struct AttemptReport {
     pub partial: Option<(String, Vec<ToolCall>)>,
     /// What the answer got through with (tool arguments passed through unchecked).
     pub warnings: Vec<AttemptWarning>,
+    /// A limit the response's rate-limit headers say is used up (any status).
+    pub exhausted: Option<UpstreamExhausted>,
 }
 
 pub async fn execute(
@@ -88,6 +91,7 @@ pub async fn execute(
         deltas_sent: false,
         partial: None,
         warnings: Vec::new(),
+        exhausted: None,
     };
     let mut acc = StreamAccumulator::new();
     let result = run(upstream, spec, sink, started, &mut report, &mut acc).await;
@@ -127,6 +131,7 @@ async fn run(
     let response = send(request, spec.stream, &deadlines).await?;
     let status = response.status().as_u16();
     report.http_status = Some(status);
+    report.exhausted = upstream.adapter.exhausted(response.headers());
     if !response.status().is_success() {
         return Err(error_response(upstream.adapter, status, response, &deadlines).await);
     }

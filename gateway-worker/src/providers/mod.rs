@@ -119,6 +119,12 @@ pub trait Adapter: Send + Sync + fmt::Debug {
 
     /// Classifies a non-2xx response.
     fn classify_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+
+    /// A limit the response's rate-limit headers (any status) say is used up, and when it
+    /// resets; `None` for providers that send no such headers.
+    fn exhausted(&self, _headers: &HeaderMap) -> Option<retry_hint::UpstreamExhausted> {
+        None
+    }
 }
 
 /// Turns one stream's SSE events into stream items. One decoder per attempt.

@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::retry_hint::{UpstreamExhausted, openai_exhausted};
 use super::wire::{
     CallHeaders, KeyHeader, error_response, event_json, header_value, json_body, parse_body,
     stream_end,
@@ -75,6 +76,10 @@ impl Adapter for OpenAi {
 
     fn classify_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         classify(status, headers, body)
+    }
+
+    fn exhausted(&self, headers: &HeaderMap) -> Option<UpstreamExhausted> {
+        openai_exhausted(headers)
     }
 }
 

@@ -4,6 +4,10 @@
 //! durations, RFC 3339 instants), and a gateway that reads only `retry-after` retries too
 //! early on OpenAI token limits and too late on Azure. Priority order follows the
 //! official SDKs: explicit retry headers first, then rate-limit reset headers.
+//!
+//! The same reset headers, on any response, also say when a limit is used up
+//! ([`openai_exhausted`], [`anthropic_exhausted`]): the worker pauses the deployment
+//! fleet-wide until the reset, so the fleet stops before the 429 rather than after.
 
 use std::time::Duration;
 
@@ -18,6 +22,49 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .or_else(|| header(headers, "retry-after").and_then(parse_retry_after))
         .or_else(|| reset_delay(headers, OPENAI_RESETS))
         .or_else(|| reset_delay(headers, ANTHROPIC_RESETS))
+}
+
+/// A limit the upstream reports used up (remaining 0), and when it resets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamExhausted {
+    /// The limit's name as the headers spell it (`requests`, `tokens`, `output-tokens`).
+    pub limit: String,
+    pub resets_in: Duration,
+}
+
+/// OpenAI and Azure (`x-ratelimit-remaining-<limit>: 0` with `x-ratelimit-reset-<limit>`).
+pub fn openai_exhausted(headers: &HeaderMap) -> Option<UpstreamExhausted> {
+    exhausted(headers, OPENAI_RESETS)
+}
+
+/// Anthropic (`anthropic-ratelimit-<limit>-remaining: 0` with `...-reset`).
+pub fn anthropic_exhausted(headers: &HeaderMap) -> Option<UpstreamExhausted> {
+    exhausted(headers, ANTHROPIC_RESETS)
+}
+
+/// Among the limits whose remaining is 0, the one that resets last. A limit without a
+/// readable reset says nothing of when to resume, so it is not a pause.
+fn exhausted(headers: &HeaderMap, scheme: ResetScheme) -> Option<UpstreamExhausted> {
+    let mut longest: Option<UpstreamExhausted> = None;
+    for (name, value) in headers {
+        let Some(limit) = (scheme.limit_of)(name.as_str()) else {
+            continue;
+        };
+        let remaining = header(headers, &(scheme.remaining_header)(limit));
+        if remaining.map(str::trim) != Some("0") {
+            continue;
+        }
+        let Some(resets_in) = value.to_str().ok().and_then(scheme.parse) else {
+            continue;
+        };
+        if longest.as_ref().is_none_or(|l| resets_in > l.resets_in) {
+            longest = Some(UpstreamExhausted {
+                limit: limit.to_owned(),
+                resets_in,
+            });
+        }
+    }
+    longest
 }
 
 /// `x-should-retry: true|false`, sent by the Stainless-generated SDKs' servers.
@@ -256,6 +303,57 @@ mod tests {
         ];
         let delay = secs(&h);
         assert!((18.0..=20.0).contains(&delay), "{delay}");
+    }
+
+    #[test]
+    fn exhausted_limits_are_those_at_zero_with_a_reset() {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1.5s"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(
+            openai_exhausted(&h),
+            Some(UpstreamExhausted {
+                limit: "tokens".into(),
+                resets_in: Duration::from_secs(360)
+            })
+        );
+        let left = headers(&[
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ]);
+        assert_eq!(openai_exhausted(&left), None, "something left: no pause");
+        let no_reset = headers(&[("x-ratelimit-remaining-requests", "0")]);
+        assert_eq!(openai_exhausted(&no_reset), None, "no reset: no pause");
+        // Azure: integer seconds under the same names.
+        let azure = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "4"),
+        ]);
+        assert_eq!(
+            openai_exhausted(&azure).map(|e| e.resets_in),
+            Some(Duration::from_secs(4))
+        );
+        let at = OffsetDateTime::now_utc() + time::Duration::seconds(20);
+        let anthropic = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            (
+                "anthropic-ratelimit-requests-reset",
+                &at.format(&Rfc3339).unwrap(),
+            ),
+            ("anthropic-ratelimit-tokens-remaining", "5000"),
+            ("anthropic-ratelimit-tokens-reset", "2020-01-01T00:00:00Z"),
+        ]);
+        let found = anthropic_exhausted(&anthropic).unwrap();
+        assert_eq!(found.limit, "requests");
+        assert!((18..=20).contains(&found.resets_in.as_secs()), "{found:?}");
+        assert_eq!(
+            openai_exhausted(&anthropic),
+            None,
+            "each provider its own names"
+        );
     }
 
     #[test]

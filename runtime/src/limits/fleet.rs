@@ -11,6 +11,10 @@
 //!
 //! A writer reads the key, computes the new value, and updates it with the revision it
 //! read; a concurrent writer makes the update fail, and it reads again.
+//!
+//! Two more kinds of keys live beside them: `pause.<scope>` (a deployment the provider's
+//! own headers said is used up, until its reset: `pause.rs`) and `worker.<id>` (what one
+//! worker enforces and who of it waits, with a lease: `status.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, Holdings, Used, Written, now_ms, window_of};
+use super::pause::{self, MAX_PAUSE, Pause, Pauses};
+use super::status::{self, GateState, WorkerView};
 use super::{LimitError, LimitSpec, Scope};
 
 /// How long a worker's holding lasts without renewal: a killed worker's permits come back
@@ -64,9 +66,22 @@ struct Taken {
 pub struct Admission {
     limiter: Arc<Limiter>,
     taken: Vec<Taken>,
+    waited: Option<Waited>,
+}
+
+/// How long an admission waited, and for which scope (the first that held it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub scope: Scope,
+    pub time: Duration,
 }
 
 impl Admission {
+    /// Whether, and how long, the admission waited for capacity.
+    pub fn waited(&self) -> Option<&Waited> {
+        self.waited.as_ref()
+    }
+
     /// Corrects the token reservation with what was really used.
     pub fn reconcile(&self, used_tokens: u64) {
         for taken in &self.taken {
@@ -111,7 +126,7 @@ struct Local {
     tokens_left: u64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -130,6 +145,11 @@ pub struct Limiter {
     gates: Mutex<HashMap<Scope, Arc<Gate>>>,
     changed: Notify,
     waiting: AtomicUsize,
+    /// Waiting jobs per scope holding them back (each waiting job counts once).
+    blocked: Mutex<HashMap<Scope, usize>>,
+    pauses: Pauses,
+    /// The view last published under `worker.<id>`, and when.
+    published: Mutex<Option<(Vec<GateState>, Instant)>>,
 }
 
 /// What a gate holds now, for metrics and `submitter limits`.
@@ -139,6 +159,8 @@ pub struct GateView {
     pub spec: LimitSpec,
     pub held: u32,
     pub in_use: u32,
+    /// Jobs of this worker waiting because this scope is at its limit (or paused).
+    pub waiting: usize,
 }
 
 impl Limiter {
@@ -150,6 +172,53 @@ impl Limiter {
             gates: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             waiting: AtomicUsize::new(0),
+            blocked: Mutex::new(HashMap::new()),
+            pauses: Pauses::default(),
+            published: Mutex::new(None),
+        })
+    }
+
+    /// Pauses `scope` fleet-wide for `length` (at most [`MAX_PAUSE`]) because the
+    /// upstream said it has nothing left: this worker's jobs see it at once, the others'
+    /// through their watch. Whether the fleet's pause was extended (false: it already
+    /// lasted as long).
+    pub async fn pause(
+        &self,
+        scope: &Scope,
+        length: Duration,
+        reason: &str,
+    ) -> Result<bool, LimitError> {
+        let until_ms = now_ms() + millis(length.min(MAX_PAUSE));
+        self.pauses.note(scope, until_ms);
+        let pause = Pause {
+            scope: scope.clone(),
+            until_ms,
+            reason: reason.to_owned(),
+            by: self.worker.clone(),
+        };
+        let extended = pause::extend(&self.bucket, &pause).await?;
+        if extended {
+            self.changed.notify_waiters();
+        }
+        Ok(extended)
+    }
+
+    /// Whether any of `scopes` is paused now (the fast check before an admission).
+    pub fn is_paused<'a>(&self, mut scopes: impl Iterator<Item = &'a Scope>) -> bool {
+        let now = now_ms();
+        scopes.any(|scope| self.pauses.until(scope, now).is_some())
+    }
+
+    /// The first of `limits`' scopes that is paused, as a refusal.
+    fn paused(&self, limits: &[(Scope, LimitSpec)]) -> Option<Exhausted> {
+        let now = now_ms();
+        limits.iter().find_map(|(scope, _)| {
+            let until = self.pauses.until(scope, now)?;
+            Some(Exhausted {
+                scope: scope.clone(),
+                what: "paused: the provider reported nothing left until its reset",
+                retry_after: Duration::from_millis(until - now),
+            })
         })
     }
 
@@ -160,7 +229,8 @@ impl Limiter {
 
     pub fn gates(&self) -> Vec<GateView> {
         let gates: Vec<Arc<Gate>> = lock(&self.gates).values().cloned().collect();
-        gates
+        let mut blocked = lock(&self.blocked).clone();
+        let mut views: Vec<GateView> = gates
             .iter()
             .map(|gate| {
                 let local = lock(&gate.local);
@@ -169,9 +239,19 @@ impl Limiter {
                     spec: *lock(&gate.spec),
                     held: local.held,
                     in_use: local.in_use,
+                    waiting: blocked.remove(&gate.scope).unwrap_or(0),
                 }
             })
-            .collect()
+            .collect();
+        // Jobs waiting on a scope without limits of its own: a paused deployment.
+        views.extend(blocked.into_iter().map(|(scope, waiting)| GateView {
+            scope,
+            spec: LimitSpec::default(),
+            held: 0,
+            in_use: 0,
+            waiting,
+        }));
+        views
     }
 
     fn gate(&self, scope: &Scope, spec: LimitSpec) -> Arc<Gate> {
@@ -204,18 +284,35 @@ impl Limiter {
         let mut waiting: Option<WaitingGuard<'_>> = None;
         loop {
             // The state being unreachable (a broker restarting) waits like a full limit.
-            let refused = match self.try_all(&gates, demand).await {
-                Ok(Ok(admission)) => return Ok(admission),
-                Ok(Err(exhausted)) => LimitError::Exhausted(exhausted),
-                Err(err) => {
-                    tracing::debug!(error = %err, "limit state unreachable; waiting");
-                    err
-                }
+            let refused = match self.paused(limits) {
+                Some(exhausted) => LimitError::Exhausted(exhausted),
+                None => match self.try_all(&gates, demand).await {
+                    // A pause that came while the gates were taken wins: capacity freed by
+                    // the call that brought the pause must not start another call.
+                    Ok(Ok(mut admission)) => match self.paused(limits) {
+                        None => {
+                            admission.waited = waiting.as_ref().and_then(WaitingGuard::waited);
+                            return Ok(admission);
+                        }
+                        Some(exhausted) => {
+                            admission.give_back_reservations();
+                            LimitError::Exhausted(exhausted)
+                        }
+                    },
+                    Ok(Err(exhausted)) => LimitError::Exhausted(exhausted),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "limit state unreachable; waiting");
+                        err
+                    }
+                },
             };
             if until.is_some_and(|until| Instant::now() >= until) {
                 return Err(refused);
             }
-            waiting.get_or_insert_with(|| WaitingGuard::new(&self.waiting));
+            let guard = waiting.get_or_insert_with(|| WaitingGuard::new(self));
+            if let LimitError::Exhausted(exhausted) = &refused {
+                guard.blocked_by(&exhausted.scope);
+            }
             let poll = tokio::time::sleep(POLL);
             let give_up = async {
                 match until {
@@ -240,6 +337,7 @@ impl Limiter {
         let mut admission = Admission {
             limiter: Arc::clone(self),
             taken: Vec::with_capacity(gates.len()),
+            waited: None,
         };
         for gate in gates {
             match gate.take(self, demand).await? {
@@ -253,8 +351,16 @@ impl Limiter {
         Ok(Ok(admission))
     }
 
-    /// Renews this worker's holdings and returns unused permits, until `stop`.
+    /// Renews this worker's holdings, returns unused permits, publishes its view and
+    /// follows the fleet's pauses, until `stop`.
     pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
+        tokio::join!(
+            self.pauses.follow(&self.bucket, &stop),
+            Arc::clone(&self).tend_all(stop.clone()),
+        );
+    }
+
+    async fn tend_all(self: Arc<Self>, stop: CancellationToken) {
         let every = (self.lease / 4).max(Duration::from_millis(50)).min(LINGER);
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -271,11 +377,52 @@ impl Limiter {
             }
             // Waiters look again: a lease of another worker may have ended.
             self.changed.notify_waiters();
+            if let Err(err) = self.publish_view().await {
+                tracing::debug!(error = %err, "limits view not published; retrying");
+            }
         }
         let gates: Vec<Arc<Gate>> = lock(&self.gates).values().cloned().collect();
         for gate in gates {
             let _ = gate.set_holding(&self, 0).await;
         }
+        let _ = self.bucket.delete(status::view_key(&self.worker)).await;
+    }
+
+    /// Publishes what this worker enforces and who of it waits (`worker.<id>`), when that
+    /// changed or its lease is a third through.
+    async fn publish_view(&self) -> Result<(), LimitError> {
+        let mut gates: Vec<GateState> = self
+            .gates()
+            .into_iter()
+            .map(|view| GateState {
+                scope: view.scope,
+                spec: view.spec,
+                waiting: view.waiting,
+            })
+            .collect();
+        if gates.is_empty() {
+            return Ok(());
+        }
+        gates.sort_by(|a, b| a.scope.cmp(&b.scope));
+        let due = lock(&self.published)
+            .as_ref()
+            .is_none_or(|(last, at)| *last != gates || at.elapsed() >= self.lease / 3);
+        if !due {
+            return Ok(());
+        }
+        let view = WorkerView {
+            worker: self.worker.clone(),
+            until_ms: now_ms() + lease_ms(self),
+            gates,
+        };
+        let key = status::view_key(&self.worker);
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
+        self.bucket
+            .put(&key, bytes)
+            .await
+            .map_err(|err| LimitError::nats("writing", &key, err))?;
+        *lock(&self.published) = Some((view.gates, Instant::now()));
+        Ok(())
     }
 }
 
@@ -295,19 +442,62 @@ impl Admission {
     }
 }
 
-/// Counts a job as waiting for as long as it is.
-struct WaitingGuard<'a>(&'a AtomicUsize);
+/// Counts a job as waiting for as long as it is, under the scope holding it back now.
+struct WaitingGuard<'a> {
+    limiter: &'a Limiter,
+    since: Instant,
+    /// The scope it waits for now, and the first it waited for.
+    now: Option<Scope>,
+    first: Option<Scope>,
+}
 
 impl<'a> WaitingGuard<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+    fn new(limiter: &'a Limiter) -> Self {
+        limiter.waiting.fetch_add(1, Ordering::Relaxed);
+        Self {
+            limiter,
+            since: Instant::now(),
+            now: None,
+            first: None,
+        }
+    }
+
+    fn blocked_by(&mut self, scope: &Scope) {
+        if self.now.as_ref() == Some(scope) {
+            return;
+        }
+        let mut blocked = lock(&self.limiter.blocked);
+        if let Some(old) = self.now.take() {
+            unblock(&mut blocked, &old);
+        }
+        *blocked.entry(scope.clone()).or_default() += 1;
+        self.now = Some(scope.clone());
+        self.first.get_or_insert_with(|| scope.clone());
+    }
+
+    fn waited(&self) -> Option<Waited> {
+        Some(Waited {
+            scope: self.first.clone()?,
+            time: self.since.elapsed(),
+        })
+    }
+}
+
+fn unblock(blocked: &mut HashMap<Scope, usize>, scope: &Scope) {
+    if let Some(n) = blocked.get_mut(scope) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            blocked.remove(scope);
+        }
     }
 }
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.limiter.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(scope) = self.now.take() {
+            unblock(&mut lock(&self.limiter.blocked), &scope);
+        }
     }
 }
 
@@ -453,8 +643,13 @@ impl Gate {
         }
         let _writer = self.fleet.lock().await;
         let target = {
-            let local = lock(&self.local);
-            if idle_long { local.in_use } else { local.held }
+            // Permits going back stop being takable before the fleet hears of it, or a
+            // job could take one the fleet already counts as free.
+            let mut local = lock(&self.local);
+            if idle_long {
+                local.held = local.in_use;
+            }
+            local.held
         };
         self.set_holding(limiter, target).await?;
         let mut local = lock(&self.local);
@@ -602,7 +797,11 @@ impl Gate {
 }
 
 fn lease_ms(limiter: &Limiter) -> u64 {
-    u64::try_from(limiter.lease.as_millis()).unwrap_or(u64::MAX)
+    millis(limiter.lease)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What one admission needs of a window.

@@ -5,16 +5,25 @@
 //! compare-and-set, so adding a worker never raises a limit. Each worker holds a share
 //! of the capacity it uses and serves its jobs from it (`limiter.rs`): the shared state is
 //! touched when that share changes, not per job.
+//!
+//! A provider's own rate-limit headers add pauses (`pause.rs`): when the upstream says a
+//! deployment has nothing left, the fleet stops calling it until the reset. Workers also
+//! publish what they enforce and who waits (`status.rs`), so `submitter limits` can show
+//! the whole fleet's limits from NATS alone.
 
 mod fleet;
 mod limiter;
+mod pause;
 mod scope;
 mod spec;
+mod status;
 
 pub use fleet::{Holdings, Used, bucket_config, now_ms, window_of};
-pub use limiter::{Admission, DEFAULT_LEASE, Demand, Exhausted, GateView, Limiter};
+pub use limiter::{Admission, DEFAULT_LEASE, Demand, Exhausted, GateView, Limiter, Waited};
+pub use pause::{MAX_PAUSE, Pause};
 pub use scope::Scope;
 pub use spec::{LimitSpec, MAX_WINDOW, validate};
+pub use status::{FleetStatus, GateState, ScopeStatus, WindowUse, WorkerView, read as read_status};
 
 /// Why an admission did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,10 @@
 use std::fmt;
 
 use llmq_schemas::{ModelName, Tenant};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     Provider(String),
     /// A provider and an upstream model.
@@ -32,10 +34,6 @@ impl Scope {
     /// The scope's part of a KV key: letters, digits, `-` and `_` only (model names are
     /// encoded as in subjects).
     pub fn key(&self) -> String {
-        let token = |text: &str| match ModelName::parse(text) {
-            Ok(name) => name.token(),
-            Err(_) => "_".to_owned(),
-        };
         match self {
             Scope::Provider(name) => format!("p.{}", token(name)),
             Scope::Deployment { provider, model } => {
@@ -56,6 +54,14 @@ impl Scope {
             Scope::Tenant(_) => "tenant",
             Scope::TenantModel { .. } => "tenant_model",
         }
+    }
+}
+
+/// `text` as one KV key token (encoded as model names are in subjects).
+pub(crate) fn token(text: &str) -> String {
+    match ModelName::parse(text) {
+        Ok(name) => name.token(),
+        Err(_) => "_".to_owned(),
     }
 }
 

@@ -8,6 +8,7 @@ mod dlq;
 pub mod exit;
 mod global;
 mod job_id_arg;
+mod limits;
 mod models;
 pub mod print;
 mod result;
@@ -34,6 +35,7 @@ Examples:
   submitter usage --since 7d --all-tenants
   submitter tenants apply tenants.toml
   submitter auth generate tenants.toml --out auth/
+  submitter limits
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
 Environment: the connection options also come from the variables a worker's config reads
@@ -77,6 +79,9 @@ pub enum Command {
     /// Sum token usage and cost per tenant and model.
     #[command(after_help = Exit::help_table())]
     Usage(usage::UsageArgs),
+    /// Each fleet-wide limit, its use now, who waits for it, and upstream pauses.
+    #[command(after_help = Exit::help_table())]
+    Limits(limits::LimitsArgs),
     /// The tenant registry: who may use which models (admin).
     #[command(subcommand, after_help = Exit::help_table())]
     Tenants(tenants::TenantsCommand),
@@ -104,6 +109,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Usage(args) => usage::run(args, options).await,
         Command::Tenants(command) => tenants::run(command, options).await,
         Command::Auth(command) => auth::run(command, &options),
+        Command::Limits(args) => limits::run(args, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))
 }

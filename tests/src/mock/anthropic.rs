@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use super::content::fnv1a;
 use super::dialect::{Dialect, ErrorCtx, Incoming, Rejection};
-use super::faults::{Fault, retry_headers};
+use super::faults::{Fault, retry_headers, rfc3339};
 use super::options::MockOptions;
+use super::quota::QuotaState;
 use super::record::WireFormat;
 use super::reply::{ChatRequest, Finish, Output, Reply, Usage, text_of};
 use super::sse::{Frame, event, raw};
@@ -493,6 +494,22 @@ impl Dialect for Anthropic {
         raw(
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\n\n",
         )
+    }
+
+    /// The reset is the instant the window ends, to the second (rounded up).
+    fn quota_headers(&self, quota: &QuotaState) -> Vec<(&'static str, String)> {
+        let secs = u64::try_from(quota.resets_in.as_millis().div_ceil(1000)).unwrap_or(0);
+        vec![
+            (
+                "anthropic-ratelimit-requests-limit",
+                quota.limit.to_string(),
+            ),
+            (
+                "anthropic-ratelimit-requests-remaining",
+                quota.remaining.to_string(),
+            ),
+            ("anthropic-ratelimit-requests-reset", rfc3339(secs)),
+        ]
     }
 
     fn headers(&self, request_id: &str, rate_limited: bool) -> Vec<(&'static str, String)> {

@@ -19,6 +19,7 @@ use super::content::fnv1a;
 use super::dialect::{Dialect, ErrorCtx, Incoming, Rejection, openai_rate_headers};
 use super::faults::{Fault, retry_headers};
 use super::options::MockOptions;
+use super::quota::QuotaState;
 use super::record::WireFormat;
 use super::reply::{ChatRequest, Reply};
 use super::sse::{Frame, raw};
@@ -150,6 +151,19 @@ impl Dialect for Azure {
 
     fn malformed(&self) -> Bytes {
         raw(MALFORMED)
+    }
+
+    /// Azure sends integer seconds under OpenAI's names.
+    fn quota_headers(&self, quota: &QuotaState) -> Vec<(&'static str, String)> {
+        let secs = quota.resets_in.as_millis().div_ceil(1000);
+        vec![
+            ("x-ratelimit-limit-requests", quota.limit.to_string()),
+            (
+                "x-ratelimit-remaining-requests",
+                quota.remaining.to_string(),
+            ),
+            ("x-ratelimit-reset-requests", secs.to_string()),
+        ]
     }
 
     fn headers(&self, request_id: &str, rate_limited: bool) -> Vec<(&'static str, String)> {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::content::fnv1a;
 use super::faults::Fault;
 use super::options::MockOptions;
+use super::quota::QuotaState;
 use super::record::WireFormat;
 use super::reply::{ChatRequest, Reply};
 use super::sse::Frame;
@@ -130,6 +131,12 @@ pub(crate) trait Dialect: Send + Sync {
 
     /// Request-id and rate-limit headers of every response.
     fn headers(&self, request_id: &str, rate_limited: bool) -> Vec<(&'static str, String)>;
+
+    /// The request quota's headers ([`MockOptions::quota`]), replacing the usual ones of
+    /// the same names; none for formats without rate-limit headers.
+    fn quota_headers(&self, _quota: &QuotaState) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 
     fn stream_content_type(&self) -> &'static str {
         "text/event-stream; charset=utf-8"

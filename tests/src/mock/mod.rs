@@ -32,6 +32,7 @@ mod faults;
 mod gemini;
 mod openai;
 mod options;
+mod quota;
 mod record;
 mod reply;
 mod server;
@@ -52,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 pub use content::{mock_reply, mock_text, prompt_tokens_for};
 pub use faults::{Fault, FaultMatch, RandomFaults, RetryHint, ScriptedFault};
 pub use options::{MockOptions, ModelBehavior};
+pub use quota::Quota;
 pub use record::{RecordedRequest, WireFormat};
 pub use reply::REFUSAL_OUTPUT_TOKENS;
 

@@ -13,6 +13,7 @@ use super::chat::{
 use super::dialect::{Dialect, ErrorCtx, Incoming, Rejection, openai_rate_headers};
 use super::faults::{Fault, retry_headers};
 use super::options::MockOptions;
+use super::quota::{QuotaState, go_duration};
 use super::record::WireFormat;
 use super::reply::{ChatRequest, Reply};
 use super::sse::{Frame, raw};
@@ -159,6 +160,17 @@ impl Dialect for OpenAi {
 
     fn malformed(&self) -> Bytes {
         raw(MALFORMED)
+    }
+
+    fn quota_headers(&self, quota: &QuotaState) -> Vec<(&'static str, String)> {
+        vec![
+            ("x-ratelimit-limit-requests", quota.limit.to_string()),
+            (
+                "x-ratelimit-remaining-requests",
+                quota.remaining.to_string(),
+            ),
+            ("x-ratelimit-reset-requests", go_duration(quota.resets_in)),
+        ]
     }
 
     fn headers(&self, request_id: &str, rate_limited: bool) -> Vec<(&'static str, String)> {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::faults::{Fault, RandomFaults};
+use super::quota::Quota;
 
 /// Behaviour of the mock provider. `Default` gives a fast, fault-free provider.
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub struct MockOptions {
     pub lean: bool,
     /// Keep the instant each content chunk was written, per request.
     pub record_token_times: bool,
+    /// The provider's own request quota per model, reported in every response's
+    /// rate-limit headers (remaining, reset) and enforced with the format's 429.
+    pub quota: Option<Quota>,
 }
 
 impl Default for MockOptions {
@@ -56,6 +60,7 @@ impl Default for MockOptions {
             random_faults: None,
             lean: false,
             record_token_times: false,
+            quota: None,
         }
     }
 }

@@ -27,10 +27,11 @@ use super::chat::error_body;
 use super::conn::ConnKill;
 use super::content::fnv1a;
 use super::dialect::{Dialect, ErrorCtx, Incoming, Rejection, request_id};
-use super::faults::{Fault, FaultPicker, ScriptedFault};
+use super::faults::{Fault, FaultPicker, RetryHint, ScriptedFault};
 use super::gemini::Gemini;
 use super::openai::OpenAi;
 use super::options::MockOptions;
+use super::quota::{QuotaBook, QuotaState};
 use super::record::{Flight, RecordedRequest, Stats, WireFormat, lock};
 use super::reply::{ChatRequest, Reply, prompt_tokens};
 use super::sse::{Frame, StreamFault, StreamPlan, once_body, stream_body};
@@ -53,6 +54,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     seq: AtomicU64,
     cache: Mutex<HashMap<u64, Rendered>>,
+    quota: QuotaBook,
 }
 
 impl Shared {
@@ -63,6 +65,7 @@ impl Shared {
             stats: Arc::new(Stats::default()),
             seq: AtomicU64::new(1),
             cache: Mutex::new(HashMap::new()),
+            quota: QuotaBook::default(),
         }
     }
 
@@ -293,10 +296,17 @@ async fn handle(
         api_keys: &options.api_keys,
         request_id: &request_id,
     });
-    let fault = parsed
+    let mut fault = parsed
         .as_ref()
         .ok()
         .and_then(|r| lock(&a.shared.faults).pick(&options, &r.model, &r.prompt));
+    let quota = match (&parsed, options.quota) {
+        (Ok(r), Some(quota)) => Some(a.shared.quota.take(quota, &r.model, arrival)),
+        _ => None,
+    };
+    if quota.is_some_and(|q| q.over) {
+        fault.get_or_insert(Fault::RateLimited(RetryHint::None));
+    }
     let recorded = (!options.lean).then(|| {
         let json = json.unwrap_or(Value::Null);
         let request = parsed.as_ref().ok();
@@ -339,6 +349,7 @@ async fn handle(
         arrival,
         flight,
         conn: a.conn,
+        quota,
     };
     exchange.respond(fault).await
 }
@@ -354,6 +365,8 @@ struct Exchange {
     arrival: Instant,
     flight: Flight,
     conn: ConnKill,
+    /// What this request found of the provider's quota, if one is set.
+    quota: Option<QuotaState>,
 }
 
 /// How the fault shapes an otherwise normal reply.
@@ -368,6 +381,17 @@ struct Shape {
 }
 
 impl Exchange {
+    /// The dialect's headers, with the quota's in place of the usual rate-limit ones.
+    fn headers(&self, rate_limited: bool) -> HeaderMap {
+        let mut pairs = self.dialect.headers(&self.request_id, rate_limited);
+        if let Some(quota) = &self.quota {
+            let overrides = self.dialect.quota_headers(quota);
+            pairs.retain(|(name, _)| overrides.iter().all(|(o, _)| o != name));
+            pairs.extend(overrides);
+        }
+        headers_of(&pairs)
+    }
+
     async fn respond(self, fault: Option<Fault>) -> Response {
         let stream = self.request.stream;
         let Some(fault) = fault else {
@@ -478,7 +502,7 @@ impl Exchange {
         };
         let rejection = self.dialect.error(fault, &ctx);
         let limited = rejection.status == StatusCode::TOO_MANY_REQUESTS;
-        let headers = headers_of(&self.dialect.headers(&self.request_id, limited));
+        let headers = self.headers(limited);
         respond_rejection(&headers, rejection, self.flight, self.arrival)
     }
 
@@ -486,7 +510,7 @@ impl Exchange {
         let body = Bytes::from_static(
             b"<html><body><h1>502 Bad Gateway</h1>upstream returned garbage</body></html>",
         );
-        let headers = headers_of(&self.dialect.headers(&self.request_id, false));
+        let headers = self.headers(false);
         let service = self.arrival.elapsed();
         build(
             StatusCode::OK,
@@ -535,7 +559,7 @@ impl Exchange {
         if self.options.record_token_times {
             self.flight.keep_token_times(self.request.prompt.clone());
         }
-        let headers = headers_of(&self.dialect.headers(&self.request_id, false));
+        let headers = self.headers(false);
         match self.rendered(&shape) {
             Rendered::Frames(frames) => {
                 let plan = StreamPlan {

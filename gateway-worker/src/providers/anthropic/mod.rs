@@ -40,6 +40,7 @@ mod stream;
 
 use reqwest::header::{HeaderMap, HeaderName};
 
+use super::retry_hint::{UpstreamExhausted, anthropic_exhausted};
 use super::wire::{CallHeaders, KeyHeader, error_response, header_value, json_body, parse_body};
 use super::{
     Adapter, AdapterConfigError, CallSpec, Completion, HttpCall, ProviderError, StreamDecoder,
@@ -105,6 +106,10 @@ impl Adapter for Anthropic {
         error_response(status, headers, body, |envelope: ErrorEnvelope| {
             classify_envelope(Some(status), &envelope)
         })
+    }
+
+    fn exhausted(&self, headers: &HeaderMap) -> Option<UpstreamExhausted> {
+        anthropic_exhausted(headers)
     }
 }
 

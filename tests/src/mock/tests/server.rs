@@ -342,3 +342,59 @@ async fn during_a_rotation_both_keys_pass_and_each_request_records_its_key() {
         assert!(keys == expected, "{format:?}: the recorded keys differ");
     }
 }
+
+#[tokio::test]
+async fn a_quota_is_reported_in_each_formats_headers_and_enforced_with_its_429() {
+    use gateway_worker::providers::retry_hint::{anthropic_exhausted, openai_exhausted};
+    let mock = MockProvider::start(MockOptions {
+        quota: Some(crate::mock::Quota {
+            requests: 2,
+            window: Duration::from_secs(30),
+        }),
+        ..MockOptions::default()
+    })
+    .await;
+    let client = client(&mock);
+    let body = chat("m", "hi", false);
+    let anthropic_body = serde_json::json!({
+        "model": "claude", "max_tokens": 16, "messages": [{ "role": "user", "content": "hi" }]
+    });
+    // OpenAI: Go durations; Azure: integer seconds; Anthropic: an RFC 3339 instant.
+    let first = client.openai(&body).await;
+    assert_eq!(header(&first, "x-ratelimit-remaining-requests"), Some("1"));
+    assert_eq!(header(&first, "x-ratelimit-limit-requests"), Some("2"));
+    assert!(openai_exhausted(first.headers()).is_none(), "one left");
+    let last = client.openai(&body).await;
+    assert_eq!(last.status(), 200);
+    let reset = header(&last, "x-ratelimit-reset-requests")
+        .unwrap()
+        .to_owned();
+    assert!(reset.ends_with('s') && !reset.ends_with("ms"), "{reset}");
+    let hint = openai_exhausted(last.headers()).expect("remaining 0 with a reset");
+    assert_eq!(hint.limit, "requests");
+    assert!((29..=30).contains(&hint.resets_in.as_secs()), "{hint:?}");
+    let over = client.openai(&body).await;
+    assert_eq!(over.status(), 429);
+    let azure = [
+        client.azure("d", &body).await,
+        client.azure("d", &body).await,
+    ];
+    assert_eq!(header(&azure[1], "x-ratelimit-reset-requests"), Some("30"));
+    assert!(openai_exhausted(azure[1].headers()).is_some());
+    let anthropic = [
+        client.anthropic(&anthropic_body).await,
+        client.anthropic(&anthropic_body).await,
+    ];
+    assert_eq!(
+        header(&anthropic[0], "anthropic-ratelimit-requests-remaining"),
+        Some("1")
+    );
+    let hint = anthropic_exhausted(anthropic[1].headers()).expect("an RFC 3339 reset");
+    assert!((28..=30).contains(&hint.resets_in.as_secs()), "{hint:?}");
+    let faults: Vec<_> = mock.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults.iter().filter(|f| f.is_some()).count(),
+        1,
+        "{faults:?}"
+    );
+}
