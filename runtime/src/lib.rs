@@ -8,6 +8,7 @@
 //! fleet-wide limits join it, for the same reason. `schemas` stays pure data; this crate
 //! is where that data meets the broker.
 
+pub mod api_keys;
 pub mod auth;
 mod connect;
 pub mod limits;

@@ -218,6 +218,11 @@ impl Subjects {
         format!("{}_TENANTS", self.upper)
     }
 
+    /// The HTTP edge's API keys (hashes only).
+    pub fn keys_bucket(&self) -> String {
+        format!("{}_KEYS", self.upper)
+    }
+
     /// The inbox prefix a tenant's producers use by default, and the only one its jobs may
     /// name as `reply_to` when the registry is enforced (besides the prefixes its entry
     /// grants): `_INBOX_llmq.<tenant>`. NATS permissions grant a tenant's user this prefix.

@@ -135,6 +135,8 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Registry(#[from] llmq_runtime::tenants::StoreError),
+    #[error(transparent)]
+    Keys(#[from] llmq_runtime::api_keys::KeyStoreError),
     #[error("{operation}: {denied}")]
     PermissionDenied {
         operation: &'static str,

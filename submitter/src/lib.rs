@@ -21,12 +21,14 @@
 //! # }
 //! ```
 
+mod api_keys;
 mod cancel;
 mod catalog;
 mod client;
 mod connect;
 mod denied;
 mod dlq;
+pub mod edge;
 mod error;
 mod handle;
 mod inbox;

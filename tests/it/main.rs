@@ -7,6 +7,7 @@ mod auth;
 mod chaos;
 mod cli;
 mod core;
+mod edge;
 mod harness_smoke;
 mod keys;
 mod limits;

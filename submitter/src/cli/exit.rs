@@ -168,11 +168,13 @@ fn submit_exit(err: &SubmitError) -> Exit {
 
 fn client_exit(err: &ClientError) -> Exit {
     match err {
+        ClientError::Keys(llmq_runtime::api_keys::KeyStoreError::NotFound(_)) => Exit::NotFound,
         ClientError::NotSetUp { .. }
         | ClientError::Timeout { .. }
         | ClientError::PublishTimeout { .. }
         | ClientError::Nats { .. }
-        | ClientError::Registry(_) => Exit::Unavailable,
+        | ClientError::Registry(_)
+        | ClientError::Keys(_) => Exit::Unavailable,
         ClientError::NotFound { .. } => Exit::NotFound,
         ClientError::PermissionDenied { .. } => Exit::PermissionDenied,
         ClientError::InvalidDlqEntry { .. }

@@ -8,10 +8,12 @@ mod dlq;
 pub mod exit;
 mod global;
 mod job_id_arg;
+mod keys;
 mod limits;
 mod models;
 pub mod print;
 mod result;
+mod serve;
 mod table;
 mod tenants;
 mod time_arg;
@@ -36,6 +38,7 @@ Examples:
   submitter tenants apply tenants.toml
   submitter auth generate tenants.toml --out auth/
   submitter limits
+  submitter keys create acme --name ci --models 'chat-*' --expires-in 90d
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
 Environment: the connection options also come from the variables a worker's config reads
@@ -88,6 +91,12 @@ pub enum Command {
     /// NATS users and permissions for the registry's tenants, workers and admins (admin).
     #[command(subcommand, after_help = Exit::help_table())]
     Auth(auth::AuthCommand),
+    /// API keys for the HTTP edge: create (shown once), list, revoke (admin).
+    #[command(subcommand, after_help = Exit::help_table())]
+    Keys(keys::KeysCommand),
+    /// Serve the OpenAI-compatible HTTP endpoint (POST /v1/chat/completions) on the queue.
+    #[command(after_help = Exit::help_table())]
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command line.
@@ -110,6 +119,8 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Tenants(command) => tenants::run(command, options).await,
         Command::Auth(command) => auth::run(command, &options),
         Command::Limits(args) => limits::run(args, options).await,
+        Command::Keys(command) => keys::run(command, options).await,
+        Command::Serve(args) => serve::run(args, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))
 }

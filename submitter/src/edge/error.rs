@@ -1,0 +1,195 @@
+//! Every failure as OpenAI's error JSON, with the status an OpenAI SDK maps to the right
+//! exception class (and retries, for 429 and 5xx).
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use llmq_runtime::api_keys::KeyRefusal;
+use llmq_schemas::{ErrorType, JobError};
+use serde_json::json;
+
+use crate::error::{ClientError, SubmitError, WaitError};
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `error.type`.
+    pub kind: &'static str,
+    /// OpenAI's `error.code`.
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+
+    pub fn not_found_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_url",
+            "unknown route",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "service_unavailable",
+            message,
+        )
+    }
+
+    fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// The JSON body, as OpenAI sends it.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<KeyRefusal> for ApiError {
+    fn from(refusal: KeyRefusal) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            refusal.to_string(),
+        )
+    }
+}
+
+impl From<&SubmitError> for ApiError {
+    fn from(err: &SubmitError) -> Self {
+        let message = err.to_string();
+        match err {
+            SubmitError::InvalidJob(_) => Self::invalid(message),
+            SubmitError::UnknownModel { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                message,
+            ),
+            SubmitError::PolicyDenied { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "model_not_allowed",
+                message,
+            ),
+            SubmitError::NoWorkers { .. } | SubmitError::QueueFull { .. } => {
+                Self::unavailable(message).retry_after(Some(Duration::from_secs(1)))
+            }
+            _ => Self::unavailable(message),
+        }
+    }
+}
+
+impl From<&WaitError> for ApiError {
+    fn from(err: &WaitError) -> Self {
+        match err {
+            WaitError::Timeout { .. } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "timeout",
+                err.to_string(),
+            ),
+            _ => Self::unavailable(err.to_string()),
+        }
+    }
+}
+
+impl From<&ClientError> for ApiError {
+    fn from(err: &ClientError) -> Self {
+        Self::unavailable(err.to_string())
+    }
+}
+
+/// A job that ended without an answer: the status its error type deserves.
+pub fn from_job_error(error: &JobError) -> ApiError {
+    let message = error.message.clone();
+    let retry_after = error.retry_after_ms.map(Duration::from_millis);
+    let (status, kind, code) = match error.kind {
+        ErrorType::InvalidRequest | ErrorType::InvalidJob | ErrorType::ContextWindowExceeded => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        ErrorType::ContentFiltered => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "content_filter",
+        ),
+        ErrorType::PolicyDenied => (
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "model_not_allowed",
+        ),
+        ErrorType::UnknownModel | ErrorType::NotFound => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        ErrorType::RateLimited | ErrorType::Overloaded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
+        ),
+        ErrorType::QuotaExhausted => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "insufficient_quota",
+        ),
+        ErrorType::DeadlineExceeded | ErrorType::Timeout => {
+            (StatusCode::GATEWAY_TIMEOUT, "timeout", "timeout")
+        }
+        ErrorType::Cancelled => (
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "invalid_request_error",
+            "cancelled",
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
+    };
+    ApiError::new(status, kind, code, message).retry_after(retry_after)
+}

@@ -1,0 +1,370 @@
+//! The HTTP edge as a client sees it: a real `submitter serve` process, a real worker and
+//! the mock, spoken to over HTTP with OpenAI's request and answer formats.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use llmq_runtime::tenants::parse_registry;
+use llmq_tests::stack::{Stack, eventually};
+use llmq_tests::worker::{TestWorker, workspace_binary};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+/// A stack with a worker (models `chat` and `unlisted`), tenant `acme` allowed `chat` and
+/// `ghost-*`, a key for acme, and an edge process.
+struct EdgeStack {
+    stack: Stack,
+    worker: Option<TestWorker>,
+    edge: tokio::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl EdgeStack {
+    async fn start() -> EdgeStack {
+        gateway_worker::providers::http_client::install_crypto_provider();
+        let stack = Stack::start().await;
+        let admin = stack.client().await;
+        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\"]\n";
+        let changes = admin
+            .tenants_diff(&parse_registry(registry).unwrap(), true)
+            .await
+            .unwrap();
+        admin.apply_tenants(&changes, 1).await.unwrap();
+        let mut setup = stack.simple_setup();
+        setup.body.push_str(
+            "[models.unlisted]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n",
+        );
+        let worker = stack.worker(&setup).await;
+        let key = create_key(&stack, &[]).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut edge = tokio::process::Command::new(workspace_binary("submitter"))
+            .args(["--url", &stack.nats.url(), "serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--max-body-bytes", "65536", "--keep-alive", "1s"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = tokio::io::BufReader::new(edge.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::clone(&stderr);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let probe = format!("{url}/readyz");
+        eventually(Duration::from_secs(20), "the edge is ready", || {
+            let http = http.clone();
+            let probe = probe.clone();
+            async move {
+                let ok = http
+                    .get(&probe)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ok.then_some(())
+            }
+        })
+        .await;
+        EdgeStack {
+            stack,
+            worker: Some(worker),
+            edge,
+            stderr,
+            url,
+            key,
+            http,
+        }
+    }
+
+    async fn chat(&self, key: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.edge.kill().await;
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+    }
+}
+
+async fn create_key(stack: &Stack, extra: &[&str]) -> String {
+    let out = tokio::process::Command::new(workspace_binary("submitter"))
+        .args(["--url", &stack.nats.url(), "keys", "create", "acme"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("llmq-"), "{key}");
+    key
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hello, edge"}]})
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"].clone())
+}
+
+#[tokio::test]
+async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers() {
+    let edge = EdgeStack::start().await;
+    let response = edge.chat(Some(&edge.key), hello("chat")).await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert!(
+        !body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(headers["x-llmq-provider"], "mock");
+    assert_eq!(headers["x-llmq-attempts"], "1");
+    assert!(headers.contains_key("x-llmq-overhead-duration-ms"));
+    assert_eq!(headers["x-request-id"], headers["x-llmq-job-id"]);
+
+    let echoed = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .header("api-key", &edge.key)
+        .header("x-request-id", "req-42")
+        .json(&hello("chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        echoed.status(),
+        200,
+        "the Azure-style header authenticates too"
+    );
+    assert_eq!(echoed.headers()["x-request-id"], "req-42");
+
+    let models: Value = edge
+        .http
+        .get(format!("{}/v1/models", edge.url))
+        .bearer_auth(&edge.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["chat"], "served and allowed: not `unlisted`");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_completion_speaks_openais_chunk_format() {
+    let edge = EdgeStack::start().await;
+    let mut body = hello("chat");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = edge.chat(Some(&edge.key), body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk"),
+        "{text}"
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!content.is_empty(), "{text}");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{text}");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(
+        usage["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+    let ids: std::collections::HashSet<&str> =
+        chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "one id for every chunk");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect() {
+    let edge = EdgeStack::start().await;
+    let (status, error) = error_of(edge.chat(None, hello("chat")).await).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let forged = format!("llmq-{}-{}", "0".repeat(12), "0".repeat(64));
+    for key in ["sk-not-ours", forged.as_str()] {
+        let (status, error) = error_of(edge.chat(Some(key), hello("chat")).await).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (401, Some("invalid_api_key")),
+            "{key}"
+        );
+    }
+    let (status, error) = error_of(edge.chat(Some(&edge.key), hello("unlisted")).await).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (403, Some("model_not_allowed")),
+        "{error}"
+    );
+    let (status, error) = error_of(edge.chat(Some(&edge.key), hello("ghost-model")).await).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("model_not_found")),
+        "{error}"
+    );
+    let (status, _) = error_of(
+        edge.chat(Some(&edge.key), json!({"model": "chat", "messages": []}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = error_of(edge.chat(Some(&edge.key), json!({"model": 7})).await).await;
+    assert_eq!(status, 400);
+    let garbage = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(garbage).await;
+    assert_eq!(status, 400, "{error}");
+    let huge = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .body(vec![b' '; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let unknown = edge
+        .http
+        .get(format!("{}/v1/nothing", edge.url))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(unknown).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (404, Some("invalid_request_error"))
+    );
+
+    let narrowed = create_key(&edge.stack, &["--models", "ghost-*"]).await;
+    let (status, _) = error_of(edge.chat(Some(&narrowed), hello("chat")).await).await;
+    assert_eq!(status, 403, "the key narrows the tenant's models");
+
+    let metrics = edge
+        .http
+        .get(format!("{}/metrics", edge.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("llmq_edge_auth_failures_total"),
+        "{metrics}"
+    );
+    let log = edge.stderr.lock().unwrap().clone();
+    assert!(
+        !log.contains(&edge.key[5..]),
+        "a key reached the edge's log"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_by_the_running_edge_within_seconds() {
+    let edge = EdgeStack::start().await;
+    assert_eq!(
+        edge.chat(Some(&edge.key), hello("chat")).await.status(),
+        200
+    );
+    let id = &edge.key["llmq-".len().."llmq-".len() + 12];
+    let out = tokio::process::Command::new(workspace_binary("submitter"))
+        .args(["--url", &edge.stack.nats.url(), "keys", "revoke", id])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let revoked_at = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the edge refuses the revoked key",
+        || async {
+            (edge.chat(Some(&edge.key), hello("chat")).await.status() == 401).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "edge: a revoked key was refused after {:?}",
+        revoked_at.elapsed()
+    );
+    let listed = tokio::process::Command::new(workspace_binary("submitter"))
+        .args(["--url", &edge.stack.nats.url(), "keys", "list"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(id) && listed.contains("revoked"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&edge.key[18..]),
+        "the list shows no secret"
+    );
+    edge.stop().await;
+}
