@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod budget_report;
 mod cancel;
 mod catalog;
 mod client;
@@ -37,6 +38,7 @@ mod submit;
 mod tenants;
 mod usage_report;
 
+pub use budget_report::BudgetStatus;
 pub use cancel::CancelStatus;
 pub use catalog::{LIVE_HEARTBEAT, is_live};
 pub use client::Client;

@@ -3,6 +3,7 @@
 // Tests and their helpers may fail loudly.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+mod budgets;
 mod chaos;
 mod cli;
 mod core;

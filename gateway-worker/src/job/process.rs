@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
-use llmq_schemas::{ErrorType, Job, JobError, OutcomeStatus, Timestamp};
+use llmq_schemas::{BudgetPeriod, ErrorType, Job, JobError, OutcomeStatus, Timestamp};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -26,6 +26,7 @@ use llmq_runtime::limits::{Admission, Demand};
 use llmq_runtime::policy::{self, JobFacts};
 use llmq_runtime::tenants::Lookup;
 
+use crate::budget;
 use crate::context::WorkerContext;
 use crate::dlq::dead_letter_message;
 use crate::metrics;
@@ -225,6 +226,13 @@ impl Processing<'_> {
                 };
             }
         };
+        let reservation = match budget::reserve(ctx, run, model).await {
+            Ok(reservation) => reservation,
+            Err(stop) => {
+                drop((running, tenant_admission));
+                return refused_by_budget(ctx, run, stop, reply).await;
+            }
+        };
         let spec = JobSpec {
             request: &run.job.request,
             stream: run.job.stream,
@@ -249,9 +257,16 @@ impl Processing<'_> {
             );
         }
         drop(running);
+        let over = budget::settle(ctx, run, &report.usage, reservation).await;
         match finished(report) {
-            Ok(finished) => finalize(ctx, run, finished, reply).await,
-            Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at).await,
+            Ok(finished) => {
+                let finished = Finished {
+                    over_budget: over,
+                    ..finished
+                };
+                finalize(ctx, run, finished, reply).await
+            }
+            Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at, over).await,
         }
     }
 
@@ -333,7 +348,28 @@ fn finished(report: ExecutionReport) -> Result<Finished, HandedBack> {
         attempts: report.attempts,
         usage: report.usage,
         ttft: report.ttft,
+        over_budget: Vec::new(),
     })
+}
+
+/// A job its tenant's hard budget refuses (`failed`, `budget_exceeded`, no provider
+/// call), or one handed back because the budget state cannot be read.
+async fn refused_by_budget(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    stop: budget::Stop,
+    reply: &mut ReplySink,
+) -> Disposition {
+    match stop {
+        budget::Stop::Refused(error) => {
+            let finished = Finished::without_attempts(OutcomeStatus::Failed, error);
+            finalize(ctx, run, finished, reply).await
+        }
+        budget::Stop::Unavailable => Disposition::Requeue {
+            delay: Some(Duration::from_secs(1)),
+            reason: "budget_unavailable",
+        },
+    }
 }
 
 async fn hand_back(
@@ -341,6 +377,7 @@ async fn hand_back(
     run: &JobRun,
     handed_back: HandedBack,
     deadline_at: Timestamp,
+    over_budget: Vec<BudgetPeriod>,
 ) -> Disposition {
     let delay = handed_back
         .wait
@@ -352,7 +389,7 @@ async fn hand_back(
     );
     let usage = &handed_back.usage;
     if usage.iter().any(|c| c.usage.total_tokens > 0) {
-        bill_handed_back(ctx, run, usage).await;
+        bill_handed_back(ctx, run, usage, over_budget).await;
     }
     Disposition::Requeue {
         delay: Some(delay),

@@ -6,7 +6,7 @@
 //! of the capacity it uses and serves its jobs from it (`limiter.rs`): the shared state is
 //! touched when that share changes, not per job.
 
-mod fleet;
+pub(crate) mod fleet;
 mod limiter;
 mod scope;
 mod spec;
