@@ -17,14 +17,15 @@ use llmq_submitter::{Client, ClientOptions};
 use llmq_tests::mock::MockOptions;
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, run_job};
-use llmq_tests::worker::{WorkerProcess, WorkerSetup};
+use llmq_tests::worker::{WorkerProcess, WorkerSetup, workspace_binary};
 
-/// USD per million tokens, input and output: $0.001 a token, so a job of the mock's (6
-/// prompt tokens for "job NN", 12 completion tokens) costs $0.018.
+/// USD per million tokens, input and output: $0.001 a token, so a job of the mock's (5
+/// prompt tokens for "job NN", 12 completion tokens) costs $0.017.
 const PRICE: f64 = 1000.0;
-/// Completion cap of every job: the reservation is (6 + 20) tokens, $0.026.
+/// Completion cap of every job: the reservation is (5 + 20) tokens, $0.025 (the prompt
+/// estimate is exact on the mock).
 const MAX_TOKENS: u32 = 20;
-const ESTIMATE_USD: f64 = (6.0 + MAX_TOKENS as f64) * PRICE / 1e6;
+const ESTIMATE_USD: f64 = (5.0 + MAX_TOKENS as f64) * PRICE / 1e6;
 
 fn setup(stack: &Stack) -> WorkerSetup {
     let mut setup = stack.setup(&format!(
@@ -151,7 +152,7 @@ async fn a_hard_budget_refuses_new_jobs_once_spent_and_overshoots_by_less_than_o
     .await;
     let fleet = workers(&setup(&stack), 3, "hard").await;
     let client = tenant_client(&stack, "acme").await;
-    // 30 jobs at once, $0.54 if all ran: the budget binds while many are in flight.
+    // 30 jobs at once, $0.51 if all ran: the budget binds while many are in flight.
     let mut handles = Vec::new();
     for i in 0..30 {
         handles.push(client.submit(job(i)).await.unwrap());
@@ -246,7 +247,7 @@ async fn a_soft_budget_lets_jobs_run_and_flags_their_usage_events_and_metrics() 
         let event = stack.usage_events(outcome.job_id).await.pop().unwrap();
         flags.push(event.over_budget);
     }
-    // $0.018 a job: the third takes the month to $0.054, past $0.05.
+    // $0.017 a job: the third takes the month to $0.051, past $0.05.
     let month = vec![BudgetPeriod::Month];
     assert_eq!(
         flags,
@@ -274,6 +275,30 @@ async fn a_soft_budget_lets_jobs_run_and_flags_their_usage_events_and_metrics() 
     assert!(has("llmq_budget_spend_usd{"), "{served:#?}");
     assert!(has("llmq_budget_limit_usd{"), "{served:#?}");
     assert!(has("llmq_budget_over_events_total{"), "{served:#?}");
+    // `submitter usage` shows the month's spend against the budget.
+    let status = client.budget_status(false).await.unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0].period, BudgetPeriod::Month);
+    assert!((status[0].spent_usd - 0.085).abs() < 1e-9, "{status:?}");
+    assert!(status[0].over);
+    let mut cli = tokio::process::Command::new(workspace_binary("submitter"));
+    cli.env("LLMQ__NATS__URL", stack.nats.url())
+        .env("LLMQ_TENANT", "beta")
+        .args(["usage", "--since", "10m"]);
+    let out = cli.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("budgets: submitter usage\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("beta") && l.contains("month"))
+        .unwrap_or_else(|| panic!("no budget line:\n{text}"));
+    assert!(
+        line.contains("soft")
+            && line.contains("0.085000")
+            && line.contains("0.050000")
+            && line.contains("OVER"),
+        "{line}"
+    );
     stop(fleet).await;
 }
 
@@ -365,7 +390,7 @@ async fn a_killed_workers_reservation_comes_back_within_its_lease() {
         Default::default(),
     )
     .await;
-    // Less than one job's reservation ($0.026): one job in flight blocks every other.
+    // Less than one job's reservation ($0.025): one job in flight blocks every other.
     apply(
         &stack,
         "[tenants.delta]\nmodels = [\"chat\"]\n[tenants.delta.budget]\nday = { usd = 0.02 }\n",
