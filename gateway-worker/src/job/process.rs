@@ -22,6 +22,7 @@ use super::execute::{
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
 use super::run::JobRun;
+use llmq_runtime::budget::Reservation;
 use llmq_runtime::limits::{Admission, Demand};
 use llmq_runtime::policy::{self, JobFacts};
 use llmq_runtime::tenants::Lookup;
@@ -226,7 +227,7 @@ impl Processing<'_> {
                 };
             }
         };
-        let reservation = match budget::reserve(ctx, run, model).await {
+        let reservation = match Box::pin(budget::reserve(ctx, run, model)).await {
             Ok(reservation) => reservation,
             Err(stop) => {
                 drop((running, tenant_admission));
@@ -247,27 +248,12 @@ impl Processing<'_> {
                 return Disposition::Requeue { delay: None, reason: "shutdown" };
             }
         };
-        if let Some(admission) = tenant_admission {
-            admission.reconcile(
-                report
-                    .usage
-                    .iter()
-                    .map(|call| call.usage.total_tokens)
-                    .sum(),
-            );
-        }
         drop(running);
-        let over = budget::settle(ctx, run, &report.usage, reservation).await;
-        match finished(report) {
-            Ok(finished) => {
-                let finished = Finished {
-                    over_budget: over,
-                    ..finished
-                };
-                finalize(ctx, run, finished, reply).await
-            }
-            Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at, over).await,
-        }
+        let held = Held {
+            admission: tenant_admission,
+            reservation,
+        };
+        after_calls(ctx, run, report, held, deadline_at, reply).await
     }
 
     /// The model to run on, or the outcome of a job that must not reach a provider:
@@ -311,6 +297,52 @@ fn unknown_model(ctx: &WorkerContext, model: &str) -> String {
         "no worker serves model {model:?}; models served: {}",
         served.join(", ")
     )
+}
+
+/// What a job holds through its calls: its tenant's limits (until its outcome is stored)
+/// and its budget reservation (until its cost is counted).
+struct Held {
+    admission: Option<Admission>,
+    reservation: Option<Reservation>,
+}
+
+/// After the calls: the token reservation corrected, the cost counted against the
+/// tenant's budget, then the outcome, or a hand-back.
+async fn after_calls(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    report: ExecutionReport,
+    held: Held,
+    deadline_at: Timestamp,
+    reply: &mut ReplySink,
+) -> Disposition {
+    let Held {
+        admission,
+        reservation,
+    } = held;
+    if let Some(admission) = &admission {
+        admission.reconcile(
+            report
+                .usage
+                .iter()
+                .map(|call| call.usage.total_tokens)
+                .sum(),
+        );
+    }
+    // Boxed, like `finalize`: its publishes would otherwise size every job's state.
+    let over = Box::pin(budget::settle(ctx, run, &report.usage, reservation)).await;
+    let disposition = match finished(report) {
+        Ok(finished) => {
+            let finished = Finished {
+                over_budget: over,
+                ..finished
+            };
+            finalize(ctx, run, finished, reply).await
+        }
+        Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at, over).await,
+    };
+    drop(admission);
+    disposition
 }
 
 /// Attempts that ended with every deployment cooling down: the job goes back to the
