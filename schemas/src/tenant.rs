@@ -119,9 +119,9 @@ impl TenantBudget {
     }
 }
 
-/// One period's budget.
+/// One period's budget. Like the rest of a stored entry, it reads fields it does not know
+/// (the registry file is strict).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct BudgetLimit {
     /// US dollars per period.
     pub usd: f64,
@@ -249,5 +249,17 @@ mod tests {
             json,
             serde_json::json!({"v": 1, "id": "acme", "models": [], "tiers": ["interactive", "batch"]})
         );
+    }
+
+    #[test]
+    fn a_stored_budget_reads_with_hard_as_the_default_and_later_fields() {
+        let entry: TenantEntry = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "acme",
+            "budget": {"day": {"usd": 5.0}, "month": {"usd": 90, "enforce": "soft", "later": 1}}
+        }))
+        .unwrap();
+        assert_eq!(entry.budget.day.map(|b| b.enforce), Some(Enforce::Hard));
+        assert_eq!(entry.budget.month.map(|b| b.usd), Some(90.0));
+        assert!(entry.budget.has_hard());
     }
 }

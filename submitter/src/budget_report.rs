@@ -5,8 +5,10 @@
 //! the live reservations of jobs in flight, so the figures are the fleet's own, not a
 //! sum this command makes.
 
-use llmq_runtime::budget::{Periods, nano_usd, read_spend, usd};
-use llmq_schemas::{BudgetPeriod, Enforce, Tenant, Timestamp};
+use llmq_runtime::budget::{
+    Periods, Spend, nano_usd, read_reserved, read_spend, spend_stream_config, usd,
+};
+use llmq_schemas::{BudgetPeriod, Enforce, Tenant, TenantBudget, Timestamp};
 use serde::Serialize;
 
 use crate::client::Client;
@@ -33,55 +35,66 @@ impl Client {
     /// month's spend and what jobs in flight have reserved. Tenants without a budget are
     /// left out.
     pub async fn budget_status(&self, all_tenants: bool) -> Result<Vec<BudgetStatus>, ClientError> {
-        let entries = self.tenants().await?;
+        let budgeted: Vec<(Tenant, TenantBudget)> = self
+            .tenants()
+            .await?
+            .into_iter()
+            .filter_map(|(id, entry)| Some((Tenant::parse(&id).ok()?, entry.ok()?.budget)))
+            .filter(|(id, budget)| !budget.is_empty() && (all_tenants || *id == self.inner.tenant))
+            .collect();
+        if budgeted.is_empty() {
+            return Ok(Vec::new());
+        }
         let subjects = &self.inner.subjects;
         let js = &self.inner.js;
-        let spend_name =
-            llmq_runtime::budget::spend_stream_config(subjects, 1, Default::default()).name;
-        let limits_name = llmq_runtime::limits::bucket_config(subjects, 1).bucket;
+        let spend_name = spend_stream_config(subjects, 1, Default::default()).name;
+        let stream = js
+            .get_stream(&spend_name)
+            .await
+            .map_err(|err| ClientError::nats("opening the spend stream", err))?;
+        let bucket = js
+            .get_key_value(llmq_runtime::limits::bucket_config(subjects, 1).bucket)
+            .await
+            .map_err(|err| ClientError::nats("opening the limits bucket", err))?;
+        let periods = Periods::at(Timestamp::now());
         let mut rows = Vec::new();
-        for (id, entry) in entries {
-            let Ok(entry) = entry else { continue };
-            if entry.budget.is_empty() || (!all_tenants && id != self.inner.tenant.as_str()) {
-                continue;
-            }
-            let Ok(tenant) = Tenant::parse(&id) else {
-                continue;
-            };
-            let stream = js
-                .get_stream(&spend_name)
-                .await
-                .map_err(|err| ClientError::nats("opening the spend stream", err))?;
-            let bucket = js
-                .get_key_value(&limits_name)
-                .await
-                .map_err(|err| ClientError::nats("opening the limits bucket", err))?;
-            let at = Timestamp::now();
-            let periods = Periods::at(at);
+        for (tenant, budget) in budgeted {
             let spend = read_spend(&stream, subjects, &tenant, &periods)
                 .await
                 .map_err(|err| ClientError::nats("reading spend", err))?;
-            let reserved = llmq_runtime::budget::read_reserved(&bucket, &tenant)
+            let reserved = read_reserved(&bucket, &tenant)
                 .await
                 .map_err(|err| ClientError::nats("reading reservations", err))?;
-            for period in BudgetPeriod::ALL {
-                let Some(limit) = entry.budget.get(period) else {
-                    continue;
-                };
-                let spent = spend.get(period);
-                rows.push(BudgetStatus {
-                    tenant: id.clone(),
-                    period,
-                    key: periods.key(period).to_owned(),
-                    enforce: limit.enforce,
-                    budget_usd: limit.usd,
-                    spent_usd: usd(spent),
-                    reserved_usd: usd(reserved),
-                    remaining_usd: limit.usd - usd(spent),
-                    over: spent >= nano_usd(limit.usd),
-                });
-            }
+            rows.extend(rows_of(&tenant, &budget, spend, reserved, &periods));
         }
         Ok(rows)
     }
+}
+
+/// One row per period the tenant has a budget for.
+fn rows_of(
+    tenant: &Tenant,
+    budget: &TenantBudget,
+    spend: Spend,
+    reserved: u64,
+    periods: &Periods,
+) -> Vec<BudgetStatus> {
+    BudgetPeriod::ALL
+        .into_iter()
+        .filter_map(|period| {
+            let limit = budget.get(period)?;
+            let spent = spend.get(period);
+            Some(BudgetStatus {
+                tenant: tenant.as_str().to_owned(),
+                period,
+                key: periods.key(period).to_owned(),
+                enforce: limit.enforce,
+                budget_usd: limit.usd,
+                spent_usd: usd(spent),
+                reserved_usd: usd(reserved),
+                remaining_usd: limit.usd - usd(spent),
+                over: spent >= nano_usd(limit.usd),
+            })
+        })
+        .collect()
 }
