@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use llmq_schemas::Subjects;
 
+use llmq_runtime::budget::Budgets;
 use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::Registry;
 
@@ -35,6 +36,8 @@ pub struct WorkerContext {
     pub registry: Arc<Registry>,
     /// The fleet-wide limits, as this worker enforces them.
     pub limiter: Arc<Limiter>,
+    /// Tenants' budgets: spend and this worker's reservations.
+    pub budgets: Arc<Budgets>,
 }
 
 impl WorkerContext {

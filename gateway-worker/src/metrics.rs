@@ -8,6 +8,8 @@
 //! model from the tenant registry, which is a finite set an admin configures (a job
 //! cannot name a tenant or model into existence: tenant limits exist only for registry
 //! entries, and a tenant's model limit only for models its entry lists).
+//! A tenant label appears also on the budget metrics (at the end), and only for tenants
+//! in the registry: a finite set someone configured, never a tenant a job names.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -87,6 +89,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 }
 
 fn describe() {
+    describe_budgets();
     describe_counter!(
         JOBS_RECEIVED,
         Unit::Count,
@@ -390,4 +393,61 @@ fn sample_limits(gates: &[GateView], seen: &mut HashSet<Scope>) {
         gauge!(TENANT_JOBS_HELD, "tenant" => tenant).set(held as f64);
     }
     seen.extend(now);
+}
+
+// --- budgets: per tenant (registry tenants only: a finite, configured set) and period ---
+
+pub const BUDGET_SPEND: &str = "llmq_budget_spend_usd";
+pub const BUDGET_LIMIT: &str = "llmq_budget_limit_usd";
+pub const BUDGET_REMAINING: &str = "llmq_budget_remaining_usd";
+pub const BUDGET_OVER: &str = "llmq_budget_over";
+pub const BUDGET_REFUSALS: &str = "llmq_budget_refusals_total";
+pub const BUDGET_OVER_EVENTS: &str = "llmq_budget_over_events_total";
+
+fn describe_budgets() {
+    describe_gauge!(
+        BUDGET_SPEND,
+        "Tenant spend in US dollars this UTC day or month (the fleet's total, as this worker last read it), per tenant and period."
+    );
+    describe_gauge!(
+        BUDGET_LIMIT,
+        "Tenant budget in US dollars, per tenant and period."
+    );
+    describe_gauge!(
+        BUDGET_REMAINING,
+        "Budget minus spend in US dollars (negative: over), per tenant and period."
+    );
+    describe_gauge!(
+        BUDGET_OVER,
+        "1 when the tenant's spend has reached its budget for the period (hard or soft), else 0."
+    );
+    describe_counter!(
+        BUDGET_REFUSALS,
+        Unit::Count,
+        "Jobs refused budget_exceeded by a hard budget, per tenant and period."
+    );
+    describe_counter!(
+        BUDGET_OVER_EVENTS,
+        Unit::Count,
+        "Usage events flagged over_budget (the job ran: soft budget, or its cost crossed a hard one), per tenant and period."
+    );
+}
+
+/// A tenant's spend against one period's budget (`budget_usd`: `None` without one).
+pub fn budget_state(tenant: &str, period: &'static str, spend_usd: f64, budget_usd: Option<f64>) {
+    let labels = [("tenant", tenant.to_owned()), ("period", period.to_owned())];
+    gauge!(BUDGET_SPEND, &labels).set(spend_usd);
+    if let Some(budget) = budget_usd {
+        gauge!(BUDGET_LIMIT, &labels).set(budget);
+        gauge!(BUDGET_REMAINING, &labels).set(budget - spend_usd);
+        gauge!(BUDGET_OVER, &labels).set(if spend_usd >= budget { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn budget_refused(tenant: &str, period: &'static str) {
+    counter!(BUDGET_REFUSALS, "tenant" => tenant.to_owned(), "period" => period).increment(1);
+}
+
+pub fn budget_over_event(tenant: &str, period: &'static str) {
+    counter!(BUDGET_OVER_EVENTS, "tenant" => tenant.to_owned(), "period" => period).increment(1);
 }

@@ -5,11 +5,12 @@
 //! code both sides must agree on lives once: how to reach NATS (auth, TLS, timeouts, the
 //! server-version check) and how to store a message durably (retries with the same
 //! `Nats-Msg-Id`). The tenant registry, the policy every component checks and the
-//! fleet-wide limits join it, for the same reason. `schemas` stays pure data; this crate
+//! fleet-wide limits and budgets join it, for the same reason. `schemas` stays pure data; this crate
 //! is where that data meets the broker.
 
 pub mod api_keys;
 pub mod auth;
+pub mod budget;
 mod connect;
 pub mod limits;
 pub mod live;

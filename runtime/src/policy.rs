@@ -242,6 +242,7 @@ mod tests {
             limits: Default::default(),
             model_limits: Default::default(),
             max_wait: None,
+            budget: Default::default(),
             updated_at: None,
         }
     }

@@ -46,6 +46,9 @@ pub enum ErrorType {
     InvalidJob,
     /// The tenant registry does not allow the job (`rule` says which rule).
     PolicyDenied,
+    /// The tenant's hard budget is spent, counting what jobs in flight have reserved
+    /// (`rule` says which period's); no provider was called.
+    BudgetExceeded,
     /// A bug or an unexpected state in the worker.
     Internal,
 }
@@ -71,6 +74,7 @@ impl ErrorType {
             ErrorType::UnknownModel => "unknown_model",
             ErrorType::InvalidJob => "invalid_job",
             ErrorType::PolicyDenied => "policy_denied",
+            ErrorType::BudgetExceeded => "budget_exceeded",
             ErrorType::Internal => "internal",
         }
     }
@@ -98,7 +102,7 @@ pub struct JobError {
     /// The provider's own error code or type (`insufficient_quota`, `overloaded_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
-    /// `policy_denied`: the registry rule that refused the job.
+    /// `policy_denied` and `budget_exceeded`: the registry rule that refused the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<crate::tenant::PolicyRule>,
     /// `rate_limited` (a limit llmq holds) and `budget_exceeded`: when trying again may

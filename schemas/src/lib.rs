@@ -38,7 +38,10 @@ pub use request::{
     Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
 pub use subject::{ModelName, SubjectError, Subjects, Tenant};
-pub use tenant::{Clamped, OverMaxTokens, PolicyRule, TenantEntry};
+pub use tenant::{
+    BudgetLimit, BudgetPeriod, Clamped, Enforce, OverMaxTokens, PolicyRule, TenantBudget,
+    TenantEntry,
+};
 pub use timestamp::Timestamp;
 pub use usage::{AttemptUsage, Cost, CostBreakdown, Usage, UsageEvent, UsageSource, UsageStatus};
 

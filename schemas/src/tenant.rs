@@ -17,7 +17,7 @@ use crate::limits::LimitSpec;
 use crate::timestamp::Timestamp;
 
 /// One tenant, as stored in the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TenantEntry {
     pub v: u32,
     /// The tenant id: a subject token, the last token of its job subjects.
@@ -65,6 +65,9 @@ pub struct TenantEntry {
     )]
     #[schemars(with = "Option<String>")]
     pub max_wait: Option<std::time::Duration>,
+    /// What the tenant may spend per calendar day and month (UTC), across the fleet.
+    #[serde(default, skip_serializing_if = "TenantBudget::is_empty")]
+    pub budget: TenantBudget,
     /// When the entry was last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
@@ -85,7 +88,94 @@ pub enum OverMaxTokens {
     Refuse,
 }
 
-/// Which rule refused a job (`policy_denied`).
+/// A tenant's budgets, in US dollars per calendar period (UTC), from the same prices as
+/// its usage events' costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<BudgetLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<BudgetLimit>,
+}
+
+impl TenantBudget {
+    pub fn is_empty(&self) -> bool {
+        self.day.is_none() && self.month.is_none()
+    }
+
+    /// The period's budget, if it has one.
+    pub fn get(&self, period: BudgetPeriod) -> Option<BudgetLimit> {
+        match period {
+            BudgetPeriod::Day => self.day,
+            BudgetPeriod::Month => self.month,
+        }
+    }
+
+    /// Whether any period's budget refuses calls once spent.
+    pub fn has_hard(&self) -> bool {
+        BudgetPeriod::ALL
+            .iter()
+            .any(|p| self.get(*p).is_some_and(|b| b.enforce == Enforce::Hard))
+    }
+}
+
+/// One period's budget. Like the rest of a stored entry, it reads fields it does not know
+/// (the registry file is strict).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BudgetLimit {
+    /// US dollars per period.
+    pub usd: f64,
+    #[serde(default)]
+    pub enforce: Enforce,
+}
+
+/// What a spent budget does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforce {
+    /// New provider calls are refused (`budget_exceeded`).
+    #[default]
+    Hard,
+    /// Calls go on; usage events say `over_budget` and a metric says so.
+    Soft,
+}
+
+/// A budget's calendar period, in UTC.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    Day,
+    Month,
+}
+
+impl BudgetPeriod {
+    pub const ALL: [BudgetPeriod; 2] = [BudgetPeriod::Day, BudgetPeriod::Month];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Month => "month",
+        }
+    }
+
+    /// The rule a refusal for this period names.
+    pub fn rule(&self) -> PolicyRule {
+        match self {
+            BudgetPeriod::Day => PolicyRule::DayBudget,
+            BudgetPeriod::Month => PolicyRule::MonthBudget,
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetPeriod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which rule refused a job (`policy_denied`, or `budget_exceeded` for the budgets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyRule {
@@ -104,6 +194,10 @@ pub enum PolicyRule {
     RequestTooLarge,
     /// The job's `reply_to` is outside the tenant's inbox prefixes.
     ReplySubject,
+    /// The tenant's hard budget for the day is spent (`budget_exceeded`).
+    DayBudget,
+    /// The tenant's hard budget for the month is spent (`budget_exceeded`).
+    MonthBudget,
 }
 
 impl PolicyRule {
@@ -116,6 +210,8 @@ impl PolicyRule {
             PolicyRule::MaxTokens => "max_tokens",
             PolicyRule::RequestTooLarge => "request_too_large",
             PolicyRule::ReplySubject => "reply_subject",
+            PolicyRule::DayBudget => "day_budget",
+            PolicyRule::MonthBudget => "month_budget",
         }
     }
 }
@@ -153,5 +249,17 @@ mod tests {
             json,
             serde_json::json!({"v": 1, "id": "acme", "models": [], "tiers": ["interactive", "batch"]})
         );
+    }
+
+    #[test]
+    fn a_stored_budget_reads_with_hard_as_the_default_and_later_fields() {
+        let entry: TenantEntry = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "acme",
+            "budget": {"day": {"usd": 5.0}, "month": {"usd": 90, "enforce": "soft", "later": 1}}
+        }))
+        .unwrap();
+        assert_eq!(entry.budget.day.map(|b| b.enforce), Some(Enforce::Hard));
+        assert_eq!(entry.budget.month.map(|b| b.usd), Some(90.0));
+        assert!(entry.budget.has_hard());
     }
 }

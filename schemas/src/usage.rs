@@ -191,6 +191,10 @@ pub struct UsageEvent {
     /// `submitter usage --by label:<name>` groups by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The periods whose budget the tenant's spend, this event's cost included, has
+    /// reached (soft budgets: the job ran anyway). Empty when under budget or without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub over_budget: Vec<crate::tenant::BudgetPeriod>,
 }
 
 /// How the processing a usage event bills ended.

@@ -22,6 +22,7 @@
 //! ```
 
 mod api_keys;
+mod budget_report;
 mod cancel;
 mod catalog;
 mod client;
@@ -41,6 +42,7 @@ mod submit;
 mod tenants;
 mod usage_report;
 
+pub use budget_report::BudgetStatus;
 pub use cancel::CancelStatus;
 pub use catalog::{LIVE_HEARTBEAT, is_live};
 pub use client::Client;

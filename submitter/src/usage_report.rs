@@ -306,6 +306,7 @@ mod tests {
             custom_id: None,
             at: Timestamp::now(),
             labels: Default::default(),
+            over_budget: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use llmq_schemas::{
-    Attempt, AttemptUsage, ChatCompletion, Cost, JobError, Outcome, OutcomeStatus,
+    Attempt, AttemptUsage, BudgetPeriod, ChatCompletion, Cost, JobError, Outcome, OutcomeStatus,
     PROTOCOL_VERSION, Partial, Tenant, Timestamp, Timings, Usage, UsageEvent, UsageSource,
     UsageStatus,
 };
@@ -36,6 +36,8 @@ pub struct Finished {
     pub attempts: Vec<Attempt>,
     pub usage: Vec<CallUsage>,
     pub ttft: Option<Duration>,
+    /// The periods whose budget the tenant's spend reached with these calls' cost.
+    pub over_budget: Vec<BudgetPeriod>,
 }
 
 impl Finished {
@@ -49,6 +51,7 @@ impl Finished {
             attempts: Vec::new(),
             usage: Vec::new(),
             ttft: None,
+            over_budget: Vec::new(),
         }
     }
 }
@@ -76,7 +79,8 @@ async fn finalize_now(
     let mut outcome = build_outcome(ctx, run, &finished);
     outcome.last_seq = reply.last_seq();
     outcome.first_seq = reply.first_seq();
-    let usage = outcome_usage_event(ctx, run, &outcome, &finished.usage);
+    let mut usage = outcome_usage_event(ctx, run, &outcome, &finished.usage);
+    usage.over_budget = finished.over_budget;
     // Encoded once: stored as is, and sent as the final event.
     let json = match serde_json::to_vec(&outcome) {
         Ok(json) => Bytes::from(json),
@@ -226,12 +230,13 @@ pub fn bill_handed_back<'a>(
     ctx: &'a WorkerContext,
     run: &'a JobRun,
     calls: &'a [CallUsage],
+    over_budget: Vec<BudgetPeriod>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         let last = calls
             .last()
             .map(|c| (c.provider.clone(), c.upstream_model.clone()));
-        let event = build_usage_event(
+        let mut event = build_usage_event(
             ctx,
             run,
             UsageStatus::HandedBack,
@@ -239,6 +244,7 @@ pub fn bill_handed_back<'a>(
             timings(run, None),
             calls,
         );
+        event.over_budget = over_budget;
         tracing::info!(
             prompt_tokens = event.usage.prompt_tokens,
             completion_tokens = event.usage.completion_tokens,
@@ -288,6 +294,7 @@ fn build_usage_event(
         custom_id: run.job.custom_id.clone(),
         at: Timestamp::now(),
         labels: run.labels.clone(),
+        over_budget: Vec::new(),
     }
 }
 

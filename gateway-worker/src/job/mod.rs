@@ -16,7 +16,7 @@ mod run;
 
 pub use decode::{Decoded, Delivery, Ready, Rejection, decode};
 pub use disposition::{Disposition, apply};
-pub use execute::{Execution, ExecutionReport, execute};
+pub use execute::{CallUsage, Execution, ExecutionReport, execute, reservation};
 pub use process::process;
 pub use reply::ReplySink;
 pub use run::JobRun;

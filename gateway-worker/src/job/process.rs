@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
-use llmq_schemas::{ErrorType, Job, JobError, OutcomeStatus, Timestamp};
+use llmq_schemas::{BudgetPeriod, ErrorType, Job, JobError, OutcomeStatus, Timestamp};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,10 +22,12 @@ use super::execute::{
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
 use super::run::JobRun;
+use llmq_runtime::budget::Reservation;
 use llmq_runtime::limits::{Admission, Demand};
 use llmq_runtime::policy::{self, JobFacts};
 use llmq_runtime::tenants::Lookup;
 
+use crate::budget;
 use crate::context::WorkerContext;
 use crate::dlq::dead_letter_message;
 use crate::metrics;
@@ -225,6 +227,13 @@ impl Processing<'_> {
                 };
             }
         };
+        let reservation = match Box::pin(budget::reserve(ctx, run, model)).await {
+            Ok(reservation) => reservation,
+            Err(stop) => {
+                drop((running, tenant_admission));
+                return refused_by_budget(ctx, run, stop, reply).await;
+            }
+        };
         let spec = JobSpec {
             request: &run.job.request,
             stream: run.job.stream,
@@ -239,20 +248,12 @@ impl Processing<'_> {
                 return Disposition::Requeue { delay: None, reason: "shutdown" };
             }
         };
-        if let Some(admission) = tenant_admission {
-            admission.reconcile(
-                report
-                    .usage
-                    .iter()
-                    .map(|call| call.usage.total_tokens)
-                    .sum(),
-            );
-        }
         drop(running);
-        match finished(report) {
-            Ok(finished) => finalize(ctx, run, finished, reply).await,
-            Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at).await,
-        }
+        let held = Held {
+            admission: tenant_admission,
+            reservation,
+        };
+        after_calls(ctx, run, report, held, deadline_at, reply).await
     }
 
     /// The model to run on, or the outcome of a job that must not reach a provider:
@@ -298,6 +299,52 @@ fn unknown_model(ctx: &WorkerContext, model: &str) -> String {
     )
 }
 
+/// What a job holds through its calls: its tenant's limits (until its outcome is stored)
+/// and its budget reservation (until its cost is counted).
+struct Held {
+    admission: Option<Admission>,
+    reservation: Option<Reservation>,
+}
+
+/// After the calls: the token reservation corrected, the cost counted against the
+/// tenant's budget, then the outcome, or a hand-back.
+async fn after_calls(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    report: ExecutionReport,
+    held: Held,
+    deadline_at: Timestamp,
+    reply: &mut ReplySink,
+) -> Disposition {
+    let Held {
+        admission,
+        reservation,
+    } = held;
+    if let Some(admission) = &admission {
+        admission.reconcile(
+            report
+                .usage
+                .iter()
+                .map(|call| call.usage.total_tokens)
+                .sum(),
+        );
+    }
+    // Boxed, like `finalize`: its publishes would otherwise size every job's state.
+    let over = Box::pin(budget::settle(ctx, run, &report.usage, reservation)).await;
+    let disposition = match finished(report) {
+        Ok(finished) => {
+            let finished = Finished {
+                over_budget: over,
+                ..finished
+            };
+            finalize(ctx, run, finished, reply).await
+        }
+        Err(handed_back) => hand_back(ctx, run, handed_back, deadline_at, over).await,
+    };
+    drop(admission);
+    disposition
+}
+
 /// Attempts that ended with every deployment cooling down: the job goes back to the
 /// queue, and what its calls cost is billed.
 struct HandedBack {
@@ -333,7 +380,28 @@ fn finished(report: ExecutionReport) -> Result<Finished, HandedBack> {
         attempts: report.attempts,
         usage: report.usage,
         ttft: report.ttft,
+        over_budget: Vec::new(),
     })
+}
+
+/// A job its tenant's hard budget refuses (`failed`, `budget_exceeded`, no provider
+/// call), or one handed back because the budget state cannot be read.
+async fn refused_by_budget(
+    ctx: &WorkerContext,
+    run: &JobRun,
+    stop: budget::Stop,
+    reply: &mut ReplySink,
+) -> Disposition {
+    match stop {
+        budget::Stop::Refused(error) => {
+            let finished = Finished::without_attempts(OutcomeStatus::Failed, error);
+            finalize(ctx, run, finished, reply).await
+        }
+        budget::Stop::Unavailable => Disposition::Requeue {
+            delay: Some(Duration::from_secs(1)),
+            reason: "budget_unavailable",
+        },
+    }
 }
 
 async fn hand_back(
@@ -341,6 +409,7 @@ async fn hand_back(
     run: &JobRun,
     handed_back: HandedBack,
     deadline_at: Timestamp,
+    over_budget: Vec<BudgetPeriod>,
 ) -> Disposition {
     let delay = handed_back
         .wait
@@ -352,7 +421,7 @@ async fn hand_back(
     );
     let usage = &handed_back.usage;
     if usage.iter().any(|c| c.usage.total_tokens > 0) {
-        bill_handed_back(ctx, run, usage).await;
+        bill_handed_back(ctx, run, usage, over_budget).await;
     }
     Disposition::Requeue {
         delay: Some(delay),

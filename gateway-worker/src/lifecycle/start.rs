@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{RunError, RunningWorker, Tasks};
 use crate::admin::{self, Health};
+use llmq_runtime::budget::{BudgetStores, Budgets};
 use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::{Mode, Registry};
 
@@ -90,6 +91,22 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
         Arc::clone(&limiter),
         tasks.background.clone(),
     ));
+    let budgets = Budgets::new(
+        BudgetStores {
+            js: js.clone(),
+            spend: setup.spend.clone(),
+            bucket: setup.limits.clone(),
+            subjects: subjects.clone(),
+            publish: llmq_runtime::Budget::Time(
+                config.jetstream.ack_wait.max(Duration::from_secs(10)),
+            ),
+        },
+        worker_id.clone(),
+        config.limits.lease,
+    );
+    tasks
+        .services
+        .spawn(Arc::clone(&budgets).maintain(tasks.background.clone()));
     Ok(WorkerContext {
         worker_id,
         subjects,
@@ -102,6 +119,7 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
         cancels: CancelRegistry::new(config.jetstream.cancel_ttl),
         registry,
         limiter,
+        budgets,
         setup,
         config,
     })
@@ -240,6 +258,7 @@ async fn announce(ctx: &Arc<WorkerContext>, tasks: &Tasks) {
         tasks.stops.fetching.clone(),
         tasks.stops.hard.clone(),
     ));
+    services.spawn(crate::budget::report(Arc::clone(ctx), background.clone()));
     services.spawn(dlq::watch_max_deliveries(Arc::clone(ctx), background));
 }
 

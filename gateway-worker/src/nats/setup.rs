@@ -36,8 +36,11 @@ pub struct Setup {
     pub cancels: kv::Store,
     /// The tenant registry, read by every worker (see `llmq_runtime::tenants`).
     pub tenants: kv::Store,
-    /// The fleet-wide limits' shared state (see `llmq_runtime::limits`).
+    /// The fleet-wide limits' shared state (see `llmq_runtime::limits`); budget
+    /// reservations live there too.
     pub limits: kv::Store,
+    /// Tenants' spend per UTC day and month, a counter stream (see `llmq_runtime::budget`).
+    pub spend: stream::Stream,
 }
 
 /// Streams and buckets; consumers are made per model with [`ensure_consumer`].
@@ -62,6 +65,15 @@ pub async fn ensure(
         limits: ensure_bucket(
             js,
             llmq_runtime::limits::bucket_config(subjects, config.replicas),
+        )
+        .await?,
+        spend: ensure_stream(
+            js,
+            llmq_runtime::budget::spend_stream_config(
+                subjects,
+                config.replicas,
+                config.duplicate_window,
+            ),
         )
         .await?,
     })

@@ -11,7 +11,7 @@
 //! publish what they enforce and who waits (`status.rs`), so `submitter limits` can show
 //! the whole fleet's limits from NATS alone.
 
-mod fleet;
+pub(crate) mod fleet;
 mod limiter;
 mod pause;
 mod scope;

@@ -9,6 +9,10 @@
 //! over_max_tokens = "clamp"          # or "refuse"
 //! max_request_bytes = 1_000_000
 //! labels = { team = "search", cost_centre = "cc-42" }
+//!
+//! [tenants.acme.budget]              # US dollars per calendar day / month, UTC
+//! day = { usd = 50, enforce = "hard" }   # "hard" (default): calls refused once spent
+//! month = { usd = 800, enforce = "soft" } # "soft": calls go on, flagged over budget
 //! ```
 //!
 //! The whole file is checked before anything is applied, and every problem names its
@@ -17,7 +21,10 @@
 
 use std::collections::BTreeMap;
 
-use llmq_schemas::{OverMaxTokens, PROTOCOL_VERSION, Subjects, Tenant, TenantEntry, Tier};
+use llmq_schemas::{
+    BudgetLimit, Enforce, OverMaxTokens, PROTOCOL_VERSION, Subjects, Tenant, TenantBudget,
+    TenantEntry, Tier,
+};
 use serde::Deserialize;
 
 use super::pattern::ModelPattern;
@@ -51,6 +58,9 @@ struct TenantTable {
     model_limits: BTreeMap<String, LimitSpec>,
     #[serde(default, with = "humantime_serde")]
     max_wait: Option<std::time::Duration>,
+    /// Read by [`budget`], so that each problem names its period and field.
+    #[serde(default)]
+    budget: Option<toml::Value>,
 }
 
 fn all_tiers() -> Vec<Tier> {
@@ -138,6 +148,11 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
     for (model, spec) in &table.model_limits {
         limits::validate(spec, &format!("{field}.model_limits.{model}"), p);
     }
+    let budget = table
+        .budget
+        .as_ref()
+        .map(|value| budget(&format!("{field}.budget"), value, p))
+        .unwrap_or_default();
     if p.len() > before {
         return None;
     }
@@ -155,6 +170,7 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
         limits: table.limits,
         model_limits: table.model_limits,
         max_wait: table.max_wait,
+        budget,
         updated_at: None,
     })
 }
@@ -172,6 +188,72 @@ fn positive(p: &mut Problems, field: &str, value: Option<i64>, max: i64) -> Opti
         format!("must be at most {max} (got {value})"),
     );
     Some(value)
+}
+
+/// The most a budget may say: far above any real one, far below where dollars stop
+/// fitting the spend counters (nano-dollars in 64 bits).
+const MAX_BUDGET_USD: f64 = 1e9;
+
+/// `[tenants.<id>.budget]`: `day` and `month`, each `{ usd, enforce }`.
+fn budget(field: &str, value: &toml::Value, p: &mut Problems) -> TenantBudget {
+    let mut budget = TenantBudget::default();
+    let Some(table) = value.as_table() else {
+        p.add(
+            field,
+            "must be a table: day = { usd = .. }, month = { usd = .. }",
+        );
+        return budget;
+    };
+    for (key, value) in table {
+        let field = format!("{field}.{key}");
+        let limit = budget_limit(&field, value, p);
+        match key.as_str() {
+            "day" => budget.day = limit,
+            "month" => budget.month = limit,
+            _ => p.add(&field, "unknown budget period: day or month"),
+        }
+    }
+    budget
+}
+
+fn budget_limit(field: &str, value: &toml::Value, p: &mut Problems) -> Option<BudgetLimit> {
+    let Some(table) = value.as_table() else {
+        p.add(field, "must be a table: { usd = 50, enforce = \"hard\" }");
+        return None;
+    };
+    let mut usd = None;
+    let mut enforce = Enforce::Hard;
+    for (key, value) in table {
+        let field = format!("{field}.{key}");
+        match (key.as_str(), value) {
+            ("usd", toml::Value::Integer(n)) => usd = Some(*n as f64),
+            ("usd", toml::Value::Float(x)) => usd = Some(*x),
+            ("usd", other) => p.add(
+                &field,
+                format!("must be a number of US dollars (got {other})"),
+            ),
+            ("enforce", toml::Value::String(s)) if s == "hard" => enforce = Enforce::Hard,
+            ("enforce", toml::Value::String(s)) if s == "soft" => enforce = Enforce::Soft,
+            ("enforce", other) => p.add(
+                &field,
+                format!("must be \"hard\" or \"soft\" (got {other})"),
+            ),
+            _ => p.add(&field, "unknown key: usd or enforce"),
+        }
+    }
+    let Some(usd) = usd else {
+        if !table.contains_key("usd") {
+            p.add(format!("{field}.usd"), "missing: the budget in US dollars");
+        }
+        return None;
+    };
+    let good = usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD;
+    p.check(
+        good,
+        format!("{field}.usd"),
+        format!("must be more than 0 and at most {MAX_BUDGET_USD} (got {usd}); leave the period out for no budget"),
+    );
+    good.then_some(BudgetLimit { usd, enforce })
 }
 
 /// Label names as Prometheus and most billing tools accept them; values short and
@@ -285,6 +367,60 @@ reply_prefixes = ["llmq.results"]
         );
         assert!(has("tenants.gamma.labels.cost centre: "), "{found:#?}");
         assert!(has("tenants.gamma.reply_prefixes[0]: "), "{found:#?}");
+        assert_eq!(found.len(), 7, "{found:#?}");
+    }
+
+    #[test]
+    fn budgets_read_per_period_and_bad_values_name_their_field() {
+        let entries = parse_registry(
+            "[tenants.acme.budget]\nday = { usd = 50 }\nmonth = { usd = 800.5, enforce = \"soft\" }\n",
+        )
+        .unwrap();
+        let budget = entries[0].budget;
+        assert_eq!(
+            budget.day,
+            Some(BudgetLimit {
+                usd: 50.0,
+                enforce: Enforce::Hard
+            })
+        );
+        assert_eq!(budget.month.map(|b| b.enforce), Some(Enforce::Soft));
+        let found = problems(
+            r#"
+[tenants.a.budget]
+day = { usd = -1 }
+month = { usd = "lots" }
+[tenants.b.budget]
+day = { usd = 0, enforce = "strict" }
+week = { usd = 5 }
+[tenants.c.budget]
+day = { usd = 5, limit = 3 }
+month = { enforce = "soft" }
+"#,
+        );
+        let has = |needle: &str| found.iter().any(|p| p.starts_with(needle));
+        assert!(
+            has("tenants.a.budget.day.usd: must be more than 0"),
+            "{found:#?}"
+        );
+        assert!(
+            has("tenants.a.budget.month.usd: must be a number"),
+            "{found:#?}"
+        );
+        assert!(
+            has("tenants.b.budget.day.enforce: must be \"hard\" or \"soft\""),
+            "{found:#?}"
+        );
+        assert!(
+            has("tenants.b.budget.day.usd: must be more than 0 and at most 1000000000 (got 0)"),
+            "{found:#?}"
+        );
+        assert!(
+            has("tenants.b.budget.week: unknown budget period"),
+            "{found:#?}"
+        );
+        assert!(has("tenants.c.budget.day.limit: unknown key"), "{found:#?}");
+        assert!(has("tenants.c.budget.month.usd: missing"), "{found:#?}");
         assert_eq!(found.len(), 7, "{found:#?}");
     }
 

@@ -129,6 +129,15 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Every readable entry now (for per-tenant reports such as budget metrics).
+    pub fn known(&self) -> Vec<Arc<TenantPolicy>> {
+        self.tenants
+            .snapshot()
+            .values()
+            .filter_map(|entry| entry.as_ref().ok().map(Arc::clone))
+            .collect()
+    }
+
     pub fn lookup(&self, tenant: &Tenant) -> Lookup {
         if !self.is_enforced() {
             return Lookup::Open;

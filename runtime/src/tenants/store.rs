@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 /// How a registry entry differs from a file's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Add(Box<TenantEntry>),
     Update {
@@ -257,6 +257,7 @@ mod tests {
             limits: Default::default(),
             model_limits: Default::default(),
             max_wait: None,
+            budget: Default::default(),
             updated_at: None,
         }
     }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use llmq_schemas::Timestamp;
-use llmq_submitter::{Client, ClientOptions, UsageQuery, UsageRow};
+use llmq_submitter::{BudgetStatus, Client, ClientOptions, UsageQuery, UsageRow};
 
 use super::print::{note, out, out_json};
 use super::table::{Align, Table};
@@ -41,14 +41,26 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             by_label: args.by.clone(),
         })
         .await?;
+    let budgets = budgets(&client, args.all_tenants).await;
     if args.json {
-        out_json(&report)?;
+        let mut json = serde_json::to_value(&report).map_err(|source| CliError::Json {
+            what: "formatting JSON",
+            source,
+        })?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert(
+                "budgets".into(),
+                serde_json::to_value(&budgets).unwrap_or_default(),
+            );
+        }
+        out_json(&json)?;
         return Ok(Exit::Success);
     }
     let scope = report.tenant.as_deref().unwrap_or("all tenants");
     note(window_line(scope, report.since, report.until));
     if report.rows.is_empty() {
         note("no usage in this window");
+        print_budgets(&budgets)?;
         return Ok(Exit::Success);
     }
     let group = match &args.by {
@@ -104,7 +116,57 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             report.undecodable
         ));
     }
+    print_budgets(&budgets)?;
     Ok(Exit::Success)
+}
+
+/// The tenants' budgets as the fleet counts them (empty, with a note, if unreadable).
+async fn budgets(client: &Client, all_tenants: bool) -> Vec<BudgetStatus> {
+    client
+        .budget_status(all_tenants)
+        .await
+        .unwrap_or_else(|err| {
+            note(format!("budgets not shown: {err}"));
+            Vec::new()
+        })
+}
+
+/// Spend against budget this UTC day and month.
+fn print_budgets(budgets: &[BudgetStatus]) -> Result<(), CliError> {
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("TENANT", Align::Left),
+        ("BUDGET", Align::Left),
+        ("ENFORCE", Align::Left),
+        ("SPENT USD", Align::Right),
+        ("IN FLIGHT USD", Align::Right),
+        ("BUDGET USD", Align::Right),
+        ("REMAINING USD", Align::Right),
+        ("", Align::Left),
+    ]);
+    for b in budgets {
+        let enforce = match b.enforce {
+            llmq_schemas::Enforce::Hard => "hard",
+            llmq_schemas::Enforce::Soft => "soft",
+        };
+        table.row(vec![
+            b.tenant.clone(),
+            format!("{} {}", b.period, &b.key[1..]),
+            enforce.to_owned(),
+            format!("{:.6}", b.spent_usd),
+            format!("{:.6}", b.reserved_usd),
+            format!("{:.6}", b.budget_usd),
+            format!("{:.6}", b.remaining_usd),
+            if b.over {
+                "OVER".to_owned()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    out(&table.render())
 }
 
 /// The header: both ends of the window to the second, so they read alike (`--since 24h`

@@ -1,0 +1,100 @@
+//! Spend against budget, per tenant and period: what `submitter usage` shows under its
+//! table.
+//!
+//! Read from where the workers keep it (`llmq_runtime::budget`): the spend counters and
+//! the live reservations of jobs in flight, so the figures are the fleet's own, not a
+//! sum this command makes.
+
+use llmq_runtime::budget::{
+    Periods, Spend, nano_usd, read_reserved, read_spend, spend_stream_config, usd,
+};
+use llmq_schemas::{BudgetPeriod, Enforce, Tenant, TenantBudget, Timestamp};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// One tenant's budget for one period, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetStatus {
+    pub tenant: String,
+    pub period: BudgetPeriod,
+    /// `d20261201` or `m202612` (UTC).
+    pub key: String,
+    pub enforce: Enforce,
+    pub budget_usd: f64,
+    pub spent_usd: f64,
+    /// Estimated maximum cost of the tenant's jobs in flight (hard budgets).
+    pub reserved_usd: f64,
+    pub remaining_usd: f64,
+    pub over: bool,
+}
+
+impl Client {
+    /// Every budget of this client's tenant (or of every tenant), with this day's and
+    /// month's spend and what jobs in flight have reserved. Tenants without a budget are
+    /// left out.
+    pub async fn budget_status(&self, all_tenants: bool) -> Result<Vec<BudgetStatus>, ClientError> {
+        let budgeted: Vec<(Tenant, TenantBudget)> = self
+            .tenants()
+            .await?
+            .into_iter()
+            .filter_map(|(id, entry)| Some((Tenant::parse(&id).ok()?, entry.ok()?.budget)))
+            .filter(|(id, budget)| !budget.is_empty() && (all_tenants || *id == self.inner.tenant))
+            .collect();
+        if budgeted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subjects = &self.inner.subjects;
+        let js = &self.inner.js;
+        let spend_name = spend_stream_config(subjects, 1, Default::default()).name;
+        let stream = js
+            .get_stream(&spend_name)
+            .await
+            .map_err(|err| ClientError::nats("opening the spend stream", err))?;
+        let bucket = js
+            .get_key_value(llmq_runtime::limits::bucket_config(subjects, 1).bucket)
+            .await
+            .map_err(|err| ClientError::nats("opening the limits bucket", err))?;
+        let periods = Periods::at(Timestamp::now());
+        let mut rows = Vec::new();
+        for (tenant, budget) in budgeted {
+            let spend = read_spend(&stream, subjects, &tenant, &periods)
+                .await
+                .map_err(|err| ClientError::nats("reading spend", err))?;
+            let reserved = read_reserved(&bucket, &tenant)
+                .await
+                .map_err(|err| ClientError::nats("reading reservations", err))?;
+            rows.extend(rows_of(&tenant, &budget, spend, reserved, &periods));
+        }
+        Ok(rows)
+    }
+}
+
+/// One row per period the tenant has a budget for.
+fn rows_of(
+    tenant: &Tenant,
+    budget: &TenantBudget,
+    spend: Spend,
+    reserved: u64,
+    periods: &Periods,
+) -> Vec<BudgetStatus> {
+    BudgetPeriod::ALL
+        .into_iter()
+        .filter_map(|period| {
+            let limit = budget.get(period)?;
+            let spent = spend.get(period);
+            Some(BudgetStatus {
+                tenant: tenant.as_str().to_owned(),
+                period,
+                key: periods.key(period).to_owned(),
+                enforce: limit.enforce,
+                budget_usd: limit.usd,
+                spent_usd: usd(spent),
+                reserved_usd: usd(reserved),
+                remaining_usd: limit.usd - usd(spent),
+                over: spent >= nano_usd(limit.usd),
+            })
+        })
+        .collect()
+}
