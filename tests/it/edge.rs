@@ -27,7 +27,9 @@ impl EdgeStack {
         gateway_worker::providers::http_client::install_crypto_provider();
         let stack = Stack::start().await;
         let admin = stack.client().await;
-        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\"]\n";
+        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\"]\n\
+                        max_wait = \"200ms\"\n\
+                        [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n";
         let changes = admin
             .tenants_diff(&parse_registry(registry).unwrap(), true)
             .await
@@ -35,7 +37,8 @@ impl EdgeStack {
         admin.apply_tenants(&changes, 1).await.unwrap();
         let mut setup = stack.simple_setup();
         setup.body.push_str(
-            "[models.unlisted]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n",
+            "[models.unlisted]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
+             [models.limited]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n",
         );
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
@@ -183,7 +186,11 @@ async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, vec!["chat"], "served and allowed: not `unlisted`");
+    assert_eq!(
+        ids,
+        vec!["chat", "limited"],
+        "served and allowed: not `unlisted`"
+    );
     edge.stop().await;
 }
 
@@ -367,4 +374,78 @@ async fn a_revoked_key_is_refused_by_the_running_edge_within_seconds() {
         "the list shows no secret"
     );
     edge.stop().await;
+}
+
+/// A tool the SDK check needs, or a failure that says how to get it.
+fn tool(path: std::path::PathBuf) -> std::path::PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-tools (it installs the pinned openai SDKs from PyPI \
+         and npm; it needs python3 and Node.js 20+ with npm)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
+    let edge = EdgeStack::start().await;
+    let narrow = create_key(&edge.stack, &["--models", "ghost-*"]).await;
+    let root = llmq_tests::nats::workspace_root();
+    let tools = root.join(".tools");
+    let python = tool(tools.join("venv/bin/python"));
+    let node_sdk = tool(tools.join("node/node_modules/openai"));
+    let run = |program: &std::path::Path, script: &str| {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .arg(root.join("tests/sdk").join(script))
+            .env("LLMQ_EDGE_URL", &edge.url)
+            .env("LLMQ_KEY", &edge.key)
+            .env("LLMQ_NARROW_KEY", &narrow)
+            .env("LLMQ_OPENAI_NODE", &node_sdk)
+            .kill_on_drop(true);
+        command
+    };
+    let py = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(&python, "openai_check.py").output(),
+    )
+    .await
+    .expect("the Python SDK check finished")
+    .unwrap();
+    let py_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert!(py.status.success(), "{py_text}");
+    println!("{}", py_text.trim());
+    let node = which("node");
+    let js = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(&node, "openai_check.cjs").output(),
+    )
+    .await
+    .expect("the Node SDK check finished")
+    .unwrap();
+    let js_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&js.stdout),
+        String::from_utf8_lossy(&js.stderr)
+    );
+    assert!(js.status.success(), "{js_text}");
+    println!("{}", js_text.trim());
+    edge.stop().await;
+}
+
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|path| path.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!("{program} is not on PATH: install Node.js 20+ (Debian: apt install nodejs npm)")
+        })
 }
