@@ -25,9 +25,21 @@ struct EdgeStack {
 impl EdgeStack {
     async fn start() -> EdgeStack {
         gateway_worker::providers::http_client::install_crypto_provider();
-        let stack = Stack::start().await;
+        let mut per_model = std::collections::HashMap::new();
+        per_model.insert(
+            "slow-model".to_owned(),
+            llmq_tests::mock::ModelBehavior {
+                first_token_delay: Some(Duration::from_millis(2500)),
+                ..Default::default()
+            },
+        );
+        let mock = llmq_tests::mock::MockOptions {
+            per_model,
+            ..Default::default()
+        };
+        let stack = Stack::start_with(mock, Default::default()).await;
         let admin = stack.client().await;
-        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\"]\n\
+        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\"]\n\
                         max_wait = \"200ms\"\n\
                         [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n";
         let changes = admin
@@ -38,7 +50,8 @@ impl EdgeStack {
         let mut setup = stack.simple_setup();
         setup.body.push_str(
             "[models.unlisted]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
-             [models.limited]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n",
+             [models.limited]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
+             [models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n",
         );
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
@@ -188,7 +201,7 @@ async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers
         .collect();
     assert_eq!(
         ids,
-        vec!["chat", "limited"],
+        vec!["chat", "limited", "slow"],
         "served and allowed: not `unlisted`"
     );
     edge.stop().await;
@@ -286,8 +299,8 @@ async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect
         .unwrap();
     let (status, error) = error_of(garbage).await;
     assert_eq!(status, 400, "{error}");
-    let huge = edge
-        .http
+    // A fresh connection: the server answers 413 before reading the body, then closes it.
+    let huge = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", edge.url))
         .bearer_auth(&edge.key)
         .body(vec![b' '; 1024 * 1024])
@@ -499,4 +512,121 @@ async fn the_readme_http_block_works_as_printed() {
         "{all}"
     );
     assert!(stdout.contains("\"id\":\"chat-fast\""), "{all}");
+}
+
+#[tokio::test]
+async fn a_waiting_stream_gets_keep_alives_and_a_client_that_leaves_cancels_its_job() {
+    let edge = EdgeStack::start().await;
+    let mut body = hello("slow");
+    body["stream"] = json!(true);
+    let response = edge.chat(Some(&edge.key), body).await;
+    assert_eq!(response.status(), 200);
+    let job_id = response.headers()["x-llmq-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains(": keep-alive") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "no keep-alive within 2 s (interval 1 s): {seen:?}"
+    );
+    assert!(seen.contains("\"role\":\"assistant\""), "{seen}");
+    drop(stream); // the client goes away before the first token
+    let client = edge
+        .stack
+        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
+        .await;
+    let outcome = client
+        .wait_outcome(job_id.parse().unwrap(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, llmq_schemas::OutcomeStatus::Cancelled);
+    assert!(
+        edge.stack.mock.disconnects() >= 1,
+        "the worker aborted the upstream request"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_timeout_becomes_the_jobs_deadline() {
+    let edge = EdgeStack::start().await;
+    let response = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-llmq-timeout", "1s")
+        .json(&hello("slow"))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (504, Some("timeout")),
+        "{error}"
+    );
+    let (status, _) = error_of(
+        edge.http
+            .post(format!("{}/v1/chat/completions", edge.url))
+            .bearer_auth(&edge.key)
+            .header("x-llmq-timeout", "soon")
+            .json(&hello("chat"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "a timeout that is not a duration");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_bad_keys_are_counted_and_do_not_slow_a_good_one() {
+    let edge = EdgeStack::start().await;
+    let started = std::time::Instant::now();
+    let bad = futures::future::join_all((0..1000).map(|i| {
+        let key = format!("llmq-{i:012x}-{}", "f".repeat(64));
+        let edge = &edge;
+        async move { edge.chat(Some(&key), hello("chat")).await.status().as_u16() }
+    }))
+    .await;
+    assert!(bad.iter().all(|status| *status == 401));
+    let bad_took = started.elapsed();
+    let good = std::time::Instant::now();
+    assert_eq!(
+        edge.chat(Some(&edge.key), hello("chat")).await.status(),
+        200
+    );
+    println!(
+        "edge: 1000 bad keys answered in {bad_took:?}; a good request after them took {:?}",
+        good.elapsed()
+    );
+    let metrics = edge
+        .http
+        .get(format!("{}/metrics", edge.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unknown = metrics
+        .lines()
+        .find(|line| line.starts_with("llmq_edge_auth_failures_total{reason=\"unknown\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(unknown.ends_with(" 1000"), "{unknown}\n{metrics}");
+    edge.stop().await;
 }
