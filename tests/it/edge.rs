@@ -33,13 +33,20 @@ impl EdgeStack {
                 ..Default::default()
             },
         );
+        per_model.insert(
+            "cut-model".to_owned(),
+            llmq_tests::mock::ModelBehavior {
+                always: Some(llmq_tests::mock::Fault::CutMidStream { after_tokens: 3 }),
+                ..Default::default()
+            },
+        );
         let mock = llmq_tests::mock::MockOptions {
             per_model,
             ..Default::default()
         };
         let stack = Stack::start_with(mock, Default::default()).await;
         let admin = stack.client().await;
-        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\"]\n\
+        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\"]\n\
                         max_wait = \"200ms\"\n\
                         [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n";
         let changes = admin
@@ -51,7 +58,9 @@ impl EdgeStack {
         setup.body.push_str(
             "[models.unlisted]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
              [models.limited]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
-             [models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n",
+             [models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n\
+             [models.flaky]\ndeployments = [{ provider = \"mock\", model = \"cut-model\" }]\n\
+             fallbacks = [\"chat\"]\n",
         );
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
@@ -201,7 +210,7 @@ async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers
         .collect();
     assert_eq!(
         ids,
-        vec!["chat", "limited", "slow"],
+        vec!["chat", "flaky", "limited", "slow"],
         "served and allowed: not `unlisted`"
     );
     edge.stop().await;
@@ -628,5 +637,28 @@ async fn a_thousand_bad_keys_are_counted_and_do_not_slow_a_good_one() {
         .unwrap_or_default()
         .to_owned();
     assert!(unknown.ends_with(" 1000"), "{unknown}\n{metrics}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_after_text_went_out_ends_the_stream_with_an_error_not_a_splice() {
+    let edge = EdgeStack::start().await;
+    let mut body = hello("flaky");
+    body["stream"] = json!(true);
+    let response = edge.chat(Some(&edge.key), body).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_restarted", "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let deltas = data
+        .iter()
+        .filter(|d| d.contains("\"content\"") && !d.contains("\"role\""))
+        .count();
+    assert_eq!(deltas, 3, "only the first attempt's text went out: {text}");
     edge.stop().await;
 }
