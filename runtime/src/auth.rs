@@ -25,6 +25,9 @@ pub enum Role {
     Admin,
     /// Consumes every tenant's jobs, writes outcomes, usage, events and the catalog.
     Worker,
+    /// The HTTP edge: submits, cancels and reads jobs for every tenant, follows the API
+    /// keys and the registry.
+    Edge,
     /// Submits, streams, cancels and reads its own jobs, outcomes and usage; may also
     /// receive events on the extra reply prefixes its registry entry grants.
     Tenant {
@@ -39,6 +42,7 @@ impl Role {
         match self {
             Role::Admin => "admin".into(),
             Role::Worker => "worker".into(),
+            Role::Edge => "edge".into(),
             Role::Tenant { tenant, .. } => format!("tenant-{}", tenant.as_str()),
         }
     }
@@ -59,6 +63,7 @@ pub fn permissions(subjects: &Subjects, role: &Role) -> Permissions {
             subscribe: vec![">".into()],
         },
         Role::Worker => worker(subjects),
+        Role::Edge => edge(subjects),
         Role::Tenant {
             tenant,
             reply_prefixes,
@@ -80,6 +85,21 @@ fn worker(subjects: &Subjects) -> Permissions {
             format!("{}.>", Subjects::INBOX_ROOT),
         ],
         subscribe: vec!["_INBOX.>".into()],
+    }
+}
+
+fn edge(subjects: &Subjects) -> Permissions {
+    let prefix = subjects.prefix();
+    Permissions {
+        publish: vec![
+            format!("{prefix}.jobs.>"),
+            format!("$KV.{}.>", subjects.cancel_bucket()),
+            "$JS.API.>".into(),
+            "$JS.FC.>".into(),
+        ],
+        // Its own API replies (`_INBOX`, outside every tenant's), and the tenants' reply
+        // inboxes, where its jobs' events arrive.
+        subscribe: vec!["_INBOX.>".into(), format!("{}.>", Subjects::INBOX_ROOT)],
     }
 }
 

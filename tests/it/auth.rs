@@ -155,7 +155,7 @@ fn assert_ok(output: &Output) -> String {
 async fn generated_credentials_let_a_tenant_use_the_ordinary_cli() {
     let secured = Secured::start().await;
     let printed = text(&secured.generate);
-    for user in ["admin", "worker", "tenant-acme", "tenant-beta"] {
+    for user in ["admin", "worker", "edge", "tenant-acme", "tenant-beta"] {
         assert!(printed.contains(user), "{printed}");
         assert!(!printed.contains(&secured.seed(user)), "a seed was printed");
         let mode = std::fs::metadata(secured.key(user)).unwrap();
@@ -489,5 +489,58 @@ async fn the_cost_of_a_tenants_permissions_per_publish_is_measured() {
     }
     println!("auth: publish+PubAck p50, one at a time, 1 KiB: {medians:?}");
     assert_eq!(medians.len(), 3);
+    secured.stop().await;
+}
+
+/// The edge on its own generated credentials: keys and the registry readable, jobs for a
+/// tenant submitted and answered.
+#[tokio::test]
+async fn the_edge_runs_on_its_generated_credentials() {
+    gateway_worker::providers::http_client::install_crypto_provider();
+    let secured = Secured::start().await;
+    let created = secured.cli("admin", &["keys", "create", "acme"]).await;
+    let key = assert_ok(&created).trim().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut edge = tokio::process::Command::new(workspace_binary("submitter"))
+        .args([
+            "--url",
+            &secured.stack.nats.url(),
+            "--nkey-file",
+            &secured.key("edge"),
+        ])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    llmq_tests::stack::eventually(Duration::from_secs(20), "the edge is ready", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let ready = http.get(format!("{url}/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        }
+    })
+    .await;
+    let response = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(
+            &serde_json::json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("chat.completion"), "{body}");
+    let _ = edge.kill().await;
     secured.stop().await;
 }

@@ -23,7 +23,7 @@ use super::{CliError, Exit};
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Write `auth.conf` (nats-server authorization, public keys only) and one NKey seed
-    /// file per user (admin, worker, one per tenant) into a directory.
+    /// file per user (admin, worker, edge, one per tenant) into a directory.
     Generate(GenerateArgs),
 }
 
@@ -86,9 +86,9 @@ pub fn run(command: AuthCommand, options: &ClientOptions) -> Result<Exit, CliErr
     Ok(Exit::Success)
 }
 
-/// Admin, worker, then every tenant of the registry.
+/// Admin, worker, edge, then every tenant of the registry.
 fn roles(entries: &[llmq_schemas::TenantEntry]) -> Result<Vec<Role>, CliError> {
-    let mut roles = vec![Role::Admin, Role::Worker];
+    let mut roles = vec![Role::Admin, Role::Worker, Role::Edge];
     for entry in entries {
         let tenant = Tenant::parse(&entry.id)
             .map_err(|err| CliError::Usage(format!("tenant {:?}: {err}", entry.id)))?;

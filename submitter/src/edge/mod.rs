@@ -125,12 +125,11 @@ impl Edge {
     /// Connects, reads the API keys and the registry, binds, and serves until stopped.
     pub async fn start(options: EdgeOptions) -> Result<RunningEdge, EdgeError> {
         let events = ConnectionEvents::new();
-        let inbox = format!("{}.edge", llmq_schemas::Subjects::INBOX_ROOT);
-        let nats = llmq_runtime::connect(&options.client.nats, |connect| {
-            events.install(connect.custom_inbox_prefix(&inbox))
-        })
-        .await
-        .map_err(|err| EdgeError::Connect(err.into()))?;
+        // API replies use the default `_INBOX`, outside every tenant's inbox; each tenant's
+        // client has its own reply inbox for its jobs' events.
+        let nats = llmq_runtime::connect(&options.client.nats, |connect| events.install(connect))
+            .await
+            .map_err(|err| EdgeError::Connect(err.into()))?;
         let js = async_nats::jetstream::new(nats.clone());
         let subjects = llmq_schemas::Subjects::new(&options.client.prefix)
             .map_err(|err| EdgeError::Registry(err.to_string()))?;
