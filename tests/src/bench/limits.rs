@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use super::ab::{self, Arm, Delta, Step};
 use super::e2e::worker_spec;
 use super::load::{Failures, Window};
-use super::procstat::{Meter, ProcUsage};
+use super::procstat::{Meter, ProcUsage, Watched};
 use super::report::{Facts, Report, Table, cores, rate};
 use super::setup::{
     Env, Llmq, MODEL, MockChild, MockSpec, PROMPT, UPSTREAM_MODEL, Variant, WorkerSpec, job,
@@ -295,7 +295,7 @@ impl WaitReport {
     fn table(&self) -> Table {
         let mut t = Table::new(
             format!(
-                "limits: (d) {} batch jobs waiting on an exhausted rpm (1 per hour), {} ms sampled",
+                "limits: (d) {} batch jobs waiting on an exhausted rpm (1 per hour), {} ms spans",
                 self.jobs, self.sample_ms
             ),
             &[
@@ -347,10 +347,12 @@ impl WaitReport {
             .before
             .stream_jobs
             .saturating_sub(self.after.stream_jobs);
-        let secs = (self.sample_ms as f64 / 1000.0).max(1e-3);
+        // Between the two states: the CPU span and the counting span.
+        let secs = (2.0 * self.sample_ms as f64 / 1000.0).max(1e-3);
         t.note(format!(
             "while waiting: {} deliveries, {finished} jobs finished, {:.1} limits KV writes/s; \
-             cores are over the sampled span",
+             cores over one span, the broker's requests counted over the next (counting costs \
+             the broker a delivery each)",
             self.after.delivered.saturating_sub(self.before.delivered),
             self.after
                 .limits_writes
@@ -501,7 +503,8 @@ fn facts(
         .add(
             "(d) waiting",
             format!(
-                "{} batch jobs, tenant rpm 1 per 1 h window used up first; 1 worker; {:?} sampled",
+                "{} batch jobs, tenant rpm 1 per 1 h window used up first; 1 worker; CPU \
+                 sampled {:?}, then the broker's requests counted as long",
                 options.wait_jobs, options.wait_sample
             ),
         )
@@ -658,22 +661,13 @@ async fn wait_on(llmq: &Llmq, options: &Options) -> anyhow::Result<WaitReport> {
         .map_err(|err| anyhow!("the job using up the hour failed: {err}"))?;
     let watched = llmq.watched()?;
     let broker = llmq.world.nats.client().await;
-    let counter = Counter::start(&broker).await?;
-    let meter = Meter::start(&watched);
-    tokio::time::sleep(options.wait_sample).await;
-    let idle = meter.finish();
-    let idle_traffic = counter.finish().await;
+    let (idle, idle_traffic) = observe(&watched, &broker, options.wait_sample).await?;
 
     let failures = submit_batch(llmq, options.wait_jobs).await;
     let queue = Queue::open(llmq).await?;
     let settled = queue.settled(options.wait_jobs as u64).await?;
-    let counter = Counter::start(&broker).await?;
-    let meter = Meter::start(&watched);
-    let started = Instant::now();
-    tokio::time::sleep(options.wait_sample).await;
-    let waiting = meter.finish();
-    let sample_ms = started.elapsed().as_millis() as u64;
-    let waiting_traffic = counter.finish().await;
+    let (waiting, waiting_traffic) = observe(&watched, &broker, options.wait_sample).await?;
+    let sample_ms = options.wait_sample.as_millis() as u64;
     let after = queue.state().await?;
     let mut failures = failures;
     let finished = settled.stream_jobs.saturating_sub(after.stream_jobs);
@@ -696,6 +690,22 @@ async fn wait_on(llmq: &Llmq, options: &Options) -> anyhow::Result<WaitReport> {
         after,
         failures,
     })
+}
+
+/// The CPU of `watched` over `span`, then what the broker is asked over another `span`:
+/// apart, because counting makes nats-server deliver every request once more, to the
+/// counter, which would inflate its CPU.
+async fn observe(
+    watched: &[Watched],
+    broker: &async_nats::Client,
+    span: Duration,
+) -> anyhow::Result<(Vec<ProcUsage>, Traffic)> {
+    let meter = Meter::start(watched);
+    tokio::time::sleep(span).await;
+    let usage = meter.finish();
+    let counter = Counter::start(broker).await?;
+    tokio::time::sleep(span).await;
+    Ok((usage, counter.finish().await))
 }
 
 /// Submits `n` batch jobs at once, without waiting for outcomes.
