@@ -13,10 +13,18 @@
 //! | `stream`        | per-token overhead of streamed jobs, against the mock's own clock |
 //! | `inflight`      | 10,000 slow jobs on one worker: completion time and memory        |
 //! | `scale`         | one vs two worker processes on an upstream-bound load             |
+//! | `policy`        | cost per job of the tenant policy check: open vs enforced         |
+//! | `limits`        | cost of fleet-wide limits (none, generous, reached; 1 and 3       |
+//! |                 | workers), and broker CPU while 10,000 jobs wait on a used-up one  |
+//!
+//! `policy` and `limits` compare variants of llmq running side by side, alternated round
+//! by round ([`ab`]), because the differences they measure are smaller than the
+//! machine's drift.
 //!
 //! Workers and the mock run as child processes of this binary ([`child`]) so that the
 //! CPU and memory of each are measured separately ([`procstat`]).
 
+pub mod ab;
 pub mod all;
 pub mod chart;
 pub mod child;
@@ -24,7 +32,9 @@ pub mod direct;
 pub mod e2e;
 pub mod inflight;
 pub mod jetstream_raw;
+pub mod limits;
 pub mod load;
+pub mod policy;
 pub mod procstat;
 pub mod report;
 pub mod scale;
@@ -47,19 +57,23 @@ pub enum Scenario {
     Stream,
     Inflight,
     Scale,
+    Policy,
+    Limits,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 6] = [
+    pub const EACH: [Scenario; 8] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
         Scenario::Stream,
         Scenario::Inflight,
         Scenario::Scale,
+        Scenario::Policy,
+        Scenario::Limits,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -70,6 +84,8 @@ impl Scenario {
             Scenario::Stream => "stream",
             Scenario::Inflight => "inflight",
             Scenario::Scale => "scale",
+            Scenario::Policy => "policy",
+            Scenario::Limits => "limits",
             Scenario::All => "all",
         }
     }
@@ -105,6 +121,17 @@ pub struct Options {
     pub scale_concurrency: usize,
     /// The workers' `fetch_batch`.
     pub fetch_batch: usize,
+    /// Closed-loop concurrencies of `policy` and of `limits`.
+    pub policy_concurrency: Vec<usize>,
+    pub limits_concurrency: Vec<usize>,
+    /// Worker processes per `limits` variant, one measurement each.
+    pub limits_workers: Vec<usize>,
+    /// Alternated rounds of the side-by-side comparisons (`policy`, `limits`).
+    pub rounds: usize,
+    /// `limits` (d): batch jobs left waiting on a used-up limit, and how long the CPU is
+    /// sampled while they wait.
+    pub wait_jobs: usize,
+    pub wait_sample: Duration,
     pub json_out: Option<PathBuf>,
     pub chart: Option<PathBuf>,
 }
@@ -127,6 +154,12 @@ impl Options {
             scale_latency: Duration::from_millis(20),
             scale_concurrency: 8,
             fetch_batch: 64,
+            policy_concurrency: vec![1, 32],
+            limits_concurrency: vec![1, 32],
+            limits_workers: vec![1, 3],
+            rounds: 3,
+            wait_jobs: 10_000,
+            wait_sample: Duration::from_secs(5),
             json_out: None,
             chart: None,
         }
@@ -148,6 +181,11 @@ impl Options {
             inflight_latency: Duration::from_millis(200),
             scale_latency: Duration::from_millis(20),
             scale_concurrency: 4,
+            policy_concurrency: vec![1, 4],
+            limits_concurrency: vec![1, 4],
+            rounds: 1,
+            wait_jobs: 300,
+            wait_sample: Duration::from_secs(1),
             ..Options::full()
         }
     }
@@ -170,7 +208,19 @@ impl Options {
             .add("inflight_latency", format!("{:?}", self.inflight_latency))
             .add("scale_latency", format!("{:?}", self.scale_latency))
             .add("scale_concurrency", self.scale_concurrency)
-            .add("fetch_batch", self.fetch_batch);
+            .add("fetch_batch", self.fetch_batch)
+            .add(
+                "policy_concurrency",
+                format!("{:?}", self.policy_concurrency),
+            )
+            .add(
+                "limits_concurrency",
+                format!("{:?}", self.limits_concurrency),
+            )
+            .add("limits_workers", format!("{:?}", self.limits_workers))
+            .add("rounds", self.rounds)
+            .add("wait_jobs", self.wait_jobs)
+            .add("wait_sample", format!("{:?}", self.wait_sample));
         facts
     }
 }
@@ -220,6 +270,8 @@ pub async fn run_one(
         Scenario::Stream => stream::run(options, env, report).await,
         Scenario::Inflight => inflight::run(options, env, report).await,
         Scenario::Scale => scale::run(options, env, report).await,
+        Scenario::Policy => policy::run(options, env, report).await,
+        Scenario::Limits => limits::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

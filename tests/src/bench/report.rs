@@ -16,6 +16,8 @@ use super::direct::DirectReport;
 use super::e2e::E2eReport;
 use super::inflight::InflightReport;
 use super::jetstream_raw::RawReport;
+use super::limits::LimitsReport;
+use super::policy::PolicyReport;
 use super::scale::ScaleReport;
 use super::setup::Env;
 use super::stream::StreamReport;
@@ -216,6 +218,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -232,6 +238,8 @@ impl Report {
             stream: None,
             inflight: None,
             scale: None,
+            policy: None,
+            limits: None,
             ratios: None,
             failures: Vec::new(),
         }
@@ -304,16 +312,16 @@ mod tests {
         let env = crate::bench::setup::Env::probe();
         let mut report = Report::new(env, Facts::default());
         let all = Scenario::EACH;
-        assert_eq!(report.verdict(&all), (6, 0));
+        assert_eq!(report.verdict(&all), (8, 0));
         report
             .failures
             .push("e2e: closed loop c=1: 2 failed".into());
         report
             .failures
             .push("e2e: open loop 100/s: 1 failed".into());
-        assert_eq!(report.verdict(&all), (5, 1));
+        assert_eq!(report.verdict(&all), (7, 1));
         report.failures.push("chart: no e2e results".into());
-        assert_eq!(report.verdict(&all), (5, 2));
+        assert_eq!(report.verdict(&all), (7, 2));
         assert_eq!(report.verdict(&[Scenario::Direct]), (1, 1));
     }
 

@@ -169,14 +169,29 @@ impl World {
 
     /// A producer for tenant `default` that checks the live catalog, as applications do.
     pub async fn client(&self) -> anyhow::Result<Client> {
+        self.client_for(None).await
+    }
+
+    /// A producer for `tenant` (`None`: `default`) that checks the live catalog.
+    pub async fn client_for(&self, tenant: Option<&str>) -> anyhow::Result<Client> {
         let options = ClientOptions {
             nats: NatsOptions::with_url(self.nats.url()),
             check_catalog: true,
-            ..ClientOptions::default()
+            ..tenant.map_or_else(ClientOptions::default, ClientOptions::for_tenant)
         };
         Client::connect(options)
             .await
             .context("producer cannot connect")
+    }
+
+    /// Applies a tenant registry file, as `submitter tenants apply --prune` does.
+    pub async fn apply_registry(&self, text: &str) -> anyhow::Result<()> {
+        let entries = llmq_runtime::tenants::parse_registry(text)
+            .map_err(|problems| anyhow!("the bench's registry is invalid:\n{problems}"))?;
+        let admin = self.client().await?;
+        let changes = admin.tenants_diff(&entries, true).await?;
+        admin.apply_tenants(&changes, 1).await?;
+        Ok(())
     }
 }
 
@@ -522,16 +537,55 @@ pub struct Llmq {
     pub client: Client,
 }
 
+/// How a scenario's llmq differs from the standard one ([`worker_setup`], tenant
+/// `default`, no registry).
+#[derive(Default)]
+pub struct Variant<'a> {
+    /// A tenant registry file, applied before the workers start (an enforcing worker
+    /// does not start without it).
+    pub registry: Option<&'a str>,
+    /// The producer's tenant (`None`: `default`).
+    pub tenant: Option<&'a str>,
+    /// Changes every worker's setup after [`worker_setup`] built it.
+    pub configure: Option<&'a dyn Fn(&mut WorkerSetup)>,
+}
+
+impl std::fmt::Debug for Variant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variant")
+            .field("registry", &self.registry)
+            .field("tenant", &self.tenant)
+            .field("configure", &self.configure.map(|_| "fn"))
+            .finish()
+    }
+}
+
 impl Llmq {
     pub async fn start(mock_url: &str, spec: WorkerSpec, workers: usize) -> anyhow::Result<Llmq> {
+        Self::start_with(mock_url, spec, workers, &Variant::default()).await
+    }
+
+    /// [`start`](Self::start) with a [`Variant`]: a registry, a tenant, config changes.
+    pub async fn start_with(
+        mock_url: &str,
+        spec: WorkerSpec,
+        workers: usize,
+        variant: &Variant<'_>,
+    ) -> anyhow::Result<Llmq> {
         let world = World::start().await?;
+        if let Some(registry) = variant.registry {
+            world.apply_registry(registry).await?;
+        }
         let mut children = Vec::new();
         for n in 1..=workers {
-            let setup = worker_setup(&world, mock_url, spec);
+            let mut setup = worker_setup(&world, mock_url, spec);
+            if let Some(configure) = variant.configure {
+                configure(&mut setup);
+            }
             children
                 .push(WorkerChild::spawn(&setup, world.dir.path(), &format!("worker-{n}")).await?);
         }
-        let client = world.client().await?;
+        let client = world.client_for(variant.tenant).await?;
         Ok(Llmq {
             world,
             workers: children,
@@ -571,15 +625,15 @@ impl Llmq {
         Ok(())
     }
 
-    /// Stops every worker with SIGTERM; an unclean exit is an error.
+    /// Stops every worker with SIGTERM, all at once (as an orchestrator stopping a fleet
+    /// does); an unclean exit is an error.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let mut result = Ok(());
-        for worker in self.workers {
-            if let Err(err) = worker.stop().await {
-                result = Err(err);
-            }
-        }
-        result
+        let stopped = futures::future::join_all(self.workers.into_iter().map(WorkerChild::stop));
+        stopped
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<()>>>()
+            .map(drop)
     }
 }
 

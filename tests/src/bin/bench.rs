@@ -19,7 +19,8 @@ use llmq_tests::bench::child::{self, MockArgs};
 use llmq_tests::bench::{self, Options, Scenario};
 
 /// Benchmarks llmq on this machine: JetStream's raw limit, the upstream's own limit, jobs
-/// end to end, streaming overhead, 10,000 in-flight jobs, one vs two workers.
+/// end to end, streaming overhead, 10,000 in-flight jobs, one vs two workers, the tenant
+/// policy's and the limits' cost.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -41,6 +42,11 @@ enum Command {
     Inflight(Flags),
     /// One vs two worker processes with an upstream-bound load.
     Scale(Flags),
+    /// The tenant policy's cost per job: a worker in mode open vs one enforcing a registry.
+    Policy(Flags),
+    /// Fleet-wide limits: none, generous, reached (1 and 3 workers); the broker while
+    /// 10,000 jobs wait on a used-up limit.
+    Limits(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -100,6 +106,24 @@ struct Flags {
     /// The workers' fetch_batch.
     #[arg(long)]
     fetch_batch: Option<usize>,
+    /// Closed-loop concurrencies of the policy scenario, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    policy_concurrency: Option<Vec<usize>>,
+    /// Closed-loop concurrencies of the limits scenario, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    limits_concurrency: Option<Vec<usize>>,
+    /// Worker processes per limits variant, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    limits_workers: Option<Vec<usize>>,
+    /// Alternated rounds of the policy and limits comparisons; the median is reported.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Batch jobs the limits scenario leaves waiting on a used-up limit.
+    #[arg(long)]
+    wait_jobs: Option<usize>,
+    /// How long the limits scenario samples CPU while those jobs wait.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait_sample: Option<Duration>,
     /// Write the results as JSON here (`all` defaults to target/bench/all.json).
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -130,7 +154,13 @@ impl Flags {
             inflight_latency,
             scale_latency,
             scale_concurrency,
-            fetch_batch
+            fetch_batch,
+            policy_concurrency,
+            limits_concurrency,
+            limits_workers,
+            rounds,
+            wait_jobs,
+            wait_sample
         );
         o.json_out = self.json_out;
         o.chart = self.chart;
@@ -159,6 +189,8 @@ fn main() -> ExitCode {
         Command::Stream(f) => (Scenario::Stream, f),
         Command::Inflight(f) => (Scenario::Inflight, f),
         Command::Scale(f) => (Scenario::Scale, f),
+        Command::Policy(f) => (Scenario::Policy, f),
+        Command::Limits(f) => (Scenario::Limits, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
