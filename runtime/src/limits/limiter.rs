@@ -94,12 +94,18 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        let mut released = false;
         for taken in &self.taken {
             if taken.permit {
                 taken.gate.release_permit();
+                released = true;
             }
         }
-        self.limiter.changed.notify_waiters();
+        // Only a released permit can admit a waiter: waking them for anything else would
+        // have every waiter try again, fail, and wake the others, in a loop.
+        if released {
+            self.limiter.changed.notify_waiters();
+        }
     }
 }
 
@@ -124,6 +130,10 @@ struct Local {
     window: u64,
     requests_left: u64,
     tokens_left: u64,
+    /// What the fleet had handed out of `window` when last read. It only grows within a
+    /// window, so a need it has no room for is refused without reading again: jobs
+    /// waiting on a used-up window cost the broker nothing until the window ends.
+    fleet_used: Option<Used>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -700,6 +710,7 @@ impl Gate {
                 window,
                 requests_left: 0,
                 tokens_left: 0,
+                fleet_used: None,
                 ..std::mem::take(&mut *local)
             };
         }
@@ -720,10 +731,16 @@ impl Gate {
         need: Need,
     ) -> Result<bool, LimitError> {
         let key = format!("rate.{}.{window}", self.scope.key());
+        if self.known_full(spec, window, need) {
+            return Ok(false);
+        }
         for _ in 0..16 {
             let read = fleet::read::<Used>(&limiter.bucket, &key).await?;
             let (left_requests, left_tokens) = {
-                let local = lock(&self.local);
+                let mut local = lock(&self.local);
+                if local.window == window {
+                    local.fleet_used = Some(read.value);
+                }
                 (local.requests_left, local.tokens_left)
             };
             let Some(grant) = Grant::of(spec, read.value, need, left_requests, left_tokens) else {
@@ -746,6 +763,18 @@ impl Gate {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the fleet's count of `window`, as last read, already leaves no room for
+    /// `need` (beyond this worker's own allotment).
+    fn known_full(&self, spec: LimitSpec, window: u64, need: Need) -> bool {
+        let local = lock(&self.local);
+        match local.fleet_used {
+            Some(used) if local.window == window => {
+                Grant::of(spec, used, need, local.requests_left, local.tokens_left).is_none()
+            }
+            _ => false,
+        }
     }
 
     /// Gives back an unused reservation, or takes what was used beyond it (from this
