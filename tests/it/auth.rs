@@ -544,3 +544,81 @@ async fn the_edge_runs_on_its_generated_credentials() {
     let _ = edge.kill().await;
     secured.stop().await;
 }
+
+/// The alternative not taken: a tenant as an account of its own, its jobs reaching the
+/// llmq account's stream through a service import (so that PubAcks find their way back).
+/// Same publish as above; printed for ARCHITECTURE.md's figures.
+#[tokio::test]
+async fn the_cost_of_an_account_per_tenant_is_measured() {
+    let config = r#"
+accounts {
+  LLMQ {
+    jetstream: enabled
+    users: [{ user: worker, password: worker }]
+    exports: [{ service: "llmq.jobs.*.*.acme" }]
+  }
+  ACME {
+    users: [{ user: acme, password: acme }]
+    imports: [{ service: { account: LLMQ, subject: "llmq.jobs.*.*.acme" } }]
+  }
+}
+"#;
+    let nats = llmq_tests::nats::TestNats::start_with(ServerOptions {
+        extra_config: config.into(),
+        ..Default::default()
+    })
+    .await;
+    let connect = |user: &'static str| {
+        let url = nats.url();
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let worker = async_nats::jetstream::new(connect("worker").await);
+    worker
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "JOBS".into(),
+            subjects: vec!["llmq.jobs.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let payload = bytes::Bytes::from(vec![b'x'; 1024]);
+    let mut medians = Vec::new();
+    for (label, user) in [
+        ("same account", "worker"),
+        ("own account", "acme"),
+        ("same account", "worker"),
+    ] {
+        let js = async_nats::jetstream::new(connect(user).await);
+        let mut took = Vec::with_capacity(300);
+        for _ in 0..300 {
+            let started = Instant::now();
+            js.publish("llmq.jobs.bench.batch.acme", payload.clone())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            took.push(started.elapsed());
+        }
+        took.sort();
+        medians.push((label, took[took.len() / 2]));
+    }
+    println!("auth: publish+PubAck p50 by where the tenant lives: {medians:?}");
+    let stored = worker
+        .get_stream("JOBS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(
+        stored, 900,
+        "every publish, from either account, reached the stream"
+    );
+}
