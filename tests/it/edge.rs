@@ -72,7 +72,14 @@ impl EdgeStack {
         let mut edge = tokio::process::Command::new(workspace_binary("submitter"))
             .args(["--url", &stack.nats.url(), "serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["--max-body-bytes", "65536", "--keep-alive", "1s"])
+            .args([
+                "--max-body-bytes",
+                "65536",
+                "--keep-alive",
+                "1s",
+                "--read-timeout",
+                "1s",
+            ])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -660,5 +667,47 @@ async fn a_restart_after_text_went_out_ends_the_stream_with_an_error_not_a_splic
         .filter(|d| d.contains("\"content\"") && !d.contains("\"role\""))
         .count();
     assert_eq!(deltas, 3, "only the first attempt's text went out: {text}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_do_not_hold_the_edge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge = EdgeStack::start().await;
+    let addr = edge.url.trim_start_matches("http://").to_owned();
+    // Headers one piece, then nothing: the connection is closed after the read timeout.
+    let mut loris = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    loris
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), loris.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a client that never finishes its headers is cut off"
+    );
+    println!("edge: slow headers cut off after {:?}", started.elapsed());
+    // The body announced, a tenth of it sent: 408.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":",
+        edge.key
+    );
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow_body.read(&mut answer))
+        .await
+        .expect("the edge answers a body that stalls")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Meanwhile, and after, the edge serves everyone else.
+    assert_eq!(
+        edge.chat(Some(&edge.key), hello("chat")).await.status(),
+        200
+    );
     edge.stop().await;
 }

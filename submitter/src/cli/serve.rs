@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// A request's deadline when it sends no x-llmq-timeout.
     #[arg(long, default_value = "600s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub default_timeout: Duration,
+    /// Time a client has to send a request's headers, and then its body.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
     /// How often an idle stream gets an SSE keep-alive comment.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
@@ -30,6 +33,7 @@ pub async fn run(args: ServeArgs, options: ClientOptions) -> Result<Exit, CliErr
         max_body_bytes: args.max_body_bytes,
         default_timeout: args.default_timeout,
         keep_alive: args.keep_alive,
+        read_timeout: args.read_timeout,
         ..EdgeOptions::new(args.listen, options)
     };
     let started = edge::Edge::start(options)

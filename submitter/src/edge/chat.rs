@@ -37,11 +37,14 @@ struct Asked {
 pub async fn completions(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
-    let response = match handle(&state, &headers, &body, started).await {
-        Ok(response) => response,
+    let response = match read_body(&state, body).await {
+        Ok(body) => match handle(&state, &headers, &body, started).await {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        },
         Err(err) => err.into_response(),
     };
     metrics::request("chat", response.status(), started.elapsed());
@@ -83,6 +86,28 @@ async fn handle(
     let outcome = outcome.map_err(|err| ApiError::from(&err))?;
     cancel.disarm();
     answer(&outcome, &asked, started)
+}
+
+/// The whole body, within the size limit (413; a declared length over it is refused
+/// before anything is read) and the read timeout (408).
+async fn read_body(state: &EdgeState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = state.options.max_body_bytes;
+    let read = axum::body::to_bytes(body, limit);
+    match tokio::time::timeout(state.options.read_timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the body is larger than this endpoint's limit of {limit} bytes"),
+        )),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "the body did not arrive in time",
+        )),
+    }
 }
 
 /// The job a body asks for, or why it cannot be one.

@@ -13,6 +13,7 @@ mod chat;
 mod error;
 mod metrics;
 mod models;
+mod serve;
 mod sse;
 
 use std::collections::HashMap;
@@ -45,6 +46,9 @@ pub struct EdgeOptions {
     pub default_timeout: Duration,
     /// SSE comments while a stream waits, so proxies do not cut it.
     pub keep_alive: Duration,
+    /// A client must send a request's headers within this, and its body within this once
+    /// the headers are in (slow clients are cut off, not waited for).
+    pub read_timeout: Duration,
 }
 
 impl EdgeOptions {
@@ -55,6 +59,7 @@ impl EdgeOptions {
             max_body_bytes: 4 * 1024 * 1024,
             default_timeout: Duration::from_secs(600),
             keep_alive: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -168,16 +173,9 @@ impl Edge {
             metrics: metrics::install(),
             options,
         });
+        let read_timeout = state.options.read_timeout;
         let app = router(state);
-        let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "the edge's HTTP server failed");
-            }
-        });
+        let task = tokio::spawn(serve::serve(listener, app, read_timeout, stop.clone()));
         tracing::info!(%addr, "edge started");
         Ok(RunningEdge { addr, stop, task })
     }
