@@ -324,6 +324,8 @@ pub fn scope_labels(scope: &Scope) -> Vec<Label> {
             add("tenant", tenant);
             add("model", model);
         }
+        // Workers never admit against a key's scope (the edge does); the id is an admin's.
+        Scope::ApiKey(id) => add("api_key", id),
     }
     labels
 }

@@ -711,3 +711,64 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_edge() {
     );
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_keys_own_rate_refuses_with_429_and_a_retry_after() {
+    let edge = EdgeStack::start().await;
+    let limited = create_key(&edge.stack, &["--rpm", "2"]).await;
+    for _ in 0..2 {
+        assert_eq!(edge.chat(Some(&limited), hello("chat")).await.status(), 200);
+    }
+    let response = edge.chat(Some(&limited), hello("chat")).await;
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("rate_limit_exceeded")),
+        "{error}"
+    );
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        edge.chat(Some(&edge.key), hello("chat")).await.status(),
+        200,
+        "another key of the same tenant is not held"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn meta_headers_become_the_jobs_metadata() {
+    let edge = EdgeStack::start().await;
+    let response = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-llmq-meta-priority", "high")
+        .header("x-llmq-meta-cost-centre", "cc-42")
+        .json(&hello("chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let job_id = response.headers()["x-llmq-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let client = edge
+        .stack
+        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
+        .await;
+    let outcome = client
+        .get_outcome(job_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let metadata = outcome.metadata.unwrap();
+    assert_eq!(metadata["priority"], "high");
+    assert_eq!(metadata["cost-centre"], "cc-42");
+    edge.stop().await;
+}

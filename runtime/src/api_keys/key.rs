@@ -27,6 +27,10 @@ pub struct ApiKeyEntry {
     /// the tenant's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Requests per minute for this key alone, across every edge (a fleet-wide limit, as
+    /// `llmq_runtime::limits` keeps them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
     pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
@@ -117,6 +121,7 @@ impl ApiKeyEntry {
             tenant: String::new(),
             name: None,
             models: Vec::new(),
+            rpm: None,
             created_at: Timestamp::now(),
             expires_at: None,
             revoked_at: None,

@@ -1,6 +1,6 @@
 //! llmq API keys: who an HTTP caller is.
 //!
-//! A key belongs to a tenant and may narrow its models.
+//! A key belongs to a tenant and may narrow its models and carry its own request rate.
 //! Only a SHA-256 of its secret is stored (in the `<PREFIX>_KEYS` bucket, keyed by the
 //! key's id, which the key itself carries), so the bucket never holds a usable key; the
 //! secret is shown once, when it is created. Every edge holds the bucket in memory

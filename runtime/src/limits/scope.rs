@@ -1,8 +1,8 @@
 //! What a limit applies to, and the KV keys and metric labels that name it.
 //!
-//! Every scope comes from configuration (a provider, a deployment) or the registry (a
-//! tenant, a tenant's model), never from what a job says, so metric labels built from
-//! scopes stay bounded by configuration.
+//! Every scope comes from configuration (a provider, a deployment), the registry (a
+//! tenant, a tenant's model) or the API keys an admin made, never from what a job says,
+//! so metric labels built from scopes stay bounded by configuration.
 
 use std::fmt;
 
@@ -24,6 +24,8 @@ pub enum Scope {
         tenant: String,
         model: String,
     },
+    /// One llmq API key of the HTTP edge (its id).
+    ApiKey(String),
 }
 
 impl Scope {
@@ -43,6 +45,7 @@ impl Scope {
             Scope::TenantModel { tenant, model } => {
                 format!("tm.{}.{}", token(tenant), token(model))
             }
+            Scope::ApiKey(id) => format!("k.{}", token(id)),
         }
     }
 
@@ -53,6 +56,7 @@ impl Scope {
             Scope::Deployment { .. } => "deployment",
             Scope::Tenant(_) => "tenant",
             Scope::TenantModel { .. } => "tenant_model",
+            Scope::ApiKey(_) => "api_key",
         }
     }
 }
@@ -72,6 +76,7 @@ impl fmt::Display for Scope {
             Scope::Deployment { provider, model } => write!(f, "deployment {provider}/{model}"),
             Scope::Tenant(id) => write!(f, "tenant {id}"),
             Scope::TenantModel { tenant, model } => write!(f, "tenant {tenant}, model {model}"),
+            Scope::ApiKey(id) => write!(f, "API key {id}"),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct CreateArgs {
     /// Narrow the tenant's models to these (exact names or `*` globs), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "MODELS")]
     pub models: Vec<String>,
+    /// Requests per minute for this key alone, across every edge.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
     /// Expire after this long (30d, 12h).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expires_in: Option<Duration>,
@@ -74,6 +77,7 @@ async fn create(client: &Client, args: CreateArgs) -> Result<Exit, CliError> {
     let template = ApiKeyEntry {
         name: args.name,
         models: args.models,
+        rpm: args.rpm,
         expires_at: args.expires_in.map(|ttl| Timestamp::now().plus(ttl)),
         ..ApiKeyEntry::template()
     };
@@ -98,6 +102,7 @@ async fn list(client: &Client, args: &ListArgs) -> Result<Exit, CliError> {
         ("TENANT", Align::Left),
         ("NAME", Align::Left),
         ("MODELS", Align::Left),
+        ("RPM", Align::Right),
         ("CREATED", Align::Left),
         ("STATE", Align::Left),
     ]);
@@ -127,6 +132,7 @@ fn row(entry: &ApiKeyEntry) -> Vec<String> {
         } else {
             entry.models.join(",")
         },
+        entry.rpm.map_or_else(|| "-".into(), |n| n.to_string()),
         entry.created_at.to_string(),
         state,
     ]

@@ -61,6 +61,7 @@ async fn handle(
         metrics::auth_failure(refusal);
         ApiError::from(refusal)
     })?;
+    key_rate(state, &key).await?;
     let (job, asked) = job_of(state, headers, body)?;
     if !key.allows_model(&job.model) {
         return Err(ApiError::new(
@@ -86,6 +87,47 @@ async fn handle(
     let outcome = outcome.map_err(|err| ApiError::from(&err))?;
     cancel.disarm();
     answer(&outcome, &asked, started)
+}
+
+/// A key with its own rate takes one request of it, fleet-wide, or is told when to retry.
+async fn key_rate(
+    state: &EdgeState,
+    key: &llmq_runtime::api_keys::ApiKeyEntry,
+) -> Result<(), ApiError> {
+    use llmq_runtime::limits::{Demand, LimitError, Scope};
+    let Some(rpm) = key.rpm else {
+        return Ok(());
+    };
+    let spec = llmq_schemas::LimitSpec {
+        rpm: Some(i64::from(rpm)),
+        ..Default::default()
+    };
+    let limits = [(Scope::ApiKey(key.id.clone()), spec)];
+    match state
+        .limiter
+        .admit(
+            &limits,
+            Demand { tokens: 0 },
+            Some(tokio::time::Instant::now()),
+        )
+        .await
+    {
+        Ok(_admission) => Ok(()),
+        Err(err) => {
+            let retry_after = match &err {
+                LimitError::Exhausted(exhausted) => Some(exhausted.retry_after),
+                LimitError::Nats { .. } => Some(Duration::from_secs(1)),
+            };
+            let mut error = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                format!("this API key's rate limit: {err}"),
+            );
+            error.retry_after = retry_after;
+            Err(error)
+        }
+    }
 }
 
 /// The whole body, within the size limit (413; a declared length over it is refused
@@ -147,6 +189,7 @@ fn job_of(state: &EdgeState, headers: &HeaderMap, body: &[u8]) -> Result<(Job, A
     }
     let request_id = header(headers, "x-request-id");
     job.custom_id = request_id.clone();
+    job.metadata = metadata(headers)?;
     Ok((
         job,
         Asked {
@@ -156,6 +199,29 @@ fn job_of(state: &EdgeState, headers: &HeaderMap, body: &[u8]) -> Result<(Job, A
             timeout,
         },
     ))
+}
+
+/// `x-llmq-meta-<name>: <value>` headers, as the job's metadata (returned with its
+/// outcome): a priority, a cost centre, a caller's own ids.
+fn metadata(headers: &HeaderMap) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
+    const PREFIX: &str = "x-llmq-meta-";
+    const MOST: usize = 16;
+    let mut metadata = serde_json::Map::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(PREFIX) else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(format!("{name}: not visible ASCII")))?;
+        if metadata.len() == MOST || value.len() > 256 {
+            return Err(ApiError::invalid(format!(
+                "at most {MOST} {PREFIX}* headers of at most 256 bytes each"
+            )));
+        }
+        metadata.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok((!metadata.is_empty()).then_some(metadata))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

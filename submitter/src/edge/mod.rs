@@ -88,6 +88,8 @@ pub(crate) struct EdgeState {
     options: EdgeOptions,
     keys: ApiKeys,
     registry: Arc<Registry>,
+    /// Each key's own request rate, fleet-wide (every edge shares the limits bucket).
+    limiter: Arc<llmq_runtime::limits::Limiter>,
     clients: tokio::sync::Mutex<HashMap<String, Client>>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -154,6 +156,13 @@ impl Edge {
                 .map_err(|err| EdgeError::Registry(err.to_string()))?;
         tokio::spawn(following_keys);
         tokio::spawn(following_registry);
+        let limits = js
+            .create_or_update_key_value(llmq_runtime::limits::bucket_config(&subjects, 1))
+            .await
+            .map_err(|err| EdgeError::Keys(format!("the limits bucket: {err}")))?;
+        let edge_id = format!("edge-{}", uuid::Uuid::new_v4().simple());
+        let limiter = llmq_runtime::limits::Limiter::new(limits, edge_id, Duration::from_secs(10));
+        tokio::spawn(Arc::clone(&limiter).maintain(stop.clone()));
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| EdgeError::Listen {
@@ -169,6 +178,7 @@ impl Edge {
             events,
             keys,
             registry,
+            limiter,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             metrics: metrics::install(),
             options,
