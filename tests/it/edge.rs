@@ -80,6 +80,7 @@ impl EdgeStack {
                 "--read-timeout",
                 "1s",
             ])
+            .env("RUST_LOG", "debug")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -770,5 +771,77 @@ async fn meta_headers_become_the_jobs_metadata() {
     let metadata = outcome.metadata.unwrap();
     assert_eq!(metadata["priority"], "high");
     assert_eq!(metadata["cost-centre"], "cc-42");
+    edge.stop().await;
+}
+
+/// Every message of `stream`, as text.
+async fn stream_text(js: &async_nats::jetstream::Context, stream: &str) -> String {
+    let mut out = String::new();
+    let stream = js.get_stream(stream).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    for seq in 1..=last {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            out.push_str(&String::from_utf8_lossy(&message.payload));
+            out.push_str(&format!("{:?}", message.headers));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_api_key_appears_nowhere_but_in_its_request_header() {
+    let edge = EdgeStack::start().await;
+    let secret = edge.key["llmq-".len() + 13..].to_owned();
+    assert_eq!(secret.len(), 64);
+    let mut near_miss = edge.key.clone();
+    near_miss.replace_range(
+        near_miss.len() - 1..,
+        if edge.key.ends_with('0') { "1" } else { "0" },
+    );
+    let mut seen = String::new();
+    for (key, stream) in [(&edge.key, false), (&edge.key, true), (&near_miss, false)] {
+        let mut body = hello("chat");
+        body["stream"] = json!(stream);
+        seen.push_str(&edge.chat(Some(key), body).await.text().await.unwrap());
+    }
+    seen.push_str(
+        &edge
+            .chat(Some(&edge.key), hello("unlisted"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    seen.push_str(
+        &edge
+            .http
+            .get(format!("{}/metrics", edge.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let js = async_nats::jetstream::new(edge.stack.nats.client().await);
+    for stream in ["LLMQ_JOBS", "LLMQ_RESULTS", "LLMQ_USAGE", "KV_LLMQ_KEYS"] {
+        seen.push_str(&stream_text(&js, stream).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the edge's last log lines
+    seen.push_str(&edge.stderr.lock().unwrap());
+    assert!(
+        seen.contains("debug") || seen.contains("DEBUG"),
+        "the edge logged at debug"
+    );
+    let near = &near_miss[near_miss.len() - 64..];
+    for (what, text) in [
+        ("the key's secret", secret.as_str()),
+        ("a near-miss key's secret", near),
+    ] {
+        assert!(
+            !seen.contains(text),
+            "{what} reached an answer, a metric, a stream or a log"
+        );
+    }
     edge.stop().await;
 }
