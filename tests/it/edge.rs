@@ -320,7 +320,7 @@ async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect
     let huge = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", edge.url))
         .bearer_auth(&edge.key)
-        .body(vec![b' '; 1024 * 1024])
+        .body(vec![b' '; 10 * 1024 * 1024])
         .send()
         .await
         .unwrap();
@@ -843,5 +843,64 @@ async fn an_api_key_appears_nowhere_but_in_its_request_header() {
             "{what} reached an answer, a metric, a stream or a log"
         );
     }
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_streaming_client_that_leaves_cancels_its_job_and_an_expired_key_is_refused() {
+    let edge = EdgeStack::start().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-request-id", "leaves-early")
+        .json(&hello("slow"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up before the answer");
+    let client = edge
+        .stack
+        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
+        .await;
+    let js = async_nats::jetstream::new(edge.stack.nats.client().await);
+    let outcome = eventually(
+        Duration::from_secs(20),
+        "the abandoned job's outcome",
+        || {
+            let js = js.clone();
+            async move {
+                let stream = js.get_stream("LLMQ_RESULTS").await.ok()?;
+                let last = stream.get_info().await.ok()?.state.last_sequence;
+                for seq in 1..=last {
+                    let message = stream.get_raw_message(seq).await.ok()?;
+                    let outcome: llmq_schemas::Outcome =
+                        serde_json::from_slice(&message.payload).ok()?;
+                    if outcome.custom_id.as_deref() == Some("leaves-early") {
+                        return Some(outcome);
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await;
+    drop(client);
+    assert_eq!(outcome.status, llmq_schemas::OutcomeStatus::Cancelled);
+
+    let expiring = create_key(&edge.stack, &["--expires-in", "1s"]).await;
+    assert_eq!(
+        edge.chat(Some(&expiring), hello("chat")).await.status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, error) = error_of(edge.chat(Some(&expiring), hello("chat")).await).await;
+    assert_eq!(status, 401, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("expired"),
+        "{error}"
+    );
     edge.stop().await;
 }
