@@ -41,6 +41,10 @@ pub struct Durable<'a> {
     /// streams, so for it that answer means a server still restarting; for a producer it
     /// means llmq is not set up, which it should say at once.
     pub missing_stream_is_transient: bool,
+    /// When a missing stream is not transient, how long it is retried anyway before it is
+    /// reported: a cluster electing a new stream leader answers like a missing stream for a
+    /// moment. These retries do not count against an attempts budget.
+    pub missing_stream_grace: Duration,
     /// Called before each retry, with the error that caused it (for a metric).
     pub on_retry: Option<&'a (dyn Fn(&PublishError) + Send + Sync)>,
 }
@@ -94,6 +98,7 @@ pub async fn publish_durable(
 ) -> Result<PublishAck, PublishFailure> {
     let started = Instant::now();
     let mut attempt = 0;
+    let mut unanswered = 0;
     loop {
         attempt += 1;
         let err = match send(js, &message).await {
@@ -101,6 +106,18 @@ pub async fn publish_durable(
             Err(err) => err,
         };
         let err = match classify(err, message.missing_stream_is_transient) {
+            Verdict::Fail(PublishFailure::NoStream)
+                if started.elapsed() + backoff(unanswered + 1) <= message.missing_stream_grace =>
+            {
+                unanswered += 1;
+                attempt -= 1;
+                tracing::debug!(
+                    subject = message.subject,
+                    "no stream answered; retrying within the grace period"
+                );
+                tokio::time::sleep(backoff(unanswered)).await;
+                continue;
+            }
             Verdict::Fail(failure) => return Err(failure),
             Verdict::Retry(err) => err,
         };
@@ -350,6 +367,7 @@ mod tests {
             payload: &payload,
             budget: Budget::Attempts(3),
             missing_stream_is_transient: false,
+            missing_stream_grace: Duration::ZERO,
             on_retry: Some(&count),
         };
         let started = Instant::now();

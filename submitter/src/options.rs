@@ -26,6 +26,10 @@ pub struct ClientOptions {
     /// Further publish attempts (same job id, so JetStream dedups) after a timeout or a
     /// connection error.
     pub publish_retries: u32,
+    /// How long a submit keeps trying when no stream answers, before it reports llmq as
+    /// not set up: a cluster electing a new leader for the job stream answers like a
+    /// missing stream for a few seconds.
+    pub missing_stream_grace: Duration,
     /// How often a waiting handle looks in the results stream, in case its final event was
     /// lost: a slow safety net, not the way outcomes normally arrive.
     #[serde(with = "humantime_serde")]
@@ -61,6 +65,7 @@ impl Default for ClientOptions {
             check_catalog: true,
             publish_timeout: Duration::from_secs(5),
             publish_retries: 3,
+            missing_stream_grace: Duration::from_secs(10),
             results_poll_interval: Duration::from_secs(15),
         }
     }

@@ -68,6 +68,11 @@ impl Client {
     }
 
     async fn watch_outcome(&self, job_id: JobId) -> Result<Outcome, WaitError> {
+        // Stored already: one direct get, no consumer (thousands of waits for finished jobs
+        // would otherwise make thousands of consumers, which a cluster creates by consensus).
+        if let Some(outcome) = self.get_outcome(job_id).await? {
+            return Ok(outcome);
+        }
         let name = self.inner.subjects.results_stream();
         self.unless_denied(&[&name], self.watch_stored_outcome(job_id))
             .await

@@ -103,6 +103,7 @@ impl Client {
             payload,
             budget: Budget::Attempts(self.inner.options.publish_retries.saturating_add(1)),
             missing_stream_is_transient: false,
+            missing_stream_grace: self.inner.options.missing_stream_grace,
             on_retry: None,
         };
         publish_durable(&self.inner.js_publish, message).await

@@ -7,6 +7,7 @@ mod auth;
 mod budgets;
 mod chaos;
 mod cli;
+mod cluster;
 mod core;
 mod edge;
 mod harness_smoke;

@@ -843,6 +843,8 @@ async fn without_a_worker_setup_every_call_says_llmq_is_not_set_up() {
     let server = TestNats::start().await;
     let client = Client::connect(ClientOptions {
         check_catalog: false,
+        // No stream will answer: do not wait out the grace a cluster's leader election needs.
+        missing_stream_grace: Duration::from_millis(300),
         ..options(&server, "sub-none", "acme")
     })
     .await

@@ -14,6 +14,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod bench;
+pub mod cluster;
 pub mod mock;
 pub mod nats;
 pub mod stack;

@@ -36,6 +36,7 @@ impl WorkerContext {
             payload: message.payload,
             budget: Budget::Time(self.publish_window()),
             missing_stream_is_transient: true,
+            missing_stream_grace: std::time::Duration::ZERO,
             on_retry: Some(&count_retry),
         };
         publish_durable(&self.js, durable).await

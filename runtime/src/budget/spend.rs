@@ -176,6 +176,7 @@ async fn add_one(
         payload: &empty,
         budget,
         missing_stream_is_transient: true,
+        missing_stream_grace: std::time::Duration::ZERO,
         on_retry: None,
     };
     let ack = publish_durable(js, durable)

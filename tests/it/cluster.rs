@@ -1,0 +1,116 @@
+//! A 3-node JetStream cluster under load: the node leading the job stream is SIGKILLed
+//! and nothing is lost.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use llmq_schemas::{JobId, OutcomeStatus, Tier};
+use llmq_submitter::{Client, ClientOptions, NatsOptions};
+use llmq_tests::cluster::TestCluster;
+use llmq_tests::mock::{MockOptions, MockProvider};
+use llmq_tests::stack::chat_job;
+use llmq_tests::worker::{WorkerProcess, WorkerSetup, openai_mock_provider};
+
+const JOBS: usize = 3000;
+
+async fn producer(url: String) -> Client {
+    Client::connect(ClientOptions {
+        nats: NatsOptions::with_url(url),
+        check_catalog: false,
+        ..ClientOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn killing_the_job_streams_leader_loses_no_job() {
+    let mut cluster = TestCluster::start().await;
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = WorkerSetup::new(
+        dir.path(),
+        &cluster.urls(),
+        &mock.base_url(),
+        &format!(
+            "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
+            openai_mock_provider(64)
+        ),
+    );
+    setup.set("jetstream", "replicas", "3");
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let setup = setup.clone().with_id(&format!("cluster-{i}"));
+        workers.push(WorkerProcess::spawn(&setup, &format!("cluster-{i}")).await);
+    }
+    // Producers know every node (as a real one would); one submits, one reads.
+    let submit = producer(cluster.urls()).await;
+    let mut ids: Vec<JobId> = Vec::with_capacity(JOBS);
+    let mut killed = None;
+    for i in 0..JOBS {
+        if i == JOBS / 3 {
+            let leader = cluster.leader_of("LLMQ_JOBS").await;
+            println!("cluster: SIGKILL n{leader}, the LLMQ_JOBS leader, after {i} jobs");
+            cluster.nodes[leader].kill().await;
+            killed = Some(leader);
+        }
+        let mut job = chat_job("chat", &format!("cluster job {i}"));
+        job.tier = Tier::Batch;
+        ids.push(submit.submit_detached(job).await.unwrap());
+    }
+    let killed = killed.unwrap();
+    let reader_node = (0..3).find(|n| *n != killed).unwrap();
+    let read = producer(cluster.nodes[reader_node].url()).await;
+    let mut succeeded = 0;
+    for id in &ids {
+        let outcome = read
+            .wait_outcome(*id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{:?}",
+            outcome.error
+        );
+        succeeded += 1;
+    }
+    assert_eq!(succeeded, JOBS);
+    cluster.nodes[killed].restart().await;
+
+    let js = async_nats::jetstream::new(cluster.nodes[reader_node].client().await);
+    let mut usage = js.get_stream("LLMQ_USAGE").await.unwrap();
+    let events = usage.info().await.unwrap().state.messages as usize;
+    let mut results = js.get_stream("LLMQ_RESULTS").await.unwrap();
+    let outcomes = results.info().await.unwrap().state.messages as usize;
+    println!(
+        "cluster: {succeeded} of {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
+    );
+    assert_eq!(outcomes, JOBS, "exactly one outcome per job");
+    assert!(events >= JOBS, "every processing that paid is billed");
+    let unique: HashSet<JobId> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), JOBS);
+
+    // The restarted node catches up: its replica of the job stream is current again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut jobs = js.get_stream("LLMQ_JOBS").await.unwrap();
+        let info = jobs.info().await.unwrap();
+        let replicas = info.cluster.clone().map(|c| c.replicas).unwrap_or_default();
+        let current = replicas.iter().filter(|r| r.current).count();
+        if replicas.len() == 2 && current == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted node did not catch up: {replicas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for mut worker in workers {
+        assert_eq!(
+            worker.terminate(Duration::from_secs(30)).await.code(),
+            Some(0)
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Three clustered nats-servers on loopback: random client and route ports, temp stores,
+//! killed on drop, each restartable on its own port and store.
+
+use std::time::Duration;
+
+use crate::nats::{NatsOptions, TestNats};
+
+/// A 3-node JetStream cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub nodes: Vec<TestNats>,
+}
+
+/// A free loopback port (bound and released: another process could take it, rarely).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+impl TestCluster {
+    /// Starts three nodes and waits until JetStream has a meta leader.
+    pub async fn start() -> TestCluster {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, port) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|other| *other != port)
+                .map(|other| format!("nats-route://127.0.0.1:{other}"))
+                .collect();
+            let extra_config = format!(
+                "server_name: n{i}\ncluster {{\n  name: llmq-test\n  listen: 127.0.0.1:{port}\n  \
+                 routes: [{}]\n}}\n",
+                others.join(", ")
+            );
+            nodes.push(
+                TestNats::start_with(NatsOptions {
+                    sync_always: false,
+                    extra_config,
+                })
+                .await,
+            );
+        }
+        let cluster = TestCluster { nodes };
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated (what a worker's `nats.url` takes).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(TestNats::url).collect();
+        urls.join(",")
+    }
+
+    /// Waits until an R3 stream can be placed (the cluster formed, a meta leader elected).
+    pub async fn wait_for_jetstream(&self) {
+        let js = async_nats::jetstream::new(self.nodes[0].client().await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let placed = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "CLUSTER_PROBE".into(),
+                    subjects: vec!["cluster.probe".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            if placed.is_ok() {
+                let _ = js.delete_stream("CLUSTER_PROBE").await;
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster did not place an R3 stream within 30 s: {placed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The index of the node leading `stream` (server names are `n<index>`).
+    pub async fn leader_of(&self, stream: &str) -> usize {
+        for node in &self.nodes {
+            let Ok(client) = async_nats::connect(node.url()).await else {
+                continue;
+            };
+            let js = async_nats::jetstream::new(client);
+            if let Ok(mut handle) = js.get_stream(stream).await
+                && let Ok(info) = handle.info().await
+                && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+                && let Some(index) = leader.strip_prefix('n').and_then(|i| i.parse().ok())
+            {
+                return index;
+            }
+        }
+        panic!("no node knows the leader of {stream}");
+    }
+}
