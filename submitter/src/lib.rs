@@ -37,6 +37,7 @@ mod limits;
 mod options;
 mod outcome;
 mod read_stream;
+mod status;
 mod stream_text;
 mod submit;
 mod tenants;
@@ -55,6 +56,7 @@ pub use llmq_runtime::{
     MINIMUM_SERVER_VERSION, NatsOptions, TlsOptions, check_server_version, connect,
 };
 pub use options::ClientOptions;
+pub use status::{QueueStatus, Status, StreamStatus, WorkerStatus};
 pub use stream_text::{StreamText, TextUpdate};
 pub use tenants::POLICY_CACHE;
 pub use usage_report::{UsageQuery, UsageReport, UsageRow};

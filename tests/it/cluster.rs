@@ -107,6 +107,22 @@ async fn killing_the_job_streams_leader_loses_no_job() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The ops view shows the leader and two current replicas.
+    let status = std::process::Command::new(llmq_tests::worker::workspace_binary("submitter"))
+        .args(["--url", &cluster.urls(), "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let jobs = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "LLMQ_JOBS")
+        .unwrap()
+        .clone();
+    assert!(jobs["leader"].is_string(), "{jobs}");
+    assert_eq!(jobs["replicas"].as_array().unwrap().len(), 2, "{jobs}");
     for mut worker in workers {
         assert_eq!(
             worker.terminate(Duration::from_secs(30)).await.code(),

@@ -18,6 +18,7 @@ mod providers;
 mod reliability;
 mod scripts;
 mod secrets;
+mod status;
 mod submitter;
 mod tenants;
 mod worker_binary;

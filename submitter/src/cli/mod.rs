@@ -14,6 +14,7 @@ mod models;
 pub mod print;
 mod result;
 mod serve;
+mod status;
 mod table;
 mod tenants;
 mod time_arg;
@@ -38,6 +39,7 @@ Examples:
   submitter tenants apply tenants.toml
   submitter auth generate tenants.toml --out auth/
   submitter limits
+  submitter status --watch
   submitter keys create acme --name ci --models 'chat-*' --expires-in 90d
   LLMQ__NATS__URL=tls://nats.internal:4222 LLMQ_TENANT=acme submitter models
 
@@ -97,6 +99,10 @@ pub enum Command {
     /// Serve the OpenAI-compatible HTTP endpoint (POST /v1/chat/completions) on the queue.
     #[command(after_help = Exit::help_table())]
     Serve(serve::ServeArgs),
+    /// What the queue is doing: per model and tier, queued, oldest, in flight; workers;
+    /// dead letters by reason; stream leaders and replicas (admin).
+    #[command(after_help = Exit::help_table())]
+    Status(status::StatusArgs),
 }
 
 /// Runs the parsed command line.
@@ -121,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Limits(args) => limits::run(args, options).await,
         Command::Keys(command) => keys::run(command, options).await,
         Command::Serve(args) => serve::run(args, options).await,
+        Command::Status(args) => status::run(args, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))
 }
