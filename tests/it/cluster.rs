@@ -130,3 +130,68 @@ async fn killing_the_job_streams_leader_loses_no_job() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_loses_no_job() {
+    let mut cluster = TestCluster::start().await;
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = WorkerSetup::new(
+        dir.path(),
+        &cluster.urls(),
+        &mock.base_url(),
+        &format!(
+            "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
+            openai_mock_provider(64)
+        ),
+    );
+    setup.set("jetstream", "replicas", "3");
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let setup = setup.clone().with_id(&format!("rolling-{i}"));
+        workers.push(WorkerProcess::spawn(&setup, &format!("rolling-{i}")).await);
+    }
+    let submit = producer(cluster.urls()).await;
+    let mut ids = Vec::with_capacity(JOBS);
+    for i in 0..JOBS {
+        // Each node in turn, a third of the way apart: restarted, then caught up.
+        if i % (JOBS / 3) == JOBS / 6 {
+            let node = i / (JOBS / 3);
+            println!("cluster: restarting n{node} after {i} jobs");
+            cluster.nodes[node].restart().await;
+            cluster.wait_for_jetstream().await;
+        }
+        let mut job = chat_job("chat", &format!("rolling job {i}"));
+        job.tier = Tier::Batch;
+        ids.push(submit.submit_detached(job).await.unwrap());
+    }
+    let read = producer(cluster.urls()).await;
+    for id in &ids {
+        let outcome = read
+            .wait_outcome(*id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::Succeeded,
+            "{:?}",
+            outcome.error
+        );
+    }
+    let js = async_nats::jetstream::new(cluster.nodes[0].client().await);
+    let mut results = js.get_stream("LLMQ_RESULTS").await.unwrap();
+    let outcomes = results.info().await.unwrap().state.messages as usize;
+    let mut usage = js.get_stream("LLMQ_USAGE").await.unwrap();
+    let events = usage.info().await.unwrap().state.messages as usize;
+    println!(
+        "cluster: rolling restart: {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
+    );
+    assert_eq!(outcomes, JOBS, "exactly one outcome per job");
+    assert!(events >= JOBS, "every processing that paid is billed");
+    for mut worker in workers {
+        assert_eq!(
+            worker.terminate(Duration::from_secs(30)).await.code(),
+            Some(0)
+        );
+    }
+}
