@@ -1,5 +1,5 @@
-//! The hidden subcommands: this binary re-executed as a worker (`bench __worker`) or as
-//! the mock upstream (`bench __mock`).
+//! The hidden subcommands: this binary re-executed as a worker (`bench __worker`), as
+//! the mock upstream (`bench __mock`) or as the HTTP edge (`bench __edge`).
 //!
 //! A worker must be its own process for its RSS and CPU to be its own, and re-executing
 //! the bench binary runs the real worker library without building (or finding) a second
@@ -7,13 +7,18 @@
 //! crypto provider, multi-thread runtime, `run` until SIGINT/SIGTERM) and prints
 //! `ready <worker id>` once the worker consumes, so the bench waits on a line, not a
 //! sleep. The mock child prints `listening on <url>` and then answers `stats` and `reset`
-//! lines on stdin; it exits when stdin closes.
+//! lines on stdin; it exits when stdin closes. The edge child runs the edge library as
+//! `submitter serve` does (two runtime threads, warn logs on stderr) and prints
+//! `listening on <url>` once it accepts connections.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use llmq_submitter::edge::{Edge, EdgeOptions};
+use llmq_submitter::{ClientOptions, NatsOptions};
 
 use super::setup::MockStats;
 use crate::mock::{MockOptions, MockProvider};
@@ -170,4 +175,43 @@ fn say(line: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
+}
+
+/// `bench __edge --nats URL`: the HTTP edge on a free loopback port, until SIGTERM.
+pub fn edge_main(nats_url: &str) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    // `submitter serve`'s runtime: two worker threads.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bench __edge: cannot start the async runtime: {err}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let client = ClientOptions {
+        nats: NatsOptions::with_url(nats_url),
+        ..ClientOptions::default()
+    };
+    let options = EdgeOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), client);
+    let result = runtime.block_on(async {
+        let edge = Edge::start(options).await?;
+        say(&format!("listening on http://{}", edge.addr())).map_err(anyhow::Error::from)?;
+        shutdown_signal().await;
+        edge.stop().await;
+        Ok::<(), anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench __edge: {err:#}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
 }

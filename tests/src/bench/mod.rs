@@ -11,6 +11,8 @@
 //! | `direct`        | the mock upstream called directly: its own limit and latency      |
 //! | `e2e`           | jobs through llmq end to end: jobs/s, latency, overhead, CPU, RSS  |
 //! | `stream`        | per-token overhead of streamed jobs, against the mock's own clock |
+//! | `edge`          | OpenAI HTTP clients through the edge vs straight to the mock:     |
+//! |                 | req/s, added latency, first-token overhead, CPU/request, RSS     |
 //! | `inflight`      | 10,000 slow jobs on one worker: completion time and memory        |
 //! | `scale`         | one vs two worker processes on an upstream-bound load             |
 //! | `policy`        | cost per job of the tenant policy check: open vs enforced         |
@@ -21,8 +23,8 @@
 //! by round ([`ab`]), because the differences they measure are smaller than the
 //! machine's drift.
 //!
-//! Workers and the mock run as child processes of this binary ([`child`]) so that the
-//! CPU and memory of each are measured separately ([`procstat`]).
+//! Workers, the mock and the HTTP edge run as child processes of this binary ([`child`])
+//! so that the CPU and memory of each are measured separately ([`procstat`]).
 
 pub mod ab;
 pub mod all;
@@ -30,6 +32,7 @@ pub mod chart;
 pub mod child;
 pub mod direct;
 pub mod e2e;
+pub mod edge;
 pub mod inflight;
 pub mod jetstream_raw;
 pub mod limits;
@@ -55,6 +58,7 @@ pub enum Scenario {
     Direct,
     E2e,
     Stream,
+    Edge,
     Inflight,
     Scale,
     Policy,
@@ -65,11 +69,12 @@ pub enum Scenario {
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 8] = [
+    pub const EACH: [Scenario; 9] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
         Scenario::Stream,
+        Scenario::Edge,
         Scenario::Inflight,
         Scenario::Scale,
         Scenario::Policy,
@@ -82,6 +87,7 @@ impl Scenario {
             Scenario::Direct => "direct",
             Scenario::E2e => "e2e",
             Scenario::Stream => "stream",
+            Scenario::Edge => "edge",
             Scenario::Inflight => "inflight",
             Scenario::Scale => "scale",
             Scenario::Policy => "policy",
@@ -121,6 +127,12 @@ pub struct Options {
     pub scale_concurrency: usize,
     /// The workers' `fetch_batch`.
     pub fetch_batch: usize,
+    /// Closed-loop concurrencies of `edge` (each non-streaming and streaming).
+    pub edge_concurrency: Vec<usize>,
+    /// `edge`: streams held open at once on one edge (0: the step is skipped), and the
+    /// mock's wait before their first token.
+    pub edge_hold: usize,
+    pub edge_hold_delay: Duration,
     /// Closed-loop concurrencies of `policy` and of `limits`.
     pub policy_concurrency: Vec<usize>,
     pub limits_concurrency: Vec<usize>,
@@ -154,6 +166,9 @@ impl Options {
             scale_latency: Duration::from_millis(20),
             scale_concurrency: 8,
             fetch_batch: 64,
+            edge_concurrency: vec![1, 16, 64, 256],
+            edge_hold: 0,
+            edge_hold_delay: Duration::from_secs(5),
             policy_concurrency: vec![1, 32],
             limits_concurrency: vec![1, 32],
             limits_workers: vec![1, 3],
@@ -181,6 +196,7 @@ impl Options {
             inflight_latency: Duration::from_millis(200),
             scale_latency: Duration::from_millis(20),
             scale_concurrency: 4,
+            edge_concurrency: vec![1, 8],
             policy_concurrency: vec![1, 4],
             limits_concurrency: vec![1, 4],
             rounds: 1,
@@ -209,6 +225,9 @@ impl Options {
             .add("scale_latency", format!("{:?}", self.scale_latency))
             .add("scale_concurrency", self.scale_concurrency)
             .add("fetch_batch", self.fetch_batch)
+            .add("edge_concurrency", format!("{:?}", self.edge_concurrency))
+            .add("edge_hold", self.edge_hold)
+            .add("edge_hold_delay", format!("{:?}", self.edge_hold_delay))
             .add(
                 "policy_concurrency",
                 format!("{:?}", self.policy_concurrency),
@@ -268,6 +287,7 @@ pub async fn run_one(
         Scenario::Direct => direct::run(options, env, report).await,
         Scenario::E2e => e2e::run(options, env, report).await,
         Scenario::Stream => stream::run(options, env, report).await,
+        Scenario::Edge => edge::run(options, env, report).await,
         Scenario::Inflight => inflight::run(options, env, report).await,
         Scenario::Scale => scale::run(options, env, report).await,
         Scenario::Policy => policy::run(options, env, report).await,

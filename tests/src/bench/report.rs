@@ -14,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::direct::DirectReport;
 use super::e2e::E2eReport;
+use super::edge::EdgeReport;
 use super::inflight::InflightReport;
 use super::jetstream_raw::RawReport;
 use super::limits::LimitsReport;
@@ -214,6 +215,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inflight: Option<InflightReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<ScaleReport>,
@@ -236,6 +239,7 @@ impl Report {
             direct: None,
             e2e: None,
             stream: None,
+            edge: None,
             inflight: None,
             scale: None,
             policy: None,
@@ -312,16 +316,16 @@ mod tests {
         let env = crate::bench::setup::Env::probe();
         let mut report = Report::new(env, Facts::default());
         let all = Scenario::EACH;
-        assert_eq!(report.verdict(&all), (8, 0));
+        assert_eq!(report.verdict(&all), (9, 0));
         report
             .failures
             .push("e2e: closed loop c=1: 2 failed".into());
         report
             .failures
             .push("e2e: open loop 100/s: 1 failed".into());
-        assert_eq!(report.verdict(&all), (7, 1));
+        assert_eq!(report.verdict(&all), (8, 1));
         report.failures.push("chart: no e2e results".into());
-        assert_eq!(report.verdict(&all), (7, 2));
+        assert_eq!(report.verdict(&all), (8, 2));
         assert_eq!(report.verdict(&[Scenario::Direct]), (1, 1));
     }
 

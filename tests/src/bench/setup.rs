@@ -414,6 +414,82 @@ impl MockChild {
     }
 }
 
+// ---- the HTTP edge as a child process --------------------------------------------------
+
+/// `bench __edge`: the HTTP edge (`llmq_submitter::edge`) in its own process, so its CPU
+/// and RSS are its own.
+#[derive(Debug)]
+pub struct EdgeChild {
+    child: Child,
+    pub pid: u32,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log_path: PathBuf,
+}
+
+impl EdgeChild {
+    /// Starts the edge on `world`'s nats-server and waits until it listens.
+    pub async fn spawn(world: &World, name: &str) -> anyhow::Result<EdgeChild> {
+        let log_path = world.dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).context("create the edge log")?;
+        let exe = std::env::current_exe().context("path of the bench binary")?;
+        let mut child = Command::new(exe)
+            .arg("__edge")
+            .arg("--nats")
+            .arg(world.nats.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the edge child (bench __edge)")?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("edge child exited at once"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("edge stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let url = match first {
+            Ok(Ok(Some(line))) if line.starts_with("listening on ") => {
+                line["listening on ".len()..].to_owned()
+            }
+            Ok(Ok(Some(line))) => {
+                bail!("edge child said {line:?} instead of listening:\n{}", log())
+            }
+            Ok(_) => bail!("edge child exited before it listened:\n{}", log()),
+            Err(_) => bail!("edge child not listening within 30 s:\n{}", log()),
+        };
+        Ok(EdgeChild {
+            child,
+            pid,
+            url,
+            log_path,
+        })
+    }
+
+    /// What the edge logged (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM; an unclean exit, or none within 20 s, is an error.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => bail!("the edge exited with {status}:\n{}", self.log()),
+            Ok(Err(err)) => Err(err.into()),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("the edge did not stop within 20 s of SIGTERM")
+            }
+        }
+    }
+}
+
 // ---- workers as child processes -------------------------------------------------------
 
 /// How a benchmark worker is sized.

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Exit codes: 0 every job succeeded; 1 a scenario failed functionally or could not run;
-//! 2 usage error. Timings never fail a run. The hidden `__worker` and `__mock`
-//! subcommands are this binary re-executed as a worker or mock process.
+//! 2 usage error. Timings never fail a run. The hidden `__worker`, `__mock` and `__edge`
+//! subcommands are this binary re-executed as a worker, mock or HTTP edge process.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,7 @@ use llmq_tests::bench::child::{self, MockArgs};
 use llmq_tests::bench::{self, Options, Scenario};
 
 /// Benchmarks llmq on this machine: JetStream's raw limit, the upstream's own limit, jobs
-/// end to end, streaming overhead, 10,000 in-flight jobs, one vs two workers, the tenant
+/// end to end, streaming overhead, the HTTP edge, 10,000 in-flight jobs, one vs two workers, the tenant
 /// policy's and the limits' cost.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -38,6 +38,9 @@ enum Command {
     E2e(Flags),
     /// Streaming: first-token and inter-token overhead against the mock's own clock.
     Stream(Flags),
+    /// The HTTP edge against the mock called directly: req/s, added latency, first-token
+    /// overhead, CPU per request, RSS (`--edge-hold 2000`: many open streams' RSS).
+    Edge(Flags),
     /// Many slow jobs at once on one worker: completion time and peak RSS.
     Inflight(Flags),
     /// One vs two worker processes with an upstream-bound load.
@@ -53,6 +56,11 @@ enum Command {
     Worker {
         #[arg(long)]
         config: PathBuf,
+    },
+    #[command(name = "__edge", hide = true)]
+    EdgeChild {
+        #[arg(long)]
+        nats: String,
     },
     #[command(name = "__mock", hide = true)]
     Mock {
@@ -106,6 +114,15 @@ struct Flags {
     /// The workers' fetch_batch.
     #[arg(long)]
     fetch_batch: Option<usize>,
+    /// Closed-loop concurrencies of the edge scenario, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    edge_concurrency: Option<Vec<usize>>,
+    /// Streaming requests the edge scenario holds open at once on one edge (0: skip).
+    #[arg(long)]
+    edge_hold: Option<usize>,
+    /// The mock's wait before the first token of those held streams.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    edge_hold_delay: Option<Duration>,
     /// Closed-loop concurrencies of the policy scenario, comma-separated.
     #[arg(long, value_delimiter = ',')]
     policy_concurrency: Option<Vec<usize>>,
@@ -155,6 +172,9 @@ impl Flags {
             scale_latency,
             scale_concurrency,
             fetch_batch,
+            edge_concurrency,
+            edge_hold,
+            edge_hold_delay,
             policy_concurrency,
             limits_concurrency,
             limits_workers,
@@ -172,6 +192,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (scenario, flags) = match cli.command {
         Command::Worker { config } => return child::worker_main(&config),
+        Command::EdgeChild { nats } => return child::edge_main(&nats),
         Command::Mock {
             first_token_us,
             token_interval_us,
@@ -187,6 +208,7 @@ fn main() -> ExitCode {
         Command::Direct(f) => (Scenario::Direct, f),
         Command::E2e(f) => (Scenario::E2e, f),
         Command::Stream(f) => (Scenario::Stream, f),
+        Command::Edge(f) => (Scenario::Edge, f),
         Command::Inflight(f) => (Scenario::Inflight, f),
         Command::Scale(f) => (Scenario::Scale, f),
         Command::Policy(f) => (Scenario::Policy, f),
