@@ -121,6 +121,50 @@ impl EdgeStack {
         }
     }
 
+    /// Another edge process on the same NATS: edges share nothing else.
+    async fn another_edge(&self) -> (tokio::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(workspace_binary("submitter"))
+            .args(["--url", &self.stack.nats.url(), "serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let probe = format!("{url}/readyz");
+        eventually(Duration::from_secs(20), "the second edge is ready", || {
+            let (http, probe) = (self.http.clone(), probe.clone());
+            async move {
+                let ok = http
+                    .get(&probe)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ok.then_some(())
+            }
+        })
+        .await;
+        (child, url)
+    }
+
+    /// A chat request to the edge at `url`.
+    async fn chat_at(&self, url: &str, key: &str) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&hello("chat"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     async fn chat(&self, key: Option<&str>, body: Value) -> reqwest::Response {
         let mut request = self
             .http
@@ -363,11 +407,17 @@ async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect
 }
 
 #[tokio::test]
-async fn a_revoked_key_is_refused_by_the_running_edge_within_seconds() {
+async fn a_revoked_key_is_refused_by_every_running_edge_within_seconds() {
     let edge = EdgeStack::start().await;
     assert_eq!(
         edge.chat(Some(&edge.key), hello("chat")).await.status(),
         200
+    );
+    let (mut second, second_url) = edge.another_edge().await;
+    assert_eq!(
+        edge.chat_at(&second_url, &edge.key).await,
+        200,
+        "the key works on every edge"
     );
     let id = &edge.key["llmq-".len().."llmq-".len() + 12];
     let out = tokio::process::Command::new(workspace_binary("submitter"))
@@ -385,6 +435,13 @@ async fn a_revoked_key_is_refused_by_the_running_edge_within_seconds() {
         },
     )
     .await;
+    eventually(
+        Duration::from_secs(5),
+        "the second edge refuses it too",
+        || async { (edge.chat_at(&second_url, &edge.key).await == 401).then_some(()) },
+    )
+    .await;
+    let _ = second.kill().await;
     println!(
         "edge: a revoked key was refused after {:?}",
         revoked_at.elapsed()

@@ -72,6 +72,9 @@ async function main() {
   await expectError("model not allowed", OpenAI.PermissionDeniedError, () => client.chat.completions.create({ model: "unlisted", messages: hello }));
   await expectError("unknown model", OpenAI.NotFoundError, () => client.chat.completions.create({ model: "ghost-model", messages: hello }));
   await expectError("bad request", OpenAI.BadRequestError, () => client.chat.completions.create({ model: "chat", messages: [] }));
+  const deadline = await expectError("deadline", OpenAI.InternalServerError, () =>
+    client.chat.completions.create({ model: "slow", messages: hello }, { headers: { "x-llmq-timeout": "1s" } }));
+  check("deadline status", deadline.status === 504, deadline.status);
   await expectError("rate limited", OpenAI.RateLimitError, () => client.chat.completions.create({ model: "limited", messages: hello }));
   const version = require(`${process.env.LLMQ_OPENAI_NODE}/package.json`).version;
   console.log(`node sdk openai ${version}: ${passed} checks passed`);

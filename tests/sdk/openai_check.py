@@ -92,6 +92,14 @@ expect_error("key narrows", openai.PermissionDeniedError, lambda: narrow.chat.co
 expect_error("model not allowed", openai.PermissionDeniedError, lambda: client.chat.completions.create(model="unlisted", messages=HELLO))
 expect_error("unknown model", openai.NotFoundError, lambda: client.chat.completions.create(model="ghost-model", messages=HELLO))
 expect_error("bad request", openai.BadRequestError, lambda: client.chat.completions.create(model="chat", messages=[]))
+deadline = expect_error(
+    "deadline",
+    openai.InternalServerError,
+    lambda: client.chat.completions.create(
+        model="slow", messages=HELLO, extra_headers={"x-llmq-timeout": "1s"}
+    ),
+)
+check("deadline status", deadline.status_code == 504, deadline.status_code)
 client.chat.completions.create(model="limited", messages=HELLO)
 limited = expect_error("rate limited", openai.RateLimitError, lambda: client.chat.completions.create(model="limited", messages=HELLO))
 check("retry-after", limited.response.headers.get("retry-after") is not None, dict(limited.response.headers))
