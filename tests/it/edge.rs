@@ -48,7 +48,9 @@ impl EdgeStack {
         let admin = stack.client().await;
         let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\"]\n\
                         max_wait = \"200ms\"\n\
-                        [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n";
+                        [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n\
+                        [tenants.thrifty]\nmodels = [\"chat\"]\n\
+                        [tenants.thrifty.budget]\nday = { usd = 0.000001 }\n";
         let changes = admin
             .tenants_diff(&parse_registry(registry).unwrap(), true)
             .await
@@ -60,7 +62,8 @@ impl EdgeStack {
              [models.limited]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
              [models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n\
              [models.flaky]\ndeployments = [{ provider = \"mock\", model = \"cut-model\" }]\n\
-             fallbacks = [\"chat\"]\n",
+             fallbacks = [\"chat\"]\n\
+             [[prices]]\nprovider = \"mock\"\nmodel = \"mock-model\"\ninput = 1.0\noutput = 1.0\n",
         );
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
@@ -185,8 +188,12 @@ impl EdgeStack {
 }
 
 async fn create_key(stack: &Stack, extra: &[&str]) -> String {
+    create_key_for(stack, "acme", extra).await
+}
+
+async fn create_key_for(stack: &Stack, tenant: &str, extra: &[&str]) -> String {
     let out = tokio::process::Command::new(workspace_binary("submitter"))
-        .args(["--url", &stack.nats.url(), "keys", "create", "acme"])
+        .args(["--url", &stack.nats.url(), "keys", "create", tenant])
         .args(extra)
         .output()
         .await
@@ -360,15 +367,27 @@ async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect
         .unwrap();
     let (status, error) = error_of(garbage).await;
     assert_eq!(status, 400, "{error}");
-    // A fresh connection: the server answers 413 before reading the body, then closes it.
+    // A fresh connection: the server answers 413 from the declared length, before reading
+    // the body, and closes the connection; a client still writing may see that as a broken
+    // pipe instead of reading the answer. Either way the edge did not take the 10 MB.
     let huge = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", edge.url))
         .bearer_auth(&edge.key)
         .body(vec![b' '; 10 * 1024 * 1024])
         .send()
+        .await;
+    match huge {
+        Ok(response) => assert_eq!(response.status(), 413),
+        Err(err) => assert!(err.is_request() || err.is_body(), "{err:?}"),
+    }
+    let small_huge = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .body(vec![b' '; 70 * 1024])
+        .send()
         .await
         .unwrap();
-    assert_eq!(huge.status(), 413);
+    assert_eq!(small_huge.status(), 413, "just over the 64 KiB limit");
     let unknown = edge
         .http
         .get(format!("{}/v1/nothing", edge.url))
@@ -959,5 +978,27 @@ async fn a_non_streaming_client_that_leaves_cancels_its_job_and_an_expired_key_i
         error["message"].as_str().unwrap().contains("expired"),
         "{error}"
     );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_budget_gets_429_insufficient_quota() {
+    let edge = EdgeStack::start().await;
+    let key = create_key_for(&edge.stack, "thrifty", &[]).await;
+    let first = edge.chat(Some(&key), hello("chat")).await;
+    assert_eq!(first.status(), 200, "the first job spends the budget");
+
+    let response = eventually(Duration::from_secs(10), "a refusal once spent", || {
+        let (edge, key) = (&edge, key.clone());
+        async move {
+            let response = edge.chat(Some(&key), hello("chat")).await;
+            (response.status() == 429).then_some(response)
+        }
+    })
+    .await;
+    assert!(response.headers().contains_key("retry-after"));
+    let (_, error) = error_of(response).await;
+    assert_eq!(error["code"], "insufficient_quota", "{error}");
+    assert_eq!(error["type"], "insufficient_quota", "{error}");
     edge.stop().await;
 }

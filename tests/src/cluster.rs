@@ -20,8 +20,24 @@ fn free_port() -> u16 {
 }
 
 impl TestCluster {
-    /// Starts three nodes and waits until JetStream has a meta leader.
+    /// Starts three nodes and waits until JetStream has a meta leader. Route ports are
+    /// picked free and released, so another process can take one first: then the
+    /// cluster starts again on fresh ports.
     pub async fn start() -> TestCluster {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start().await {
+                Ok(cluster) => {
+                    cluster.wait_for_jetstream().await;
+                    return cluster;
+                }
+                Err(err) => last = err,
+            }
+        }
+        panic!("the test cluster did not start: {last}");
+    }
+
+    async fn try_start() -> Result<TestCluster, String> {
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for (i, port) in routes.iter().enumerate() {
@@ -36,16 +52,14 @@ impl TestCluster {
                 others.join(", ")
             );
             nodes.push(
-                TestNats::start_with(NatsOptions {
+                TestNats::try_start_with(NatsOptions {
                     sync_always: false,
                     extra_config,
                 })
-                .await,
+                .await?,
             );
         }
-        let cluster = TestCluster { nodes };
-        cluster.wait_for_jetstream().await;
-        cluster
+        Ok(TestCluster { nodes })
     }
 
     /// Every node's client URL, comma-separated (what a worker's `nats.url` takes).

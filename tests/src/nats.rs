@@ -53,17 +53,26 @@ impl TestNats {
     }
 
     pub async fn start_with(options: NatsOptions) -> TestNats {
+        match Self::try_start_with(options).await {
+            Ok(nats) => nats,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// [`start_with`](Self::start_with), with a failure to start as an error (a cluster
+    /// retries a route port another process took).
+    pub async fn try_start_with(options: NatsOptions) -> Result<TestNats, String> {
         let dir = tempfile::Builder::new()
             .prefix("llmq-nats-")
             .tempdir()
             .expect("temp dir for nats-server");
-        let (child, port) = spawn(&options, dir.path(), None).await;
-        TestNats {
+        let (child, port) = try_spawn(&options, dir.path(), None).await?;
+        Ok(TestNats {
             child: Some(child),
             port,
             options,
             dir,
-        }
+        })
     }
 
     pub fn url(&self) -> String {
@@ -155,13 +164,6 @@ impl Drop for TestNats {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-    }
-}
-
-async fn spawn(options: &NatsOptions, dir: &Path, port: Option<u16>) -> (Child, u16) {
-    match try_spawn(options, dir, port).await {
-        Ok(started) => started,
-        Err(err) => panic!("{err}"),
     }
 }
 

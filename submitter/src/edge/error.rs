@@ -176,7 +176,7 @@ pub fn from_job_error(error: &JobError) -> ApiError {
             "requests",
             "rate_limit_exceeded",
         ),
-        ErrorType::QuotaExhausted => (
+        ErrorType::QuotaExhausted | ErrorType::BudgetExceeded => (
             StatusCode::TOO_MANY_REQUESTS,
             "insufficient_quota",
             "insufficient_quota",
@@ -192,4 +192,47 @@ pub fn from_job_error(error: &JobError) -> ApiError {
         _ => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
     };
     ApiError::new(status, kind, code, message).retry_after(retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_error(kind: ErrorType) -> JobError {
+        JobError::new(kind, "x")
+    }
+
+    #[test]
+    fn each_failure_gets_the_status_openai_sdks_map_to_its_class() {
+        let cases = [
+            (ErrorType::InvalidRequest, 400, "invalid_request"),
+            (ErrorType::PolicyDenied, 403, "model_not_allowed"),
+            (ErrorType::UnknownModel, 404, "model_not_found"),
+            (ErrorType::RateLimited, 429, "rate_limit_exceeded"),
+            (ErrorType::BudgetExceeded, 429, "insufficient_quota"),
+            (ErrorType::QuotaExhausted, 429, "insufficient_quota"),
+            (ErrorType::DeadlineExceeded, 504, "timeout"),
+            (ErrorType::Server, 502, "upstream_error"),
+        ];
+        for (kind, status, code) in cases {
+            let error = from_job_error(&job_error(kind));
+            assert_eq!(
+                (error.status.as_u16(), error.code),
+                (status, code),
+                "{kind:?}"
+            );
+        }
+        let mut limited = job_error(ErrorType::RateLimited);
+        limited.retry_after_ms = Some(2500);
+        let response = from_job_error(&limited).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let no_workers = ApiError::from(&SubmitError::NoWorkers {
+            prefix: "llmq".into(),
+        });
+        assert_eq!(no_workers.status.as_u16(), 503);
+        assert!(no_workers.retry_after.is_some());
+        let body = ApiError::from(KeyRefusal::Revoked).body();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
 }
