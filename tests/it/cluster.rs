@@ -13,6 +13,17 @@ use llmq_tests::worker::{WorkerProcess, WorkerSetup, openai_mock_provider};
 
 const JOBS: usize = 3000;
 
+/// A stream's message count, asked until some node answers (a stream whose leader is
+/// being elected after a restart does not answer for a moment).
+async fn messages(js: &async_nats::jetstream::Context, stream: &str) -> usize {
+    llmq_tests::stack::eventually(Duration::from_secs(30), "the stream's info", || async {
+        let mut handle = js.get_stream(stream).await.ok()?;
+        let info = handle.info().await.ok()?;
+        Some(info.state.messages as usize)
+    })
+    .await
+}
+
 async fn producer(url: String) -> Client {
     Client::connect(ClientOptions {
         nats: NatsOptions::with_url(url),
@@ -79,10 +90,8 @@ async fn killing_the_job_streams_leader_loses_no_job() {
     cluster.nodes[killed].restart().await;
 
     let js = async_nats::jetstream::new(cluster.nodes[reader_node].client().await);
-    let mut usage = js.get_stream("LLMQ_USAGE").await.unwrap();
-    let events = usage.info().await.unwrap().state.messages as usize;
-    let mut results = js.get_stream("LLMQ_RESULTS").await.unwrap();
-    let outcomes = results.info().await.unwrap().state.messages as usize;
+    let events = messages(&js, "LLMQ_USAGE").await;
+    let outcomes = messages(&js, "LLMQ_RESULTS").await;
     println!(
         "cluster: {succeeded} of {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
     );
@@ -94,9 +103,14 @@ async fn killing_the_job_streams_leader_loses_no_job() {
     // The restarted node catches up: its replica of the job stream is current again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let mut jobs = js.get_stream("LLMQ_JOBS").await.unwrap();
-        let info = jobs.info().await.unwrap();
-        let replicas = info.cluster.clone().map(|c| c.replicas).unwrap_or_default();
+        let info = match js.get_stream("LLMQ_JOBS").await {
+            Ok(mut jobs) => jobs.info().await.ok(),
+            Err(_) => None,
+        };
+        let replicas = info
+            .and_then(|info| info.cluster.clone())
+            .map(|c| c.replicas)
+            .unwrap_or_default();
         let current = replicas.iter().filter(|r| r.current).count();
         if replicas.len() == 2 && current == 2 {
             break;
@@ -179,10 +193,8 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
         );
     }
     let js = async_nats::jetstream::new(cluster.nodes[0].client().await);
-    let mut results = js.get_stream("LLMQ_RESULTS").await.unwrap();
-    let outcomes = results.info().await.unwrap().state.messages as usize;
-    let mut usage = js.get_stream("LLMQ_USAGE").await.unwrap();
-    let events = usage.info().await.unwrap().state.messages as usize;
+    let outcomes = messages(&js, "LLMQ_RESULTS").await;
+    let events = messages(&js, "LLMQ_USAGE").await;
     println!(
         "cluster: rolling restart: {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
     );
