@@ -13,6 +13,11 @@ use llmq_tests::worker::{WorkerProcess, WorkerSetup, openai_mock_provider};
 
 const JOBS: usize = 3000;
 
+/// The cluster tests run one at a time: each starts three servers and two workers and
+/// loads them, and together they would starve each other (and the rest of the suite) of
+/// the machine's two cores.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A stream's message count, asked until some node answers (a stream whose leader is
 /// being elected after a restart does not answer for a moment).
 async fn messages(js: &async_nats::jetstream::Context, stream: &str) -> usize {
@@ -36,6 +41,7 @@ async fn producer(url: String) -> Client {
 
 #[tokio::test]
 async fn killing_the_job_streams_leader_loses_no_job() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
     let mock = MockProvider::start(MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +110,7 @@ async fn killing_the_job_streams_leader_loses_no_job() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let info = match js.get_stream("LLMQ_JOBS").await {
-            Ok(mut jobs) => jobs.info().await.ok(),
+            Ok(mut jobs) => jobs.info().await.ok().cloned(),
             Err(_) => None,
         };
         let replicas = info
@@ -147,6 +153,7 @@ async fn killing_the_job_streams_leader_loses_no_job() {
 
 #[tokio::test]
 async fn a_rolling_restart_of_every_node_loses_no_job() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
     let mock = MockProvider::start(MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
