@@ -440,6 +440,8 @@ async fn the_readme_recipe_for_two_tenants_works_as_written() {
         .env("NATS_PORT", free_port().to_string())
         .env("MOCK_PORT", free_port().to_string())
         .env_remove("LLMQ__NATS__URL")
+        // Other tests run workers at the same time: not on the default admin port.
+        .env("LLMQ__ADMIN__LISTEN", "127.0.0.1:0")
         .env_remove("LLMQ_TENANT")
         .kill_on_drop(true)
         .output();

@@ -590,6 +590,8 @@ async fn the_readme_http_block_works_as_printed() {
         .env("MOCK_PORT", port())
         .env("EDGE_PORT", port())
         .env_remove("LLMQ__NATS__URL")
+        // Other tests run workers at the same time: not on the default admin port.
+        .env("LLMQ__ADMIN__LISTEN", "127.0.0.1:0")
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)
