@@ -408,47 +408,7 @@ async fn another_tenant_is_denied_each_thing_by_the_server_itself() {
 /// README's recipe, run as written: two tenants from an empty directory.
 #[tokio::test]
 async fn the_readme_recipe_for_two_tenants_works_as_written() {
-    let root = llmq_tests::nats::workspace_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let after = readme
-        .split("<!-- recipe: two tenants -->")
-        .nth(1)
-        .expect("the recipe marker");
-    let script = after
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("the recipe's sh block");
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let bin = workspace_binary("submitter");
-    let path = format!(
-        "{}:{}",
-        bin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&root)
-        .env("PATH", path)
-        .env("NATS_PORT", free_port().to_string())
-        .env("MOCK_PORT", free_port().to_string())
-        .env_remove("LLMQ__NATS__URL")
-        // Other tests run workers at the same time: not on the default admin port.
-        .env("LLMQ__ADMIN__LISTEN", "127.0.0.1:0")
-        .env_remove("LLMQ_TENANT")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the recipe finished")
-        .unwrap();
+    let output = llmq_tests::readme::run("two tenants", &["NATS_PORT", "MOCK_PORT"]).await;
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("beta refused with exit 7"), "{all}");

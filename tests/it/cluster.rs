@@ -39,27 +39,55 @@ async fn producer(url: String) -> Client {
     .unwrap()
 }
 
+/// The mock and two worker processes on `cluster`, with 3 replicas.
+struct Fleet {
+    _mock: MockProvider,
+    _dir: tempfile::TempDir,
+    workers: Vec<WorkerProcess>,
+}
+
+impl Fleet {
+    async fn start(cluster: &TestCluster, name: &str) -> Fleet {
+        let mock = MockProvider::start(MockOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut setup = WorkerSetup::new(
+            dir.path(),
+            &cluster.urls(),
+            &mock.base_url(),
+            &format!(
+                "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
+                openai_mock_provider(64)
+            ),
+        );
+        setup.set("jetstream", "replicas", "3");
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            let setup = setup.clone().with_id(&format!("{name}-{i}"));
+            workers.push(WorkerProcess::spawn(&setup, &format!("{name}-{i}")).await);
+        }
+        Fleet {
+            _mock: mock,
+            _dir: dir,
+            workers,
+        }
+    }
+
+    /// SIGTERM: every worker drains and exits 0.
+    async fn stop(self) {
+        for mut worker in self.workers {
+            assert_eq!(
+                worker.terminate(Duration::from_secs(30)).await.code(),
+                Some(0)
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn killing_the_job_streams_leader_loses_no_job() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
-    let mock = MockProvider::start(MockOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut setup = WorkerSetup::new(
-        dir.path(),
-        &cluster.urls(),
-        &mock.base_url(),
-        &format!(
-            "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
-            openai_mock_provider(64)
-        ),
-    );
-    setup.set("jetstream", "replicas", "3");
-    let mut workers = Vec::new();
-    for i in 0..2 {
-        let setup = setup.clone().with_id(&format!("cluster-{i}"));
-        workers.push(WorkerProcess::spawn(&setup, &format!("cluster-{i}")).await);
-    }
+    let fleet = Fleet::start(&cluster, "cluster").await;
     // Producers know every node (as a real one would); one submits, one reads.
     let submit = producer(cluster.urls()).await;
     let mut ids: Vec<JobId> = Vec::with_capacity(JOBS);
@@ -143,35 +171,14 @@ async fn killing_the_job_streams_leader_loses_no_job() {
         .clone();
     assert!(jobs["leader"].is_string(), "{jobs}");
     assert_eq!(jobs["replicas"].as_array().unwrap().len(), 2, "{jobs}");
-    for mut worker in workers {
-        assert_eq!(
-            worker.terminate(Duration::from_secs(30)).await.code(),
-            Some(0)
-        );
-    }
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_rolling_restart_of_every_node_loses_no_job() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
-    let mock = MockProvider::start(MockOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut setup = WorkerSetup::new(
-        dir.path(),
-        &cluster.urls(),
-        &mock.base_url(),
-        &format!(
-            "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
-            openai_mock_provider(64)
-        ),
-    );
-    setup.set("jetstream", "replicas", "3");
-    let mut workers = Vec::new();
-    for i in 0..2 {
-        let setup = setup.clone().with_id(&format!("rolling-{i}"));
-        workers.push(WorkerProcess::spawn(&setup, &format!("rolling-{i}")).await);
-    }
+    let fleet = Fleet::start(&cluster, "rolling").await;
     let submit = producer(cluster.urls()).await;
     let mut ids = Vec::with_capacity(JOBS);
     for i in 0..JOBS {
@@ -207,10 +214,5 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
     );
     assert_eq!(outcomes, JOBS, "exactly one outcome per job");
     assert!(events >= JOBS, "every processing that paid is billed");
-    for mut worker in workers {
-        assert_eq!(
-            worker.terminate(Duration::from_secs(30)).await.code(),
-            Some(0)
-        );
-    }
+    fleet.stop().await;
 }

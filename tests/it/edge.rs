@@ -559,45 +559,8 @@ fn which(program: &str) -> std::path::PathBuf {
 /// README's edge block, run as written.
 #[tokio::test]
 async fn the_readme_http_block_works_as_printed() {
-    let root = llmq_tests::nats::workspace_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let script = readme
-        .split("<!-- recipe: http edge -->")
-        .nth(1)
-        .and_then(|after| after.split("```sh\n").nth(1))
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("the README's http edge block");
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .to_string()
-    };
-    let bin = workspace_binary("submitter");
-    let path = format!(
-        "{}:{}",
-        bin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&root)
-        .env("PATH", path)
-        .env("NATS_PORT", port())
-        .env("MOCK_PORT", port())
-        .env("EDGE_PORT", port())
-        .env_remove("LLMQ__NATS__URL")
-        // Other tests run workers at the same time: not on the default admin port.
-        .env("LLMQ__ADMIN__LISTEN", "127.0.0.1:0")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the block finished")
-        .unwrap();
+    let output =
+        llmq_tests::readme::run("http edge", &["NATS_PORT", "MOCK_PORT", "EDGE_PORT"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let all = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{all}");

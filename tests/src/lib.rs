@@ -17,5 +17,6 @@ pub mod bench;
 pub mod cluster;
 pub mod mock;
 pub mod nats;
+pub mod readme;
 pub mod stack;
 pub mod worker;
