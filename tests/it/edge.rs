@@ -512,35 +512,22 @@ async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
             .kill_on_drop(true);
         command
     };
-    let py = tokio::time::timeout(
-        Duration::from_secs(120),
-        run(&python, "openai_check.py").output(),
-    )
-    .await
-    .expect("the Python SDK check finished")
-    .unwrap();
-    let py_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&py.stdout),
-        String::from_utf8_lossy(&py.stderr)
-    );
-    assert!(py.status.success(), "{py_text}");
-    println!("{}", py_text.trim());
-    let node = which("node");
-    let js = tokio::time::timeout(
-        Duration::from_secs(120),
-        run(&node, "openai_check.cjs").output(),
-    )
-    .await
-    .expect("the Node SDK check finished")
-    .unwrap();
-    let js_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&js.stdout),
-        String::from_utf8_lossy(&js.stderr)
-    );
-    assert!(js.status.success(), "{js_text}");
-    println!("{}", js_text.trim());
+    for (program, script) in [
+        (python, "openai_check.py"),
+        (which("node"), "openai_check.cjs"),
+    ] {
+        let output = tokio::time::timeout(Duration::from_secs(120), run(&program, script).output())
+            .await
+            .unwrap_or_else(|_| panic!("{script} did not finish within 2 minutes"))
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{script}: {text}");
+        println!("{}", text.trim());
+    }
     edge.stop().await;
 }
 
