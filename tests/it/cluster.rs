@@ -18,6 +18,19 @@ const JOBS: usize = 3000;
 /// the machine's two cores.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Waits until `stream` holds at least `want` messages (usage events are written after
+/// the outcome, and may wait out a leader election), then returns its count.
+async fn at_least(js: &async_nats::jetstream::Context, stream: &str, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = messages(js, stream).await;
+        if count >= want || tokio::time::Instant::now() >= deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A stream's message count, asked until some node answers (a stream whose leader is
 /// being elected after a restart does not answer for a moment).
 async fn messages(js: &async_nats::jetstream::Context, stream: &str) -> usize {
@@ -124,7 +137,7 @@ async fn killing_the_job_streams_leader_loses_no_job() {
     cluster.nodes[killed].restart().await;
 
     let js = async_nats::jetstream::new(cluster.nodes[reader_node].client().await);
-    let events = messages(&js, "LLMQ_USAGE").await;
+    let events = at_least(&js, "LLMQ_USAGE", JOBS).await;
     let outcomes = messages(&js, "LLMQ_RESULTS").await;
     println!(
         "cluster: {succeeded} of {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
@@ -208,7 +221,7 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
     }
     let js = async_nats::jetstream::new(cluster.nodes[0].client().await);
     let outcomes = messages(&js, "LLMQ_RESULTS").await;
-    let events = messages(&js, "LLMQ_USAGE").await;
+    let events = at_least(&js, "LLMQ_USAGE", JOBS).await;
     println!(
         "cluster: rolling restart: {JOBS} succeeded, {outcomes} outcomes, {events} usage events"
     );
