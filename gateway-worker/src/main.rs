@@ -65,7 +65,10 @@ fn main() -> ExitCode {
             eprintln!("gateway-worker: {err}");
             ExitCode::from(match err {
                 RunError::Config(_) | RunError::Routes(_) | RunError::Admin { .. } => EX_CONFIG,
-                RunError::Connect(_) | RunError::Setup(_) | RunError::Registry(_) => EX_UNAVAILABLE,
+                RunError::Connect(_)
+                | RunError::Setup(_)
+                | RunError::StartupTimeout { .. }
+                | RunError::Registry(_) => EX_UNAVAILABLE,
                 RunError::Metrics(_) => EX_SOFTWARE,
             })
         }
@@ -121,7 +124,11 @@ fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
 async fn serve(config: config::Config) -> Result<(), RunError> {
     // Listening first: a SIGHUP during start-up must not end the process.
     let mut signals = Signals::listen();
-    let worker = RunningWorker::start(config).await?;
+    // Start-up may wait for the broker for minutes: SIGTERM ends it too.
+    let worker = tokio::select! {
+        started = RunningWorker::start(config) => started?,
+        () = signals.shutdown() => return Ok(()),
+    };
     loop {
         match signals.next().await {
             Asked::ReloadKeys => reload_keys(&worker).await,
@@ -191,6 +198,14 @@ impl Signals {
             }
             else => Asked::Shutdown,
         }
+    }
+}
+
+impl Signals {
+    /// Waits for SIGINT or SIGTERM; a SIGHUP before the worker runs has nothing to re-read.
+    async fn shutdown(&mut self) {
+        while self.next().await != Asked::Shutdown {}
+        tracing::info!("stopped while starting");
     }
 }
 

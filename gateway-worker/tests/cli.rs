@@ -166,7 +166,8 @@ deployments = [{ provider = "p", model = "x" }]
     assert!(stderr.contains("max_inflite"), "{stderr}");
 }
 
-/// A valid config whose NATS server does not exist: the worker logs, then exits 69.
+/// A valid config whose NATS server does not exist: the worker logs what it waits for,
+/// then exits 69 once `worker.startup_timeout` has passed.
 fn unreachable_nats_config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("worker.toml");
     // Port 9 (discard) on loopback: nothing listens there.
@@ -176,6 +177,8 @@ fn unreachable_nats_config(dir: &std::path::Path) -> std::path::PathBuf {
 [nats]
 url = "nats://127.0.0.1:9"
 connect_timeout = "1s"
+[worker]
+startup_timeout = "1s"
 [admin]
 listen = "127.0.0.1:0"
 [providers.p]
@@ -194,11 +197,11 @@ fn an_unreachable_nats_exits_69() {
     let dir = tempfile::tempdir().unwrap();
     let path = unreachable_nats_config(dir.path());
     let output = worker().arg("--config").arg(&path).output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(69),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("waiting for NATS to accept connections"),
+        "{stderr}"
     );
 }
 
@@ -219,4 +222,47 @@ fn logs_to_a_file_or_pipe_have_no_colour_codes() {
         !stderr.contains('\u{1b}'),
         "ANSI escape codes in {stderr:?}"
     );
+}
+
+/// SIGTERM while the worker waits for NATS at start-up ends it at once, cleanly.
+#[cfg(unix)]
+#[test]
+fn sigterm_while_waiting_for_nats_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unreachable_nats_config(dir.path());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("startup_timeout = \"1s\"", "startup_timeout = \"5m\"");
+    std::fs::write(&path, text).unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = worker()
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("waiting for NATS to accept connections")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting line logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped while starting"), "{log}");
 }

@@ -1,5 +1,6 @@
 //! A 3-node JetStream cluster under load: the node leading the job stream is SIGKILLed
-//! and nothing is lost.
+//! and nothing is lost; workers started together with the cluster get ready as soon as
+//! it can place their streams; replicas a broker cannot place fail with a clear message.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -59,20 +60,26 @@ struct Fleet {
     workers: Vec<WorkerProcess>,
 }
 
+/// Two workers' setup for `urls` with 3 replicas, model `chat` at `mock`.
+fn replicated_setup(dir: &std::path::Path, urls: &str, mock: &MockProvider) -> WorkerSetup {
+    let mut setup = WorkerSetup::new(
+        dir,
+        urls,
+        &mock.base_url(),
+        &format!(
+            "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
+            openai_mock_provider(64)
+        ),
+    );
+    setup.set("jetstream", "replicas", "3");
+    setup
+}
+
 impl Fleet {
     async fn start(cluster: &TestCluster, name: &str) -> Fleet {
         let mock = MockProvider::start(MockOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut setup = WorkerSetup::new(
-            dir.path(),
-            &cluster.urls(),
-            &mock.base_url(),
-            &format!(
-                "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"m\" }}]\n",
-                openai_mock_provider(64)
-            ),
-        );
-        setup.set("jetstream", "replicas", "3");
+        let setup = replicated_setup(dir.path(), &cluster.urls(), &mock);
         let mut workers = Vec::new();
         for i in 0..2 {
             let setup = setup.clone().with_id(&format!("{name}-{i}"));
@@ -228,4 +235,126 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
     assert_eq!(outcomes, JOBS, "exactly one outcome per job");
     assert!(events >= JOBS, "every processing that paid is billed");
     fleet.stop().await;
+}
+
+/// The longest silence between two lines of a worker's JSON log before "worker started".
+fn longest_silence_before_start(log: &str) -> Duration {
+    let times: Vec<time::OffsetDateTime> = log
+        .lines()
+        .take_while(|line| !line.contains("worker started"))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| {
+            let at = line["timestamp"].as_str()?.to_owned();
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .collect();
+    times
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).unsigned_abs())
+        .max()
+        .unwrap_or_default()
+}
+
+/// As `docker compose up` starts them: the workers start while the cluster is still
+/// electing its meta leader. Each becomes ready once the streams can be placed, says
+/// what it waits for meanwhile, and serves.
+#[tokio::test]
+async fn workers_started_with_the_cluster_are_ready_once_it_can_place_streams() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let started = tokio::time::Instant::now();
+    let cluster = TestCluster::start_forming().await;
+    let fleet = Fleet::start(&cluster, "together").await;
+    println!(
+        "cluster: two workers started with a forming cluster were ready after {:?}",
+        started.elapsed()
+    );
+    for worker in &fleet.workers {
+        let log = worker.log();
+        let silence = longest_silence_before_start(&log);
+        // A wait is logged at once and every 5 s; each try is answered within 1 s.
+        assert!(
+            silence < Duration::from_secs(9),
+            "the worker was silent for {silence:?} while starting:\n{log}"
+        );
+    }
+    let client = producer(cluster.urls()).await;
+    let outcome = client
+        .submit(chat_job("chat", "formed"))
+        .await
+        .unwrap()
+        .outcome_within(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.status,
+        OutcomeStatus::Succeeded,
+        "{:?}",
+        outcome.error
+    );
+    fleet.stop().await;
+}
+
+/// `jetstream.replicas = 3` against one server can never be placed: the worker says so
+/// (naming the setting) and exits 69 at once, without waiting out its start-up timeout.
+#[tokio::test]
+async fn replicas_a_single_server_cannot_place_fail_with_a_clear_message() {
+    let nats = llmq_tests::nats::TestNats::start().await;
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = replicated_setup(dir.path(), &nats.url(), &mock);
+    setup.set("worker", "startup_timeout", "\"5m\"");
+    let config = dir.path().join("worker.toml");
+    std::fs::write(&config, setup.toml()).unwrap();
+    let output = tokio::process::Command::new(llmq_tests::worker::worker_binary())
+        .arg("--config")
+        .arg(&config)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the worker exits instead of waiting for replicas that cannot be placed")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("not supported in non-clustered mode")
+            && stderr.contains("jetstream.replicas"),
+        "{stderr}"
+    );
+}
+
+/// Two servers of a three-node cluster: three replicas cannot be placed. The worker
+/// waits (the third may be starting), logs why, and gives up after
+/// `worker.startup_timeout` naming the setting to change.
+#[tokio::test]
+async fn replicas_a_cluster_short_of_servers_cannot_place_fail_after_the_startup_timeout() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = TestCluster::start_two_of_three().await;
+    let mock = MockProvider::start(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = replicated_setup(dir.path(), &cluster.urls(), &mock);
+    setup.set("worker", "startup_timeout", "\"8s\"");
+    let config = dir.path().join("worker.toml");
+    std::fs::write(&config, setup.toml()).unwrap();
+    let output = tokio::process::Command::new(llmq_tests::worker::worker_binary())
+        .arg("--config")
+        .arg(&config)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), output)
+        .await
+        .expect("the worker gives up after its start-up timeout")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    println!(
+        "cluster: a worker asking 3 replicas of 2 servers: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+    assert!(
+        stderr.contains("waiting for JetStream to place"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("gave up after") && stderr.contains("lower jetstream.replicas"),
+        "{stderr}"
+    );
 }

@@ -26,7 +26,7 @@ impl TestCluster {
     pub async fn start() -> TestCluster {
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start().await {
+            match Self::try_start(3).await {
                 Ok(cluster) => {
                     cluster.wait_for_jetstream().await;
                     return cluster;
@@ -37,10 +37,36 @@ impl TestCluster {
         panic!("the test cluster did not start: {last}");
     }
 
-    async fn try_start() -> Result<TestCluster, String> {
+    /// Starts three nodes and returns as soon as each listens for clients: the cluster is
+    /// still forming (no meta leader yet), as when an orchestrator starts everything at once.
+    pub async fn start_forming() -> TestCluster {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(3).await {
+                Ok(cluster) => return cluster,
+                Err(err) => last = err,
+            }
+        }
+        panic!("the test cluster did not start: {last}");
+    }
+
+    /// Two of the three nodes, the third never started: a cluster that can elect a
+    /// leader but cannot place three replicas.
+    pub async fn start_two_of_three() -> TestCluster {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(2).await {
+                Ok(cluster) => return cluster,
+                Err(err) => last = err,
+            }
+        }
+        panic!("the test cluster did not start: {last}");
+    }
+
+    async fn try_start(running: usize) -> Result<TestCluster, String> {
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
-        for (i, port) in routes.iter().enumerate() {
+        for (i, port) in routes.iter().enumerate().take(running) {
             let others: Vec<String> = routes
                 .iter()
                 .filter(|other| *other != port)

@@ -182,6 +182,11 @@ pub struct WorkerConfig {
     /// attempt on (SIGHUP re-reads at once). `api_key_env` keys never change.
     #[serde(with = "humantime_serde")]
     pub key_reload_interval: Duration,
+    /// How long a starting worker waits for NATS to accept connections and for
+    /// JetStream to place its streams (a cluster electing its leader, servers still
+    /// starting) before it exits with the last error. It logs what it waits for.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
     /// Runtime threads of the worker binary: 1 (one thread, no cross-thread wake-ups:
     /// lowest latency, ~13k jobs/s measured), N, or 0 for one per core. Scale out with
     /// more workers rather than more threads.
@@ -217,6 +222,7 @@ impl Default for WorkerConfig {
             batch_deadline: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(5),
             key_reload_interval: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(120),
             threads: 1,
         }
     }

@@ -112,6 +112,12 @@ fn worker(worker: &WorkerConfig, p: &mut Problems) {
     );
     at_least(
         p,
+        "worker.startup_timeout",
+        worker.startup_timeout,
+        Duration::from_millis(100),
+    );
+    at_least(
+        p,
         "worker.key_reload_interval",
         worker.key_reload_interval,
         Duration::from_millis(100),

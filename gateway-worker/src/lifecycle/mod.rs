@@ -7,6 +7,7 @@
 
 mod drain;
 mod start;
+mod wait;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,13 @@ pub enum RunError {
     Connect(#[from] llmq_runtime::ConnectError),
     #[error(transparent)]
     Setup(#[from] crate::nats::SetupError),
+    /// NATS or JetStream still not usable when `worker.startup_timeout` ran out.
+    #[error("gave up after {after:?} (worker.startup_timeout) waiting for {what}: {last}")]
+    StartupTimeout {
+        after: std::time::Duration,
+        what: String,
+        last: String,
+    },
     /// The tenant registry could not be read at start-up while it is to be enforced.
     #[error(
         "{0}; the worker does not start without it (tenants.mode = {mode:?}); check that NATS \

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{RunError, RunningWorker, Tasks};
+use super::{RunError, RunningWorker, Tasks, wait};
 use crate::admin::{self, Health};
 use llmq_runtime::budget::{BudgetStores, Budgets};
 use llmq_runtime::limits::Limiter;
@@ -72,7 +72,7 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
         problems.add("jetstream.prefix", err);
         problems
     })?;
-    let nats = llmq_runtime::connect(&config.nats, |options| {
+    let nats = wait::connect(&config, |options| {
         options
             .name(format!("llmq-worker {worker_id}"))
             .event_callback(|event| async move {
@@ -81,7 +81,7 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
     })
     .await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let setup = nats::ensure(&js, &subjects, &config.jetstream).await?;
+    let setup = wait::setup(&config, &js, &subjects).await?;
     let registry = registry(&setup, config.tenants.mode, tasks).await?;
     let limiter = Limiter::new(setup.limits.clone(), worker_id.clone(), config.limits.lease);
     tasks

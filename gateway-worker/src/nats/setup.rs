@@ -17,12 +17,64 @@ use crate::config::JetStreamConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot create or update stream {stream}: {message}")]
+    #[error("cannot create or update stream {stream}: {message}{hint}", hint = placement_hint(message))]
     Stream { stream: String, message: String },
-    #[error("cannot create or update key-value bucket {bucket}: {message}")]
+    #[error("cannot create or update key-value bucket {bucket}: {message}{hint}", hint = placement_hint(message))]
     Bucket { bucket: String, message: String },
-    #[error("cannot create or update consumer {consumer}: {message}")]
+    #[error("cannot create or update consumer {consumer}: {message}{hint}", hint = placement_hint(message))]
     Consumer { consumer: String, message: String },
+}
+
+impl SetupError {
+    /// What the server said.
+    pub fn message(&self) -> &str {
+        match self {
+            SetupError::Stream { message, .. }
+            | SetupError::Bucket { message, .. }
+            | SetupError::Consumer { message, .. } => message,
+        }
+    }
+
+    /// Whether waiting can cure it: a cluster still electing its meta leader (requests
+    /// unanswered, "temporarily unavailable"), or still missing the servers that replicas
+    /// need (they may be starting too). A stream that exists with the wrong settings, or
+    /// replicas asked of a server that is not clustered, never gets better.
+    pub fn is_transient(&self) -> bool {
+        is_transient(self.message())
+    }
+
+    /// The stream or bucket it is about.
+    pub fn subject(&self) -> &str {
+        match self {
+            SetupError::Stream { stream: name, .. }
+            | SetupError::Bucket { bucket: name, .. }
+            | SetupError::Consumer { consumer: name, .. } => name,
+        }
+    }
+}
+
+/// How the server's transient answers read (async-nats prints the JetStream error code).
+const TRANSIENT: [&str; 5] = [
+    "timed out",
+    "no responders",
+    "error code 10008", // JetStream system temporarily unavailable (no meta leader)
+    "error code 10023", // insufficient resources (too few servers for the replicas)
+    "error code 10005", // no suitable peers for placement
+];
+
+fn is_transient(message: &str) -> bool {
+    TRANSIENT.iter().any(|sign| message.contains(sign))
+}
+
+/// What to do when replicas cannot be placed.
+fn placement_hint(message: &str) -> &'static str {
+    const PLACEMENT: [&str; 3] = ["error code 10023", "error code 10005", "error code 10074"];
+    if PLACEMENT.iter().any(|sign| message.contains(sign)) {
+        " (jetstream.replicas asks for more JetStream servers than the NATS cluster has \
+         running: start them, or lower jetstream.replicas; 1 for a single server)"
+    } else {
+        ""
+    }
 }
 
 /// Handles to what [`ensure`] set up.
@@ -201,6 +253,9 @@ async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::S
             }
             Err(e) => last = e.to_string(),
         }
+        if is_transient(&last) {
+            break; // the caller waits it out
+        }
     }
     Err(err(last))
 }
@@ -223,6 +278,9 @@ async fn ensure_bucket(js: &Context, config: kv::Config) -> Result<kv::Store, Se
         match js.create_or_update_key_value(config.clone()).await {
             Ok(store) => return Ok(store),
             Err(e) => last = e.to_string(),
+        }
+        if is_transient(&last) {
+            break;
         }
     }
     Err(SetupError::Bucket {
