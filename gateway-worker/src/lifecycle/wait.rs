@@ -4,8 +4,9 @@
 //! listens, or while a cluster is still electing its meta leader (JetStream drops the
 //! requests sent meanwhile, and a 10 s request timeout turns a 0.5 s election into a long
 //! silence), or before the servers that its replicas need have joined. Each of those
-//! cures itself within seconds, so the worker retries quickly, says what it is waiting
-//! for, and gives up with the last error only after `worker.startup_timeout`.
+//! cures itself within seconds, so the worker probes quickly (a cheap request only the
+//! meta leader answers), says what it is waiting for, and gives up with the last error
+//! only after `worker.startup_timeout`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,9 +20,10 @@ use super::RunError;
 use crate::config::Config;
 use crate::nats::{self, Setup, SetupError};
 
-/// How long one JetStream request may go unanswered during start-up: an election ends
-/// in well under this, and a request sent before it is dropped, not queued.
-const SETUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the probe waits for JetStream's answer: a request sent during an election is
+/// dropped, not queued, so a long timeout only delays the next try. Creating a replicated
+/// stream takes longer; those requests keep `nats.request_timeout`.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// How often the same wait is logged again.
@@ -43,8 +45,12 @@ pub async fn connect(
 /// Creates or updates every stream and bucket, waiting while the cluster cannot yet
 /// place them.
 pub async fn setup(config: &Config, js: &Context, subjects: &Subjects) -> Result<Setup, RunError> {
-    let mut js = js.clone();
-    js.set_timeout(SETUP_REQUEST_TIMEOUT);
+    let mut probing = js.clone();
+    probing.set_timeout(PROBE_TIMEOUT);
+    let what = "JetStream to answer (a cluster: to elect its meta leader)";
+    retry(config, what, || nats::probe(&probing))
+        .await
+        .map_err(|waited| waited.into_run_error(what, ""))?;
     let replicas = config.jetstream.replicas;
     let what = format!("JetStream to place llmq's streams with {replicas} replica(s)");
     let hint = if replicas > 1 {

@@ -6,4 +6,4 @@ pub mod setup;
 
 pub use llmq_runtime::PublishFailure;
 pub use publish::Store;
-pub use setup::{Setup, SetupError, consumer_config, ensure, ensure_consumer};
+pub use setup::{Setup, SetupError, consumer_config, ensure, ensure_consumer, probe};

@@ -23,6 +23,9 @@ pub enum SetupError {
     Bucket { bucket: String, message: String },
     #[error("cannot create or update consumer {consumer}: {message}{hint}", hint = placement_hint(message))]
     Consumer { consumer: String, message: String },
+    /// JetStream's API does not answer: not enabled, or (a cluster) no meta leader yet.
+    #[error("JetStream does not answer: {message}{hint}", hint = jetstream_hint(message))]
+    JetStream { message: String },
 }
 
 impl SetupError {
@@ -31,7 +34,8 @@ impl SetupError {
         match self {
             SetupError::Stream { message, .. }
             | SetupError::Bucket { message, .. }
-            | SetupError::Consumer { message, .. } => message,
+            | SetupError::Consumer { message, .. }
+            | SetupError::JetStream { message } => message,
         }
     }
 
@@ -49,14 +53,35 @@ impl SetupError {
             SetupError::Stream { stream: name, .. }
             | SetupError::Bucket { bucket: name, .. }
             | SetupError::Consumer { consumer: name, .. } => name,
+            SetupError::JetStream { .. } => "$JS.API",
         }
     }
 }
 
+/// Waits for nothing: asks JetStream for this account's info once. In a cluster only the
+/// meta leader answers it, so an answer means streams can be created now; during an
+/// election the request goes unanswered (give `js` a short timeout).
+pub async fn probe(js: &Context) -> Result<(), SetupError> {
+    js.query_account()
+        .await
+        .map(drop)
+        .map_err(|err| SetupError::JetStream {
+            message: err.to_string(),
+        })
+}
+
+fn jetstream_hint(message: &str) -> &'static str {
+    if message.contains("no responders") {
+        " (JetStream is not enabled on this NATS server: start nats-server with -js, or add \
+         `jetstream {}` to its config)"
+    } else {
+        ""
+    }
+}
+
 /// How the server's transient answers read (async-nats prints the JetStream error code).
-const TRANSIENT: [&str; 5] = [
+const TRANSIENT: [&str; 4] = [
     "timed out",
-    "no responders",
     "error code 10008", // JetStream system temporarily unavailable (no meta leader)
     "error code 10023", // insufficient resources (too few servers for the replicas)
     "error code 10005", // no suitable peers for placement
