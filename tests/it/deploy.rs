@@ -7,7 +7,9 @@
 //! `test rules` with the synthetic series in deploy/prometheus/alerts.test.yml). The
 //! Grafana dashboard's queries are parsed by promtool too, and every metric a panel or an
 //! alert names must be on a live worker's or edge's `/metrics` after a few jobs: a panel
-//! naming a metric nobody exports fails here, not on an operator's screen. The tools come
+//! naming a metric nobody exports fails here, not on an operator's screen. Then the
+//! Prometheus server of the same package scrapes that worker and edge: every panel's query
+//! must return series, and every alert rule must evaluate without error. The tools come
 //! from `scripts/install-tools`; a missing one is a failure that says how to get it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -574,24 +576,163 @@ async fn page(http: &reqwest::Client, url: &str) -> String {
     response.text().await.unwrap()
 }
 
-#[tokio::test]
-async fn every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_worker_and_edge() {
-    gateway_worker::providers::http_client::install_crypto_provider();
-    let mut per_model = std::collections::HashMap::new();
+/// A mock whose `missing-model` answers 404 (a cooldown, then a fallback).
+fn mock_with_a_missing_model() -> MockOptions {
     let missing = ModelBehavior {
         always: Some(Fault::NotFound),
         ..Default::default()
     };
-    per_model.insert("missing-model".to_owned(), missing);
-    let mock = MockOptions {
-        per_model,
+    MockOptions {
+        per_model: std::collections::HashMap::from([("missing-model".to_owned(), missing)]),
         ..Default::default()
-    };
-    let stack = Stack::start_with(mock, Default::default()).await;
+    }
+}
+
+/// Waits until every name in `read` is on one of the `/metrics` pages at `urls`.
+async fn wait_until_exported(http: &reqwest::Client, urls: &[String], read: &BTreeSet<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut exported = BTreeSet::new();
+        for url in urls {
+            exported.extend(exported_names(&page(http, url).await));
+        }
+        let missing = unexported(read, &exported);
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read by the dashboard or an alert, exported by neither the worker nor the edge: \
+             {missing:?}\n(exported: {exported:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Prometheus server of the promtool package, scraping `targets` (job to host:port)
+/// every second; killed on drop.
+struct TestPrometheus {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl TestPrometheus {
+    async fn start(http: &reqwest::Client, targets: &[(&str, String)]) -> TestPrometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = workspace_root().join(ALERTS);
+        let mut config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [{:?}]\nscrape_configs:\n",
+            alerts.display().to_string()
+        );
+        for (job, target) in targets {
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs: [{{ targets: [\"{target}\"] }}]\n"
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let child = tokio::process::Command::new(deploy_tool("prometheus"))
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let prometheus = TestPrometheus {
+            _child: child,
+            _dir: dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let want = targets.len();
+        eventually(Duration::from_secs(30), "Prometheus scrapes every target", || {
+            let up = prometheus.query(http, "sum(up)");
+            async move { (up.await.first()?["value"][1] == json!(want.to_string())).then_some(()) }
+        })
+        .await;
+        prometheus
+    }
+
+    /// An instant query's result vector (empty when Prometheus cannot answer yet).
+    async fn query(&self, http: &reqwest::Client, expr: &str) -> Vec<Value> {
+        let url = format!("{}/api/v1/query", self.url);
+        let url = reqwest::Url::parse_with_params(&url, &[("query", expr)]).unwrap();
+        let Ok(response) = http.get(url).send().await else {
+            return Vec::new();
+        };
+        let body: Value = response.json().await.unwrap_or_default();
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every alert rule's evaluation health once each has been evaluated (`ok` or why not).
+    async fn rule_health(&self, http: &reqwest::Client) -> BTreeMap<String, String> {
+        let url = format!("{}/api/v1/rules", self.url);
+        eventually(Duration::from_secs(30), "every rule evaluated", || async {
+            let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let groups = body["data"]["groups"].as_array()?;
+            let rules: Vec<&Value> = groups
+                .iter()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .collect();
+            let health = rules.iter().map(|rule| {
+                let (name, health) = (rule["name"].as_str()?, rule["health"].as_str()?);
+                (health != "unknown").then(|| (name.to_owned(), health.to_owned()))
+            });
+            health
+                .collect::<Option<BTreeMap<_, _>>>()
+                .filter(|all| !all.is_empty())
+        })
+        .await
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The dashboard's queries that Prometheus still answers with nothing after 30 s.
+async fn empty_panels(http: &reqwest::Client, prometheus: &TestPrometheus) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace_root().join(DASHBOARD)).unwrap();
+    let mut pending = dashboard_exprs(&serde_json::from_str(&text).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for expr in pending {
+            if prometheus.query(http, &expr).await.is_empty() {
+                still.push(expr);
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pending
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_reads_is_exported_live_and_prometheus_answers_every_panel() {
+    gateway_worker::providers::http_client::install_crypto_provider();
+    let stack = Stack::start_with(mock_with_a_missing_model(), Default::default()).await;
     let key = acme_key(&stack).await;
     let worker = metrics_worker(&stack).await;
     let http = reqwest::Client::new();
     let (_edge, edge_url) = start_edge(&stack, &http).await;
+    let edge_addr = edge_url.trim_start_matches("http://").to_owned();
+    let targets = [
+        ("llmq-worker", worker.admin_addr().to_string()),
+        ("llmq-edge", edge_addr),
+    ];
+    let prometheus = TestPrometheus::start(&http, &targets).await;
     exercise_edge(&http, &edge_url, &key).await;
     // An undecodable payload: the worker dead-letters it.
     let js = async_nats::jetstream::new(stack.nats.client().await);
@@ -605,23 +746,15 @@ async fn every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_worker
         format!("{edge_url}/metrics"),
     ];
     // The dead letter and the first queue sample come a moment later: wait for them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut exported = BTreeSet::new();
-        for url in &pages {
-            exported.extend(exported_names(&page(&http, url).await));
-        }
-        let missing = unexported(&read, &exported);
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "read by the dashboard or an alert, exported by neither the worker nor the edge: \
-             {missing:?}\n(exported: {exported:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_exported(&http, &pages, &read).await;
+    let empty = empty_panels(&http, &prometheus).await;
+    assert!(
+        empty.is_empty(),
+        "panels Prometheus answers with no series: {empty:#?}"
+    );
+    let health = prometheus.rule_health(&http).await;
+    assert_eq!(health.len(), 8, "{health:?}");
+    assert!(health.values().all(|h| h == "ok"), "{health:#?}");
 }
 
 /// The value of `name{labels...}` on a `/metrics` page (every label given must match).
