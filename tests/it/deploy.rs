@@ -188,20 +188,109 @@ fn the_compose_images_are_the_versions_validated_here() {
     );
 }
 
-#[test]
-fn each_worker_config_passes_the_workers_own_check() {
+/// A service's `environment:` in `docker-compose config`'s output (quotes removed).
+fn service_env(block: &str) -> BTreeMap<String, String> {
+    block
+        .lines()
+        .skip_while(|line| *line != "    environment:")
+        .skip(1)
+        .take_while(|line| line.starts_with("      "))
+        .filter_map(|line| line.trim().split_once(": "))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+/// `gateway-worker --check-keys` on a config of deploy/worker/ in the worker service's
+/// environment as compose resolves it with `shell` set (`/etc/llmq` is deploy/worker here).
+fn check_as_compose_runs_it(shell: &[(&str, &str)]) -> std::process::Output {
+    let config = compose(&["config"], shell);
+    let worker = &service_blocks(&config)["worker"];
+    let file = worker
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("- /etc/llmq/"))
+        .unwrap_or_else(|| panic!("no config under /etc/llmq in\n{worker}"));
     let binary = workspace_binary("gateway-worker");
     assert!(
         binary.exists(),
         "build it first: cargo build --workspace --bins"
     );
-    for config in ["deploy/worker/demo.toml", "deploy/worker/providers.toml"] {
-        let out = succeed(Command::new(&binary).args(["--check-config", "--config", config]));
+    Command::new(binary)
+        .current_dir(workspace_root())
+        .args(["--check-keys", "--config"])
+        .arg(format!("deploy/worker/{file}"))
+        .env_clear()
+        .envs(service_env(worker))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn each_worker_config_passes_the_workers_check_in_the_environment_compose_gives_it() {
+    let demo = check_as_compose_runs_it(&[]);
+    let out = String::from_utf8_lossy(&demo.stdout);
+    assert!(demo.status.success(), "{demo:?}");
+    assert!(
+        out.contains("config ok") && out.contains("2 model(s)"),
+        "{out}"
+    );
+    let keys = [
+        ("LLMQ_WORKER_CONFIG", "providers"),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+    ];
+    let real = check_as_compose_runs_it(&keys);
+    assert!(real.status.success(), "{real:?}");
+    // No key in the shell: the worker refuses to start, naming the field.
+    let keyless = check_as_compose_runs_it(&keys[..1]);
+    assert_eq!(keyless.status.code(), Some(64), "{keyless:?}");
+    let err = String::from_utf8_lossy(&keyless.stderr);
+    assert!(err.contains("providers.openai.api_key_env"), "{err}");
+}
+
+/// The `uid:` of the provisioned datasource.
+fn provisioned_datasource_uid() -> String {
+    let path = workspace_root().join("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let uid = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("uid: "));
+    uid.expect("the datasource has a uid").to_owned()
+}
+
+#[test]
+fn every_dashboard_panel_uses_the_provisioned_datasource_and_has_its_own_id() {
+    let text = std::fs::read_to_string(workspace_root().join(DASHBOARD)).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let uid = provisioned_datasource_uid();
+    let mut ids = BTreeSet::new();
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels {
         assert!(
-            out.contains("config ok") && out.contains("2 model(s)"),
-            "{config}: {out}"
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "id twice: {panel}"
         );
+        if panel["type"] != "row" {
+            assert_eq!(panel["datasource"]["uid"], json!(uid), "{}", panel["title"]);
+            assert!(
+                !panel["targets"].as_array().unwrap().is_empty(),
+                "{}",
+                panel["title"]
+            );
+        }
     }
+    assert_eq!(dashboard["uid"], "llmq");
+    let compose_file = std::fs::read_to_string(workspace_root().join("docker-compose.yml"));
+    let provider = workspace_root().join("deploy/grafana/provisioning/dashboards/llmq.yml");
+    let path = std::fs::read_to_string(provider).unwrap();
+    let path = path
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("path: "))
+        .unwrap();
+    let mount = format!("./deploy/grafana/dashboards:{path}:ro");
+    assert!(
+        compose_file.unwrap().contains(&mount),
+        "compose mounts the dashboards at {path}"
+    );
 }
 
 #[test]
