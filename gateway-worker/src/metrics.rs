@@ -50,6 +50,10 @@ pub const LIMIT_WAITS: &str = "llmq_limit_waits_total";
 pub const LIMIT_WAIT: &str = "llmq_limit_wait_seconds";
 pub const LIMIT_PAUSES: &str = "llmq_limit_pauses_total";
 pub const TENANT_JOBS_HELD: &str = "llmq_tenant_jobs_held";
+pub const QUEUE_PENDING: &str = "llmq_queue_jobs_pending";
+pub const QUEUE_UNACKED: &str = "llmq_queue_jobs_unacked";
+pub const QUEUE_OLDEST_AGE: &str = "llmq_queue_oldest_job_age_seconds";
+pub const MODEL_SERVED: &str = "llmq_worker_model_served";
 
 /// How often the limit gauges are read from the limiter.
 const LIMIT_SAMPLE: Duration = Duration::from_millis(250);
@@ -90,6 +94,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 
 fn describe() {
     describe_budgets();
+    describe_queue();
     describe_counter!(
         JOBS_RECEIVED,
         Unit::Count,
@@ -164,12 +169,12 @@ fn describe() {
     describe_counter!(
         TOKENS,
         Unit::Count,
-        "Tokens, per provider and kind (prompt, completion, cached)."
+        "Tokens, per provider, model and kind (prompt, completion, cached)."
     );
     describe_counter!(
         COST,
         Unit::Count,
-        "Cost of priced usage in millionths of a US dollar, per provider."
+        "Cost of priced usage in millionths of a US dollar, per provider and model."
     );
     describe_counter!(
         POLICY_DENIALS,
@@ -239,21 +244,24 @@ pub fn cooldown(provider: &str, cause: ErrorType) {
     counter!(COOLDOWNS, "provider" => provider.to_owned(), "cause" => cause.as_str()).increment(1);
 }
 
-pub fn tokens(provider: &str, prompt: u64, completion: u64, cached: u64) {
+/// `model`: the configured model whose deployment was called (a fallback's own name).
+pub fn tokens(provider: &str, model: &str, prompt: u64, completion: u64, cached: u64) {
     for (kind, n) in [
         ("prompt", prompt),
         ("completion", completion),
         ("cached", cached),
     ] {
-        counter!(TOKENS, "provider" => provider.to_owned(), "kind" => kind).increment(n);
+        counter!(TOKENS, "provider" => provider.to_owned(), "model" => model.to_owned(), "kind" => kind)
+            .increment(n);
     }
 }
 
-pub fn cost(provider: &str, usd: f64) {
+pub fn cost(provider: &str, model: &str, usd: f64) {
     // Counters are integers: count millionths of a dollar.
     let micro = (usd * 1e6).round();
     if micro.is_finite() && micro > 0.0 {
-        counter!(COST, "provider" => provider.to_owned()).increment(micro as u64);
+        counter!(COST, "provider" => provider.to_owned(), "model" => model.to_owned())
+            .increment(micro as u64);
     }
 }
 
@@ -395,6 +403,53 @@ fn sample_limits(gates: &[GateView], seen: &mut HashSet<Scope>) {
         gauge!(TENANT_JOBS_HELD, "tenant" => tenant).set(held as f64);
     }
     seen.extend(now);
+}
+
+// --- the queue, sampled from consumer info (see `queue_gauges`): per model and tier ---
+
+fn describe_queue() {
+    describe_gauge!(
+        QUEUE_PENDING,
+        Unit::Count,
+        "Jobs stored and not yet delivered, per model and tier (the consumer's pending count; every worker serving the model reports it: aggregate with max)."
+    );
+    describe_gauge!(
+        QUEUE_UNACKED,
+        Unit::Count,
+        "Jobs delivered and not yet acknowledged (running or held in a worker), per model and tier."
+    );
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest job not yet acknowledged, per model and tier (0 when none waits)."
+    );
+    describe_gauge!(
+        MODEL_SERVED,
+        Unit::Count,
+        "1 for each model this worker consumes, 0 for one it stopped serving."
+    );
+}
+
+/// One consumer's state at a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueSample {
+    pub pending: u64,
+    pub unacked: u64,
+    pub oldest_age: Duration,
+}
+
+pub fn queue_sampled(model: &str, tier: Tier, sample: QueueSample) {
+    let labels = [
+        ("model", model.to_owned()),
+        ("tier", tier.as_str().to_owned()),
+    ];
+    gauge!(QUEUE_PENDING, &labels).set(sample.pending as f64);
+    gauge!(QUEUE_UNACKED, &labels).set(sample.unacked as f64);
+    gauge!(QUEUE_OLDEST_AGE, &labels).set(sample.oldest_age.as_secs_f64());
+}
+
+pub fn model_served(model: &str, served: bool) {
+    gauge!(MODEL_SERVED, "model" => model.to_owned()).set(if served { 1.0 } else { 0.0 });
 }
 
 // --- budgets: per tenant (registry tenants only: a finite, configured set) and period ---

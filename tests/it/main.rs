@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod core;
+mod deploy;
 mod edge;
 mod harness_smoke;
 mod keys;

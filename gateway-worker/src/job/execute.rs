@@ -449,14 +449,16 @@ impl Run<'_> {
             .ctx
             .prices
             .cost(&provider.name, provider.kind, upstream_model, &usage);
+        let model = candidate.model.name.as_str();
         metrics::tokens(
             &provider.name,
+            model,
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.cached_prompt_tokens,
         );
         if let Some(usd) = cost.total_usd() {
-            metrics::cost(&provider.name, usd);
+            metrics::cost(&provider.name, model, usd);
         }
         self.usage.push(CallUsage {
             attempt: n,

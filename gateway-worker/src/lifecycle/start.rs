@@ -259,6 +259,10 @@ async fn announce(ctx: &Arc<WorkerContext>, tasks: &Tasks) {
         tasks.stops.hard.clone(),
     ));
     services.spawn(crate::budget::report(Arc::clone(ctx), background.clone()));
+    services.spawn(crate::queue_gauges::run(
+        Arc::clone(ctx),
+        background.clone(),
+    ));
     services.spawn(dlq::watch_max_deliveries(Arc::clone(ctx), background));
 }
 

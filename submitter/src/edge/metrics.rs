@@ -14,13 +14,24 @@ pub const REQUEST_DURATION: &str = "llmq_edge_request_duration_seconds";
 pub const AUTH_FAILURES: &str = "llmq_edge_auth_failures_total";
 pub const OPEN_STREAMS: &str = "llmq_edge_open_streams";
 
+/// Request durations' histogram buckets, in seconds: the worker's latency buckets.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
 /// Installs the Prometheus recorder once per process; `None` if another recorder was
 /// installed first (an edge inside a process that has one).
 pub fn install() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            // Buckets, not the exporter's default summary: a histogram's buckets add up
+            // across edges (Prometheus computes a fleet's p99 from them), quantiles do not.
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
             describe_counter!(
                 REQUESTS,
                 "HTTP requests answered, by route and status class"
