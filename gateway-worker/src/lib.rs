@@ -20,6 +20,7 @@ pub mod nats;
 pub mod pricing;
 pub mod providers;
 pub mod puller;
+pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod scheduler;

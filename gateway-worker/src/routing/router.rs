@@ -135,10 +135,50 @@ pub enum RouteError {
 
 impl Router {
     pub fn build(config: &Config) -> Result<Router, RouteError> {
+        Router::build_reusing(config, |_, _| None)
+    }
+
+    /// The routes of `config` after a reload from `previous` (built from
+    /// `previous_config`): a provider whose settings did not change keeps its handle (its
+    /// request slots, HTTP connections and key watch), with the key the new load read; a
+    /// changed one gets a new handle, which new calls use while calls in flight finish on
+    /// the old one.
+    pub fn rebuild(
+        config: &Config,
+        previous: &Router,
+        previous_config: &Config,
+    ) -> Result<Router, RouteError> {
+        Router::build_reusing(config, |name, provider| {
+            let old = previous_config.providers.get(name)?;
+            let same = ProviderConfig {
+                api_key: None,
+                ..old.clone()
+            } == ProviderConfig {
+                api_key: None,
+                ..provider.clone()
+            };
+            let handle = previous.provider(name).filter(|_| same)?;
+            if let Some(key) = &provider.api_key {
+                handle.key.replace(key.clone());
+            }
+            Some(Arc::clone(handle))
+        })
+    }
+
+    fn build_reusing(
+        config: &Config,
+        reuse: impl Fn(&str, &ProviderConfig) -> Option<Arc<ProviderHandle>>,
+    ) -> Result<Router, RouteError> {
         let providers = config
             .providers
             .iter()
-            .map(|(name, provider)| Ok((name.clone(), Arc::new(provider_handle(name, provider)?))))
+            .map(|(name, provider)| {
+                let handle = match reuse(name, provider) {
+                    Some(handle) => handle,
+                    None => Arc::new(provider_handle(name, provider)?),
+                };
+                Ok((name.clone(), handle))
+            })
             .collect::<Result<BTreeMap<_, _>, RouteError>>()?;
         let mut models = BTreeMap::new();
         let mut next_index = 0;
