@@ -16,6 +16,7 @@ mod limits;
 mod ops_limits;
 mod providers;
 mod reliability;
+mod reload;
 mod scripts;
 mod secrets;
 mod status;
