@@ -50,10 +50,12 @@ pub struct WorkerContext {
 impl WorkerContext {
     /// The context for `config` after a reload: new routes (unchanged providers kept, see
     /// [`Router::rebuild`]), prices, retry policy and cooldowns, everything else shared.
-    /// Cooldowns start afresh: deployments are renumbered, and a still-failing one cools
-    /// down again on its next failures.
+    /// A deployment the new routes keep (same model, upstream model and provider
+    /// settings) keeps its cooldown.
     pub fn reloaded(&self, config: Config) -> Result<WorkerContext, RouteError> {
         let router = Router::rebuild(&config, &self.router, &self.config)?;
+        let carried = router.carried_deployments(&self.router);
+        let cooldowns = Cooldowns::carried(config.cooldown.clone(), &self.cooldowns, &carried);
         Ok(WorkerContext {
             worker_id: self.worker_id.clone(),
             subjects: self.subjects.clone(),
@@ -61,7 +63,7 @@ impl WorkerContext {
             js: self.js.clone(),
             setup: self.setup.clone(),
             router,
-            cooldowns: Cooldowns::new(config.cooldown.clone()),
+            cooldowns,
             retry: RetryPolicy::new(config.retry.clone()),
             prices: PriceTable::new(&config),
             cancels: Arc::clone(&self.cancels),
