@@ -71,8 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    let watch = ConfigWatch::new(&cli.config, cli.watch_config);
-    let result = runtime.block_on(serve(config, watch));
+    let result = runtime.block_on(serve(config, &cli.config, cli.watch_config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -133,9 +132,14 @@ fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
 
 /// Runs the worker until SIGINT or SIGTERM, then drains it. Every signal the worker
 /// answers is handled here, in [`Signals`] and this loop.
-async fn serve(config: config::Config, mut watch: ConfigWatch) -> Result<(), RunError> {
+async fn serve(
+    config: config::Config,
+    path: &Path,
+    watch_every: Option<Duration>,
+) -> Result<(), RunError> {
     // Listening first: a SIGHUP during start-up must not end the process.
     let mut signals = Signals::listen();
+    let mut watch = ConfigWatch::new(path, watch_every);
     let worker = RunningWorker::start(config).await?;
     loop {
         let asked = tokio::select! {

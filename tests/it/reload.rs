@@ -301,3 +301,28 @@ async fn a_removed_models_queued_jobs_are_answered_unknown_model_and_its_in_flig
     let mut worker = worker;
     assert_eq!(worker.terminate(WAIT).await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn with_watch_config_a_changed_file_is_applied_without_a_signal() {
+    let stack = Stack::start().await;
+    let mut setup = stack.setup(&body(&[model("chat", &[("mock", "first-model", 1)])]));
+    let args = ["--watch-config", "200ms"];
+    let worker = WorkerProcess::spawn_with_args(&setup, "reload-watch", &args).await;
+    let client = stack.client().await;
+    succeeds_on(&client, chat_job("chat", "before"), "first-model").await;
+
+    setup.body = body(&[
+        model("chat", &[("mock", "first-model", 1)]),
+        model("fresh", &[("mock2", "fresh-model", 1)]),
+    ]);
+    let next = worker.config_path.with_extension("next");
+    std::fs::write(&next, setup.toml()).unwrap();
+    std::fs::rename(&next, &worker.config_path).unwrap();
+    wait_for_lines(&worker, APPLIED, 1).await;
+    assert!(worker.log().contains("config file changed"));
+    assert!(!worker.log().contains("SIGHUP received"));
+    succeeds_on(&client, chat_job("fresh", "watched"), "fresh-model").await;
+    assert_eq!(reloads(&worker, "applied").await, 1);
+    let mut worker = worker;
+    assert_eq!(worker.terminate(WAIT).await.code(), Some(0));
+}
