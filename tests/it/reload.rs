@@ -119,14 +119,19 @@ async fn sighup_adds_a_model_and_routing_follows_the_new_weights_and_deployments
     succeeds_on(&client, chat_job("chat", "before"), "first-model").await;
 
     // `chat`: the old deployment kept as a standby (weight 0), a new one on another
-    // provider takes all the traffic; a new model `fresh` on that provider.
+    // provider takes all the traffic; a new model `fresh` on that provider, which now
+    // sends a header of its own.
     setup.body = body(&[
         model(
             "chat",
             &[("mock", "first-model", 0), ("mock2", "second-model", 1)],
         ),
         model("fresh", &[("mock2", "fresh-model", 1)]),
-    ]);
+    ])
+    .replace(
+        "[providers.mock2]\n",
+        "[providers.mock2]\nheaders = { x-llmq-config = \"second\" }\n",
+    );
     reload(&worker, &setup, APPLIED, 1).await;
     for n in 0..8 {
         succeeds_on(
@@ -141,7 +146,17 @@ async fn sighup_adds_a_model_and_routing_follows_the_new_weights_and_deployments
     batch.tier = Tier::Batch;
     succeeds_on(&client, batch, "fresh-model").await;
 
+    let header = |prompt: &str| {
+        let requests = stack.mock.requests();
+        let request = requests.iter().find(|r| r.prompt == prompt).unwrap();
+        request.header("x-llmq-config").map(str::to_owned)
+    };
+    assert_eq!(header("before"), None);
+    assert_eq!(header("after 0").as_deref(), Some("second"));
+    assert_eq!(header("new model").as_deref(), Some("second"));
+
     let line = nth_line(&worker, APPLIED, 1);
+    assert_eq!(line["providers_changed"], "[\"mock2\"]", "{line}");
     assert_eq!(line["models_added"], "[\"fresh\"]", "{line}");
     assert_eq!(line["models_changed"], "[\"chat\"]", "{line}");
     assert_eq!(line["models_removed"], "[]", "{line}");
