@@ -265,6 +265,10 @@ fn describe_reloads() {
         Unit::Count,
         "Config reloads (SIGHUP or a changed file), per result: applied or rejected (the running config stayed)."
     );
+    // Both series exist from start-up on, so an alert on `rejected` sees its first one.
+    for result in ["applied", "rejected"] {
+        counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
 }
 
 /// A config reload, `applied` or `rejected`.
