@@ -2,7 +2,8 @@
 //!
 //! Written before the worker starts fetching (so producers can submit as soon as it is
 //! up), refreshed every heartbeat, deleted on a clean shutdown; a crashed worker's entry
-//! ages out of the bucket after three missed heartbeats.
+//! ages out of the bucket after three missed heartbeats. A config reload re-writes it at
+//! once with the models the new config serves.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use llmq_schemas::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::context::WorkerContext;
+use crate::context::{Live, WorkerContext};
 
 pub fn entry(ctx: &WorkerContext, started_at: Timestamp) -> CatalogEntry {
     CatalogEntry {
@@ -55,15 +56,16 @@ pub async fn publish(ctx: &WorkerContext, started_at: Timestamp) -> Result<(), S
         .map_err(|err| err.to_string())
 }
 
-/// Refreshes the entry until `stop`, then deletes it.
-pub async fn heartbeat(ctx: Arc<WorkerContext>, started_at: Timestamp, stop: CancellationToken) {
+/// Refreshes the entry (with the live config's models) until `stop`, then deletes it.
+pub async fn heartbeat(live: Arc<Live>, started_at: Timestamp, stop: CancellationToken) {
+    let ctx = live.current();
     let period = ctx.config.jetstream.catalog_heartbeat;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(err) = publish(&ctx, started_at).await {
+                if let Err(err) = publish(&live.current(), started_at).await {
                     tracing::warn!(error = %err, "catalog heartbeat failed");
                 }
             }

@@ -1,9 +1,16 @@
-//! What every job task shares: built once at start-up, read-only afterwards (interior
-//! state such as cooldowns and cancels guards itself).
+//! What every job task shares: built at start-up, read-only afterwards (interior state
+//! such as cooldowns and cancels guards itself).
+//!
+//! A config reload builds the next [`WorkerContext`] (new routes, prices, retry policy,
+//! cooldowns; the same connection, streams, registry and limits) and swaps it into
+//! [`Live`] whole. A job takes the context once, when it starts, and keeps it to its end:
+//! jobs in flight finish on the config they started with. Long-running tasks (consumer
+//! loops, catalog heartbeat, sweeper) hold the [`Live`] and read it each round.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_nats::jetstream;
 use llmq_schemas::Subjects;
 
@@ -17,7 +24,7 @@ use crate::metrics;
 use crate::nats::Setup;
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
-use crate::routing::{Cooldowns, Router};
+use crate::routing::{Cooldowns, RouteError, Router};
 
 #[derive(Debug)]
 pub struct WorkerContext {
@@ -41,6 +48,32 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// The context for `config` after a reload: new routes (unchanged providers kept, see
+    /// [`Router::rebuild`]), prices, retry policy and cooldowns, everything else shared.
+    /// A deployment the new routes keep (same model, upstream model and provider
+    /// settings) keeps its cooldown.
+    pub fn reloaded(&self, config: Config) -> Result<WorkerContext, RouteError> {
+        let router = Router::rebuild(&config, &self.router, &self.config)?;
+        let carried = router.carried_deployments(&self.router);
+        let cooldowns = Cooldowns::carried(config.cooldown.clone(), &self.cooldowns, &carried);
+        Ok(WorkerContext {
+            worker_id: self.worker_id.clone(),
+            subjects: self.subjects.clone(),
+            nats: self.nats.clone(),
+            js: self.js.clone(),
+            setup: self.setup.clone(),
+            router,
+            cooldowns,
+            retry: RetryPolicy::new(config.retry.clone()),
+            prices: PriceTable::new(&config),
+            cancels: Arc::clone(&self.cancels),
+            registry: Arc::clone(&self.registry),
+            limiter: Arc::clone(&self.limiter),
+            budgets: Arc::clone(&self.budgets),
+            config: Arc::new(config),
+        })
+    }
+
     /// How long a durable publish (outcome, usage, dead letter) keeps retrying through a
     /// broker outage before the job is handed back instead.
     pub fn publish_window(&self) -> Duration {
@@ -54,5 +87,25 @@ impl WorkerContext {
         self.router
             .model(model)
             .map_or(metrics::OTHER_MODEL, |route| route.name.as_str())
+    }
+}
+
+/// The context new jobs start with; replaced whole by a config reload.
+#[derive(Debug)]
+pub struct Live(ArcSwap<WorkerContext>);
+
+impl Live {
+    pub fn new(ctx: Arc<WorkerContext>) -> Arc<Live> {
+        Arc::new(Live(ArcSwap::new(ctx)))
+    }
+
+    /// The context now: a job holds on to it to its end.
+    pub fn current(&self) -> Arc<WorkerContext> {
+        self.0.load_full()
+    }
+
+    /// From now on, new jobs start with `ctx`.
+    pub fn replace(&self, ctx: Arc<WorkerContext>) {
+        self.0.store(ctx);
     }
 }

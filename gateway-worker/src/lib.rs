@@ -21,6 +21,7 @@ pub mod pricing;
 pub mod providers;
 pub mod puller;
 pub mod queue_gauges;
+pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod scheduler;

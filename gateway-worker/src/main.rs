@@ -1,9 +1,11 @@
 //! `gateway-worker --config worker.toml`: loads the config, sets up logging, runs the
-//! worker until SIGINT or SIGTERM (SIGHUP re-reads the provider key files), and exits
-//! with a code that says what went wrong.
+//! worker until SIGINT or SIGTERM (SIGHUP re-reads the provider key files and the config
+//! file, and applies the config live; `--watch-config` also re-reads the file when its
+//! content changes), and exits with a code that says what went wrong.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use gateway_worker::config;
@@ -20,6 +22,13 @@ names, _ stands for - (LLMQ__PROVIDERS__AZURE_EU__BASE_URL sets providers.azure-
 keys are read from the variables or files the config names (api_key_env / api_key_file); \
 SIGHUP re-reads every api_key_file at once (they are also re-read every \
 worker.key_reload_interval).\n\n\
+Live configuration: SIGHUP (and, with --watch-config, a change of the file's content) also \
+re-reads the config file, with the same environment overrides, and applies models, \
+deployments, weights, fallbacks, prices, providers, retry, cooldown, limits.interactive_max_wait \
+and the worker's deadlines, fetch and key-reload settings without a restart; jobs in flight \
+finish on the config they started with. A file that does not load, or that changes nats, \
+jetstream, admin, log, tenants, limits.lease or worker.id/max_inflight/batch_share/threads/\
+sweep_interval (those need a restart), is rejected whole and logged; the running config stays.\n\n\
 Exit codes: 0 clean shutdown; 64 invalid config (also: admin.listen already in use); 69 NATS \
 unreachable, too old, or its streams could not be set up; 70 internal error."
 )]
@@ -34,6 +43,11 @@ struct Cli {
     /// Like --check-config, and also read every provider key as start-up does.
     #[arg(long)]
     check_keys: bool,
+    /// Also re-read the config file this often (e.g. 10s) and apply it when its content
+    /// changed, as on SIGHUP (for mounts that change files in place, like a Kubernetes
+    /// ConfigMap).
+    #[arg(long, env = "LLMQ_WATCH_CONFIG", value_parser = humantime::parse_duration)]
+    watch_config: Option<Duration>,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -57,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, &cli.config, cli.watch_config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -121,21 +135,86 @@ fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
 
 /// Runs the worker until SIGINT or SIGTERM, then drains it. Every signal the worker
 /// answers is handled here, in [`Signals`] and this loop.
-async fn serve(config: config::Config) -> Result<(), RunError> {
+async fn serve(
+    config: config::Config,
+    path: &Path,
+    watch_every: Option<Duration>,
+) -> Result<(), RunError> {
     // Listening first: a SIGHUP during start-up must not end the process.
     let mut signals = Signals::listen();
+    let mut watch = ConfigWatch::new(path, watch_every);
     // Start-up may wait for the broker for minutes: SIGTERM ends it too.
     let worker = tokio::select! {
         started = RunningWorker::start(config) => started?,
         () = signals.shutdown() => return Ok(()),
     };
     loop {
-        match signals.next().await {
-            Asked::ReloadKeys => reload_keys(&worker).await,
+        let asked = tokio::select! {
+            asked = signals.next() => asked,
+            () = watch.changed() => Asked::ReloadConfig,
+        };
+        match asked {
+            Asked::Reload => {
+                // Keys first: the config load reads them too, and would hide a rotation.
+                reload_keys(&worker).await;
+                watch.seen();
+                let _ = worker.reload_config(&watch.path).await;
+            }
+            Asked::ReloadConfig => {
+                tracing::info!(path = %watch.path.display(), "config file changed");
+                let _ = worker.reload_config(&watch.path).await;
+            }
             Asked::Shutdown => {
                 worker.drain().await;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// `--watch-config`: the config file's content, compared every interval (a mount that
+/// swaps a symlink keeps the old mtime, so times are not compared).
+#[derive(Debug)]
+struct ConfigWatch {
+    path: PathBuf,
+    every: Option<tokio::time::Interval>,
+    content: Option<Vec<u8>>,
+}
+
+impl ConfigWatch {
+    fn new(path: &Path, every: Option<Duration>) -> ConfigWatch {
+        let every = every.filter(|every| !every.is_zero()).map(|every| {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        ConfigWatch {
+            path: path.to_owned(),
+            every,
+            content: std::fs::read(path).ok(),
+        }
+    }
+
+    /// Returns once the file's content differs from the last seen; never without
+    /// `--watch-config`. A file that cannot be read is not a change.
+    async fn changed(&mut self) {
+        let Some(every) = &mut self.every else {
+            return std::future::pending().await;
+        };
+        loop {
+            every.tick().await;
+            let now = tokio::fs::read(&self.path).await.ok();
+            if now.is_some() && now != self.content {
+                self.content = now;
+                return;
+            }
+        }
+    }
+
+    /// The content now is the one applied (SIGHUP re-read it).
+    fn seen(&mut self) {
+        if let Ok(content) = std::fs::read(&self.path) {
+            self.content = Some(content);
         }
     }
 }
@@ -150,11 +229,13 @@ async fn reload_keys(worker: &RunningWorker) {
     );
 }
 
-/// What a signal asks of the worker.
+/// What a signal (or the config watch) asks of the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {
-    /// SIGHUP: re-read every `api_key_file` now.
-    ReloadKeys,
+    /// SIGHUP: re-read every `api_key_file` and the config file now.
+    Reload,
+    /// The config file's content changed (`--watch-config`).
+    ReloadConfig,
     /// SIGINT or SIGTERM: drain and exit.
     Shutdown,
 }
@@ -194,7 +275,7 @@ impl Signals {
             }
             Some(()) = received(&mut self.hangup) => {
                 tracing::info!("SIGHUP received");
-                Asked::ReloadKeys
+                Asked::Reload
             }
             else => Asked::Shutdown,
         }

@@ -42,6 +42,7 @@ pub const TOKENS: &str = "llmq_tokens_total";
 pub const COST: &str = "llmq_cost_microusd_total";
 pub const PUBLISH_RETRIES: &str = "llmq_publish_retries_total";
 pub const POLICY_DENIALS: &str = "llmq_policy_denials_total";
+pub const CONFIG_RELOADS: &str = "llmq_config_reloads_total";
 pub const LIMIT_PERMITS_IN_USE: &str = "llmq_limit_permits_in_use";
 pub const LIMIT_PERMITS_HELD: &str = "llmq_limit_permits_held";
 pub const LIMIT_MAX: &str = "llmq_limit_max";
@@ -95,6 +96,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 fn describe() {
     describe_budgets();
     describe_queue();
+    describe_reloads();
     describe_counter!(
         JOBS_RECEIVED,
         Unit::Count,
@@ -263,6 +265,23 @@ pub fn cost(provider: &str, model: &str, usd: f64) {
         counter!(COST, "provider" => provider.to_owned(), "model" => model.to_owned())
             .increment(micro as u64);
     }
+}
+
+fn describe_reloads() {
+    describe_counter!(
+        CONFIG_RELOADS,
+        Unit::Count,
+        "Config reloads (SIGHUP or a changed file), per result: applied or rejected (the running config stayed)."
+    );
+    // Both series exist from start-up on, so an alert on `rejected` sees its first one.
+    for result in ["applied", "rejected"] {
+        counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
+}
+
+/// A config reload, `applied` or `rejected`.
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
 pub fn policy_denied(rule: llmq_schemas::PolicyRule) {

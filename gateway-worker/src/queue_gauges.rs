@@ -20,7 +20,7 @@ use std::time::Duration;
 use llmq_schemas::{ModelName, Subjects, Tier, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::WorkerContext;
+use crate::context::{Live, WorkerContext};
 use crate::metrics::{self, QueueSample};
 
 /// How often the consumers are asked (one consumer info per model and tier per tick).
@@ -34,7 +34,7 @@ pub enum SampleError {
 }
 
 /// Samples until `stop`.
-pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken) {
+pub async fn run(live: Arc<Live>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(SAMPLE);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut served = BTreeSet::new();
@@ -43,7 +43,8 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken) {
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        served = sample_all(&ctx, &served).await;
+        // The current config each tick: a reload adds and removes models.
+        served = sample_all(&live.current(), &served).await;
     }
 }
 

@@ -14,19 +14,21 @@
 //!
 //! Each job runs in a task that owns its slot and keeps the message alive with
 //! in-progress acks every third of `ack_wait`; a job whose worker died is redelivered
-//! after at most `ack_wait`.
+//! after at most `ack_wait`. A job starts on the worker's context as it is then (its
+//! model's route included) and keeps it to its end, whatever a config reload swaps in
+//! meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use llmq_schemas::Tier;
+use llmq_schemas::{ModelName, Tier};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::context::WorkerContext;
+use crate::context::{Live, WorkerContext};
 use crate::job::{Disposition, apply, process};
 use crate::metrics;
 use crate::puller::{Pulled, Puller};
@@ -99,27 +101,37 @@ pub struct Stops {
     pub hard: CancellationToken,
 }
 
-/// Runs one consumer loop until `stops.fetching`.
+/// Where a consumer loop's jobs run: the worker's job slots and tracker, and the
+/// model's own tracker (a removed model's in-flight jobs are waited for).
+#[derive(Debug, Clone)]
+pub struct JobTasks {
+    pub capacity: Arc<Capacity>,
+    pub all: TaskTracker,
+    pub model: TaskTracker,
+}
+
+/// Runs one consumer loop for `model` until `stops.fetching`, or until the live config
+/// no longer has the model.
 pub async fn consume(
-    ctx: Arc<WorkerContext>,
-    model: Arc<ModelRoute>,
+    live: Arc<Live>,
+    model: ModelName,
     tier: Tier,
     consumer: PullConsumer,
-    capacity: Arc<Capacity>,
-    tracker: TaskTracker,
+    jobs: JobTasks,
     stops: Stops,
 ) {
     let mut backoff = Backoff::new();
+    let ctx = live.current();
     let Some(puller) = start_puller(&ctx, &model, tier, consumer, &stops, &mut backoff).await
     else {
         return;
     };
+    drop(ctx);
     let mut consumer = Consumer {
-        ctx,
+        live,
         model,
         tier,
-        capacity,
-        tracker,
+        jobs,
         stops,
         puller,
         backoff,
@@ -153,7 +165,7 @@ impl Backoff {
 
 async fn start_puller(
     ctx: &WorkerContext,
-    model: &ModelRoute,
+    model: &ModelName,
     tier: Tier,
     consumer: PullConsumer,
     stops: &Stops,
@@ -163,7 +175,7 @@ async fn start_puller(
         match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
             Ok(puller) => return Some(puller),
             Err(err) => {
-                tracing::warn!(error = %err, model = %model.name, %tier, "cannot start pulling; retrying");
+                tracing::warn!(error = %err, model = %model, %tier, "cannot start pulling; retrying");
                 if !backoff.wait(&stops.fetching).await {
                     return None;
                 }
@@ -174,11 +186,10 @@ async fn start_puller(
 
 /// One (model, tier) consumer loop and what it needs.
 struct Consumer {
-    ctx: Arc<WorkerContext>,
-    model: Arc<ModelRoute>,
+    live: Arc<Live>,
+    model: ModelName,
     tier: Tier,
-    capacity: Arc<Capacity>,
-    tracker: TaskTracker,
+    jobs: JobTasks,
     stops: Stops,
     puller: Puller,
     backoff: Backoff,
@@ -198,11 +209,14 @@ impl Consumer {
                 }
                 (slots, None)
             } else {
-                (Vec::new(), Some(self.ctx.config.worker.fetch_expires))
+                (
+                    Vec::new(),
+                    Some(self.live.current().config.worker.fetch_expires),
+                )
             };
             let asked = slots.len().max(1);
             if let Err(err) = self.puller.request(asked, wait).await {
-                tracing::warn!(error = %err, model = %self.model.name, tier = %self.tier, "pull failed; retrying");
+                tracing::warn!(error = %err, model = %self.model, tier = %self.tier, "pull failed; retrying");
                 drop(slots);
                 if !self.backoff.wait(&self.stops.fetching).await {
                     break;
@@ -214,6 +228,15 @@ impl Consumer {
         }
     }
 
+    /// The model's route in the live config; `None` once a reload removed it.
+    fn route(&self) -> Option<Arc<ModelRoute>> {
+        self.live
+            .current()
+            .router
+            .model(self.model.as_str())
+            .cloned()
+    }
+
     /// Waits until this worker has a free slot for the tier and one of the model's
     /// providers a free request slot, without taking either. False when fetching stops.
     async fn wait_for_room(&self) -> bool {
@@ -221,11 +244,14 @@ impl Consumer {
             return false;
         }
         let room = tokio::select! {
-            room = self.capacity.wait_for_room(self.tier) => room,
+            room = self.jobs.capacity.wait_for_room(self.tier) => room,
             () = self.stops.fetching.cancelled() => false,
         };
-        room && tokio::select! {
-            () = provider_room(&self.model) => true,
+        let Some(route) = self.route().filter(|_| room) else {
+            return false;
+        };
+        tokio::select! {
+            () = provider_room(&route) => true,
             () = self.stops.fetching.cancelled() => false,
         }
     }
@@ -234,8 +260,9 @@ impl Consumer {
     /// limit as one pull brings: the rest stay in the queue, undelivered (no delivery
     /// counted, no nak loop), until capacity returns. False when fetching stops.
     async fn wait_for_limits(&self) -> bool {
-        let most = self.ctx.config.worker.fetch_batch.max(1);
-        while self.ctx.limiter.waiting() >= most {
+        let ctx = self.live.current();
+        let most = ctx.config.worker.fetch_batch.max(1);
+        while ctx.limiter.waiting() >= most {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
                 () = self.stops.fetching.cancelled() => return false,
@@ -247,20 +274,23 @@ impl Consumer {
     /// Slots for up to `queued` jobs, as many as are free (and the model's providers
     /// could take), at most `fetch_batch`.
     fn reserve(&self, queued: u64) -> Vec<Slot> {
-        let provider_room = self
-            .model
-            .providers()
+        let ctx = self.live.current();
+        let provider_room = ctx
+            .router
+            .model(self.model.as_str())
+            .map(|route| route.providers())
+            .unwrap_or_default()
             .iter()
             .map(|p| p.permits.available_permits())
             .sum::<usize>()
             .max(1);
         let want = usize::try_from(queued)
             .unwrap_or(usize::MAX)
-            .min(self.ctx.config.worker.fetch_batch)
+            .min(ctx.config.worker.fetch_batch)
             .min(provider_room);
         let mut slots = Vec::with_capacity(want);
         while slots.len() < want {
-            match self.capacity.try_acquire(self.tier) {
+            match self.jobs.capacity.try_acquire(self.tier) {
                 Some(slot) => slots.push(slot),
                 None => break,
             }
@@ -272,7 +302,7 @@ impl Consumer {
     /// returns how many jobs the server still has queued.
     async fn receive(&mut self, asked: usize, mut slots: Vec<Slot>) -> u64 {
         // How long a pull's answer may take before it is taken for lost.
-        let lost_reply = self.ctx.config.worker.fetch_expires + Duration::from_secs(5);
+        let lost_reply = self.live.current().config.worker.fetch_expires + Duration::from_secs(5);
         let mut queued = 0;
         for _ in 0..asked {
             let message = match self.puller.next(lost_reply).await {
@@ -283,26 +313,26 @@ impl Consumer {
             let slot = match slots.pop() {
                 Some(slot) => Some(slot),
                 None => tokio::select! {
-                    slot = self.capacity.acquire(self.tier) => slot,
+                    slot = self.jobs.capacity.acquire(self.tier) => slot,
                     () = self.stops.fetching.cancelled() => None,
                 },
             };
-            match slot {
-                Some(slot) if !self.stops.fetching.is_cancelled() => self.spawn(message, slot),
+            let ctx = self.live.current();
+            let route = ctx.router.model(self.model.as_str()).cloned();
+            match (slot, route) {
+                (Some(slot), Some(route)) if !self.stops.fetching.is_cancelled() => {
+                    self.spawn(ctx, message, route, slot);
+                }
                 _ => hand_back(&message, &self.stops).await,
             }
         }
         queued
     }
 
-    fn spawn(&self, message: Message, slot: Slot) {
-        self.tracker.spawn(run_job(
-            Arc::clone(&self.ctx),
-            message,
-            Arc::clone(&self.model),
-            slot,
-            self.stops.hard.clone(),
-        ));
+    /// Runs the job on `ctx`, the context as it is now, to its end.
+    fn spawn(&self, ctx: Arc<WorkerContext>, message: Message, route: Arc<ModelRoute>, slot: Slot) {
+        let job = run_job(ctx, message, route, slot, self.stops.hard.clone());
+        self.jobs.all.spawn(self.jobs.model.track_future(job));
     }
 }
 

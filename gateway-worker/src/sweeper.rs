@@ -8,7 +8,9 @@
 //! refuses a consumer that overlaps an existing one, so a model some worker does consume
 //! (its catalog entry not yet visible) is left alone: the server arbitrates.
 //! A durable consumer of a model that all workers stopped serving is removed by the
-//! server after `consumer_inactive_threshold`; its jobs are swept after that.
+//! server after `consumer_inactive_threshold`; its jobs are swept after that. A worker
+//! whose config reload removes a model no other live worker serves answers that model's
+//! queued jobs the same way at once (`lifecycle::reload`), with [`answer_queued`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,17 +22,18 @@ use llmq_schemas::ModelName;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::live_models;
-use crate::context::WorkerContext;
+use crate::context::{Live, WorkerContext};
 use crate::job::{apply, process};
 
-pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, hard_stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(ctx.config.worker.sweep_interval);
+pub async fn run(live: Arc<Live>, stop: CancellationToken, hard_stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(live.current().config.worker.sweep_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
+        let ctx = live.current();
         // Bounded: a broker restart can swallow the answer to any request in it.
         match tokio::time::timeout(Duration::from_secs(60), sweep_once(&ctx, &stop, &hard_stop))
             .await
@@ -109,6 +112,27 @@ async fn sweep_model(
             return Ok(0);
         }
     };
+    let answered = answer_queued(ctx, &consumer, stop, hard_stop).await?;
+    if answered > 0 {
+        tracing::info!(
+            model_token = token,
+            answered,
+            "answered jobs of a model no worker serves"
+        );
+    }
+    let _ = ctx.setup.jobs.delete_consumer(&name).await;
+    Ok(answered)
+}
+
+/// Takes every job `consumer` has queued and processes it as a job of a model this
+/// worker does not serve (`unknown_model`, unless it is invalid, cancelled or expired
+/// first); returns how many it answered.
+pub async fn answer_queued(
+    ctx: &Arc<WorkerContext>,
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> Result<usize, String> {
     let mut answered = 0;
     while !stop.is_cancelled() {
         let mut batch = consumer
@@ -133,13 +157,5 @@ async fn sweep_model(
             break;
         }
     }
-    if answered > 0 {
-        tracing::info!(
-            model_token = token,
-            answered,
-            "answered jobs of a model no worker serves"
-        );
-    }
-    let _ = ctx.setup.jobs.delete_consumer(&name).await;
     Ok(answered)
 }

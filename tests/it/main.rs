@@ -17,6 +17,7 @@ mod limits;
 mod ops_limits;
 mod providers;
 mod reliability;
+mod reload;
 mod scripts;
 mod secrets;
 mod status;

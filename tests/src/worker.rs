@@ -238,6 +238,11 @@ impl WorkerProcess {
     /// Writes the config next to the key file and starts the binary; waits until the
     /// worker logs that it started.
     pub async fn spawn(setup: &WorkerSetup, name: &str) -> WorkerProcess {
+        Self::spawn_with_args(setup, name, &[]).await
+    }
+
+    /// Like [`spawn`](Self::spawn), with more command-line arguments.
+    pub async fn spawn_with_args(setup: &WorkerSetup, name: &str, args: &[&str]) -> WorkerProcess {
         let binary = worker_binary();
         assert!(
             binary.exists(),
@@ -253,6 +258,7 @@ impl WorkerProcess {
         let child = Command::new(&binary)
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .env("LLMQ__LOG__FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -57,7 +57,7 @@ pub struct Config {
 
 /// How the fleet-wide limits behave on this worker (the limits themselves are set per
 /// provider, deployment and tenant).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// How long this worker's hold on limited capacity lasts without renewal: a killed
@@ -80,7 +80,7 @@ impl Default for LimitsConfig {
 }
 
 /// Whether this worker enforces the tenant registry (see README, "Tenants and access").
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantsConfig {
     /// `auto` (default): enforced once the registry holds a tenant; `enforced`: unknown
@@ -90,7 +90,7 @@ pub struct TenantsConfig {
 }
 
 /// Streams, consumers and buckets. Every worker of a fleet must agree on these.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JetStreamConfig {
     /// Subject prefix; stream names derive from it (`llmq` -> `LLMQ_JOBS`).
@@ -152,7 +152,7 @@ impl Default for JetStreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// Unique per worker process; defaults to `<hostname>-<pid>-<random>`.
@@ -228,7 +228,7 @@ impl Default for WorkerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/metrics`, `/healthz`, `/readyz`; `None` turns the endpoint off.
@@ -251,7 +251,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -269,7 +269,7 @@ impl Default for LogConfig {
 }
 
 /// Retries on the same deployment, before moving on to the next one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First backoff; doubles per retry, minus up to 25 % jitter.
@@ -304,7 +304,7 @@ impl Default for RetryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryCounts {
     pub rate_limited: u32,
@@ -344,7 +344,7 @@ impl RetryCounts {
 }
 
 /// When a deployment is skipped for a while.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CooldownConfig {
     /// Cooldown after a 429 that carried no retry hint.
@@ -414,7 +414,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -528,7 +528,7 @@ impl ProviderConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     #[serde(with = "humantime_serde")]
@@ -555,7 +555,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub deployments: Vec<DeploymentConfig>,
@@ -589,7 +589,7 @@ pub enum InvalidToolArguments {
     PassThrough,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// A key of `[providers]`.
@@ -609,7 +609,7 @@ fn default_weight() -> u32 {
 }
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceConfig {
     /// A provider *kind* (`openai`, `anthropic`, ...) or a provider name from

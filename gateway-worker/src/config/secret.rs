@@ -21,6 +21,14 @@ impl ApiKey {
     }
 }
 
+/// Compares the values (a config reload tells a changed key from a kept one); neither is
+/// printed.
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey([redacted])")

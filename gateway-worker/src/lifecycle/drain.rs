@@ -25,7 +25,7 @@ pub(super) async fn drain(ctx: &WorkerContext, tasks: Tasks, grace: Duration) {
     let grace_over = Instant::now() + grace;
     tasks.health.draining.store(true, Ordering::Relaxed);
     tasks.stops.fetching.cancel();
-    for consumer_loop in tasks.loops {
+    for consumer_loop in tasks.consumers.take_all() {
         let abort = consumer_loop.abort_handle();
         if timeout_at(grace_over, consumer_loop).await.is_err() {
             abort.abort();

@@ -4,8 +4,11 @@
 //! The binary and the tests hold the same value (as zero-to-production's
 //! `Application::build` / `run_until_stopped`): a test learns the worker's id and admin
 //! address from it instead of through a callback, and [`run`] is only start, wait, drain.
+//! A config reload ([`RunningWorker::reload_config`]) changes it while it runs.
 
+mod consumers;
 mod drain;
+mod reload;
 mod start;
 mod wait;
 
@@ -13,12 +16,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
+use llmq_schemas::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Health;
-use crate::context::WorkerContext;
+use crate::context::{Live, WorkerContext};
 use crate::keys::{KeyFiles, KeyReload};
 use crate::scheduler::{Capacity, Stops};
 
@@ -68,11 +71,35 @@ pub enum RunError {
 /// A started worker: consuming, in the live catalog, serving its admin endpoint.
 #[derive(Debug)]
 pub struct RunningWorker {
-    ctx: Arc<WorkerContext>,
+    /// The context new jobs start with; a config reload swaps it.
+    live: Arc<Live>,
+    worker_id: String,
+    /// When the worker joined the catalog, as its entry says.
+    started_at: Timestamp,
     admin_addr: Option<SocketAddr>,
     tasks: Tasks,
-    /// The providers' key files, re-read on a timer and by [`RunningWorker::reload_keys`].
-    keys: Arc<KeyFiles>,
+    /// The providers' key files, re-read on a timer and by [`RunningWorker::reload_keys`];
+    /// replaced by a config reload.
+    keys: std::sync::Mutex<WatchedKeys>,
+    /// One config reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// The key files of the live config's providers, and the stop of their timer.
+#[derive(Debug)]
+struct WatchedKeys {
+    files: Arc<KeyFiles>,
+    stop: CancellationToken,
+}
+
+impl WatchedKeys {
+    /// Watches the key files of `ctx`'s providers until the worker stops or a reload
+    /// replaces them.
+    fn start(ctx: &WorkerContext, tasks: &Tasks) -> WatchedKeys {
+        let stop = tasks.background.child_token();
+        let files = KeyFiles::watched(ctx, &tasks.services, stop.clone());
+        WatchedKeys { files, stop }
+    }
 }
 
 /// Everything a drain stops, in the order it stops them.
@@ -81,7 +108,7 @@ struct Tasks {
     health: Arc<Health>,
     stops: Stops,
     /// One loop per (model, tier) consumer.
-    loops: Vec<JoinHandle<()>>,
+    consumers: consumers::Consumers,
     /// Job tasks.
     jobs: TaskTracker,
     /// The catalog heartbeat, cancel watch, sweeper, advisory listener, key-file watch.
@@ -94,7 +121,7 @@ struct Tasks {
 impl RunningWorker {
     /// This worker's id, as in the catalog and in every event and outcome it sends.
     pub fn id(&self) -> &str {
-        &self.ctx.worker_id
+        &self.worker_id
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if enabled.
@@ -107,15 +134,17 @@ impl RunningWorker {
     /// started with; the next attempts send a changed key. A file that cannot be used
     /// keeps its provider's key, with a warning naming the file.
     pub async fn reload_keys(&self) -> KeyReload {
-        self.keys.reload_now().await
+        let files = Arc::clone(&self.keys.lock().unwrap_or_else(|e| e.into_inner()).files);
+        files.reload_now().await
     }
 
     /// Stops fetching, lets in-flight jobs finish within `worker.shutdown_grace`, hands
     /// the rest back; returns within the grace period plus [`SHUTDOWN_MARGIN`] whether or
     /// not NATS answers.
     pub async fn drain(self) {
-        let grace = self.ctx.config.worker.shutdown_grace;
-        drain::drain(&self.ctx, self.tasks, grace).await;
+        let ctx = self.live.current();
+        let grace = ctx.config.worker.shutdown_grace;
+        drain::drain(&ctx, self.tasks, grace).await;
     }
 
     /// Stops everything at once, without waiting: running jobs are handed back, nothing
@@ -124,9 +153,7 @@ impl RunningWorker {
         self.tasks.stops.fetching.cancel();
         self.tasks.stops.hard.cancel();
         self.tasks.background.cancel();
-        for consumer_loop in &self.tasks.loops {
-            consumer_loop.abort();
-        }
+        self.tasks.consumers.abort_all();
     }
 }
 

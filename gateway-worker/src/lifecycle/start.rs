@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use llmq_schemas::{Subjects, Tier, Timestamp};
+use llmq_schemas::{Subjects, Timestamp};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{RunError, RunningWorker, Tasks, wait};
+use super::consumers::{self, Consumers};
+use super::{RunError, RunningWorker, Tasks, WatchedKeys, wait};
 use crate::admin::{self, Health};
 use llmq_runtime::budget::{BudgetStores, Budgets};
 use llmq_runtime::limits::Limiter;
@@ -24,12 +24,11 @@ use llmq_runtime::tenants::{Mode, Registry};
 
 use crate::cancel::CancelRegistry;
 use crate::config::{self, Config};
-use crate::context::WorkerContext;
-use crate::keys::KeyFiles;
+use crate::context::{Live, WorkerContext};
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
 use crate::routing::{Cooldowns, Router};
-use crate::scheduler::{self, Capacity, Stops};
+use crate::scheduler::{Capacity, Stops};
 use crate::{catalog, dlq, metrics, nats, sweeper};
 
 impl RunningWorker {
@@ -40,12 +39,12 @@ impl RunningWorker {
         let metrics = metrics::install()?;
         let tasks = Tasks::new(&config);
         let ctx = Arc::new(context(config, &tasks).await?);
-        let keys = KeyFiles::watched(&ctx, &tasks.services, tasks.background.clone());
+        let keys = WatchedKeys::start(&ctx, &tasks);
         let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
         load_cancels(&ctx, &tasks).await;
-        let loops = start_consumers(&ctx, &tasks).await?;
-        let tasks = Tasks { loops, ..tasks };
-        announce(&ctx, &tasks).await;
+        let live = Live::new(Arc::clone(&ctx));
+        start_consumers(&live, &tasks).await?;
+        let started_at = announce(&live, &tasks).await;
         tasks.health.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             worker_id = %ctx.worker_id,
@@ -55,10 +54,13 @@ impl RunningWorker {
             "worker started"
         );
         Ok(RunningWorker {
-            ctx,
+            worker_id: ctx.worker_id.clone(),
+            live,
+            started_at,
             admin_addr,
             tasks,
-            keys,
+            keys: std::sync::Mutex::new(keys),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -155,7 +157,7 @@ impl Tasks {
                 fetching: CancellationToken::new(),
                 hard: CancellationToken::new(),
             },
-            loops: Vec::new(),
+            consumers: Consumers::default(),
             jobs: TaskTracker::new(),
             services: TaskTracker::new(),
             background: CancellationToken::new(),
@@ -196,74 +198,43 @@ async fn load_cancels(ctx: &WorkerContext, tasks: &Tasks) {
 }
 
 /// One consumer loop per (model, tier).
-async fn start_consumers(
-    ctx: &Arc<WorkerContext>,
-    tasks: &Tasks,
-) -> Result<Vec<JoinHandle<()>>, RunError> {
-    let mut loops = Vec::new();
+async fn start_consumers(live: &Arc<Live>, tasks: &Tasks) -> Result<(), RunError> {
+    let ctx = live.current();
     for model in ctx.router.models() {
-        for tier in Tier::ALL {
-            let config =
-                nats::consumer_config(&ctx.subjects, &model.name, tier, &ctx.config.jetstream);
-            let consumer = ensure_consumer_patiently(ctx, config).await?;
-            loops.push(tokio::spawn(scheduler::consume(
-                Arc::clone(ctx),
-                Arc::clone(model),
-                tier,
-                consumer,
-                Arc::clone(&tasks.capacity),
-                tasks.jobs.clone(),
-                tasks.stops.clone(),
-            )));
-        }
+        let made = consumers::ensure(&ctx, &model.name).await?;
+        let loops = consumers::spawn(live, &model.name, made, tasks);
+        tasks.consumers.insert(&model.name, loops);
     }
-    Ok(loops)
-}
-
-/// Creates a consumer, waiting out a sweep consumer that briefly overlaps it (see
-/// `sweeper`).
-async fn ensure_consumer_patiently(
-    ctx: &WorkerContext,
-    config: async_nats::jetstream::consumer::pull::Config,
-) -> Result<async_nats::jetstream::consumer::PullConsumer, nats::SetupError> {
-    let mut tries = 0;
-    loop {
-        match nats::ensure_consumer(&ctx.setup.jobs, config.clone()).await {
-            Ok(consumer) => return Ok(consumer),
-            Err(err) if tries < 20 => {
-                tries += 1;
-                tracing::debug!(error = %err, "consumer not created yet; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    Ok(())
 }
 
 /// Joins the live catalog and starts the side tasks: heartbeat, sweeper, advisories.
-async fn announce(ctx: &Arc<WorkerContext>, tasks: &Tasks) {
+/// The budget report and the advisory listener use only what a reload never changes.
+async fn announce(live: &Arc<Live>, tasks: &Tasks) -> Timestamp {
     let started_at = Timestamp::now();
-    if let Err(err) = catalog::publish(ctx, started_at).await {
+    let ctx = live.current();
+    if let Err(err) = catalog::publish(&ctx, started_at).await {
         tracing::warn!(error = %err, "catalog entry not written");
     }
     let background = tasks.background.clone();
     let services = &tasks.services;
     services.spawn(catalog::heartbeat(
-        Arc::clone(ctx),
+        Arc::clone(live),
         started_at,
         background.clone(),
     ));
     services.spawn(sweeper::run(
-        Arc::clone(ctx),
+        Arc::clone(live),
         tasks.stops.fetching.clone(),
         tasks.stops.hard.clone(),
     ));
-    services.spawn(crate::budget::report(Arc::clone(ctx), background.clone()));
+    services.spawn(crate::budget::report(Arc::clone(&ctx), background.clone()));
     services.spawn(crate::queue_gauges::run(
-        Arc::clone(ctx),
+        Arc::clone(live),
         background.clone(),
     ));
-    services.spawn(dlq::watch_max_deliveries(Arc::clone(ctx), background));
+    services.spawn(dlq::watch_max_deliveries(ctx, background));
+    started_at
 }
 
 /// `<hostname>-<pid>-<random>`, the hostname cut to subject-safe characters.

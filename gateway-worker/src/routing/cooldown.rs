@@ -28,7 +28,7 @@ pub struct Cooldowns {
     state: Mutex<HashMap<usize, Health>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Health {
     until: Option<Instant>,
     recent: VecDeque<(Instant, bool)>,
@@ -39,6 +39,25 @@ impl Cooldowns {
         Self {
             config,
             state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cooldowns after a config reload: `config`, with the state `previous` has of
+    /// each deployment the new routes still have (`carried` maps an old deployment
+    /// index to its new one; see [`super::Router::carried_deployments`]).
+    pub fn carried(
+        config: CooldownConfig,
+        previous: &Cooldowns,
+        carried: &std::collections::BTreeMap<usize, usize>,
+    ) -> Self {
+        let old = previous.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = old
+            .iter()
+            .filter_map(|(index, health)| Some((*carried.get(index)?, health.clone())))
+            .collect();
+        Self {
+            config,
+            state: Mutex::new(state),
         }
     }
 
@@ -116,6 +135,18 @@ mod tests {
             window: Duration::from_secs(60),
             duration: Duration::from_secs(30),
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_carries_the_cooldowns_of_the_deployments_it_keeps() {
+        let c = cooldowns();
+        let err = ProviderError::new(ErrorType::Auth, "x");
+        c.record_failure(1, &err);
+        c.record_failure(2, &err);
+        let carried = Cooldowns::carried(c.config.clone(), &c, &[(1, 7)].into_iter().collect());
+        assert_eq!(carried.remaining(7), Some(Duration::from_secs(30)));
+        assert_eq!(carried.remaining(1), None);
+        assert_eq!(carried.remaining(2), None);
     }
 
     #[tokio::test(start_paused = true)]

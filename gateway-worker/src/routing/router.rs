@@ -135,10 +135,50 @@ pub enum RouteError {
 
 impl Router {
     pub fn build(config: &Config) -> Result<Router, RouteError> {
+        Router::build_reusing(config, |_, _| None)
+    }
+
+    /// The routes of `config` after a reload from `previous` (built from
+    /// `previous_config`): a provider whose settings did not change keeps its handle (its
+    /// request slots, HTTP connections and key watch), with the key the new load read; a
+    /// changed one gets a new handle, which new calls use while calls in flight finish on
+    /// the old one.
+    pub fn rebuild(
+        config: &Config,
+        previous: &Router,
+        previous_config: &Config,
+    ) -> Result<Router, RouteError> {
+        Router::build_reusing(config, |name, provider| {
+            let old = previous_config.providers.get(name)?;
+            let same = ProviderConfig {
+                api_key: None,
+                ..old.clone()
+            } == ProviderConfig {
+                api_key: None,
+                ..provider.clone()
+            };
+            let handle = previous.provider(name).filter(|_| same)?;
+            if let Some(key) = &provider.api_key {
+                handle.key.replace(key.clone());
+            }
+            Some(Arc::clone(handle))
+        })
+    }
+
+    fn build_reusing(
+        config: &Config,
+        reuse: impl Fn(&str, &ProviderConfig) -> Option<Arc<ProviderHandle>>,
+    ) -> Result<Router, RouteError> {
         let providers = config
             .providers
             .iter()
-            .map(|(name, provider)| Ok((name.clone(), Arc::new(provider_handle(name, provider)?))))
+            .map(|(name, provider)| {
+                let handle = match reuse(name, provider) {
+                    Some(handle) => handle,
+                    None => Arc::new(provider_handle(name, provider)?),
+                };
+                Ok((name.clone(), handle))
+            })
             .collect::<Result<BTreeMap<_, _>, RouteError>>()?;
         let mut models = BTreeMap::new();
         let mut next_index = 0;
@@ -168,6 +208,28 @@ impl Router {
     /// The provider named `name` in `[providers]`.
     pub fn provider(&self, name: &str) -> Option<&Arc<ProviderHandle>> {
         self.providers.get(name)
+    }
+
+    /// Old index -> new index of every deployment of `previous` that these routes still
+    /// have: the same model, upstream model and provider handle (a provider whose
+    /// settings changed is a new one). A reload carries their cooldowns over.
+    pub fn carried_deployments(&self, previous: &Router) -> BTreeMap<usize, usize> {
+        let mut carried = BTreeMap::new();
+        for (name, model) in &self.models {
+            let Some(old) = previous.models.get(name) else {
+                continue;
+            };
+            for new in &model.deployments {
+                let same = old.deployments.iter().find(|d| {
+                    d.upstream_model == new.upstream_model
+                        && Arc::ptr_eq(&d.provider, &new.provider)
+                });
+                if let Some(same) = same {
+                    carried.insert(same.index, new.index);
+                }
+            }
+        }
+        carried
     }
 
     pub fn deployment_count(&self) -> usize {
@@ -364,6 +426,48 @@ deployments = [{ provider = "a", model = "placeholder" }]
         }
         let share = f64::from(first_a) / 10_000.0;
         assert!((share - 0.8).abs() < 0.02, "share {share}");
+    }
+
+    #[test]
+    fn a_rebuild_keeps_unchanged_providers_and_maps_the_deployments_it_keeps() {
+        let old_config = config(&[("a-1", 1), ("b-1", 1)], vec![]);
+        let old = Router::build(&old_config).unwrap();
+        let mut new_config = config(&[("a-1", 3), ("b-1", 1), ("a-2", 1)], vec![]);
+        new_config.providers.get_mut("b").unwrap().max_concurrency = 3;
+        new_config.providers.get_mut("a").unwrap().api_key =
+            Some(crate::config::ApiKey::new("rotated"));
+        let new = Router::rebuild(&new_config, &old, &old_config).unwrap();
+
+        let (old_a, new_a) = (old.provider("a").unwrap(), new.provider("a").unwrap());
+        assert!(
+            Arc::ptr_eq(old_a, new_a),
+            "unchanged settings: the same handle"
+        );
+        assert_eq!(new_a.key.current().unwrap().expose(), "rotated");
+        let new_b = new.provider("b").unwrap();
+        assert!(!Arc::ptr_eq(old.provider("b").unwrap(), new_b));
+        assert_eq!(new_b.permits.available_permits(), 3);
+
+        let index = |router: &Router, upstream: &str| {
+            let main = router.model("main").unwrap();
+            let found = main
+                .deployments
+                .iter()
+                .find(|d| d.upstream_model == upstream);
+            found.unwrap().index
+        };
+        let carried = new.carried_deployments(&old);
+        assert_eq!(carried.get(&index(&old, "a-1")), Some(&index(&new, "a-1")));
+        assert_eq!(
+            carried.get(&index(&old, "b-1")),
+            None,
+            "its provider changed"
+        );
+        assert_eq!(
+            carried.len(),
+            1,
+            "backup's deployment is on b too: {carried:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,131 @@
+//! The consumer loops, per model: one per (model, tier), started at start-up and for a
+//! model a config reload adds, stopped for a model it removes (see `reload`), all stopped
+//! by a drain.
+//!
+//! Each model keeps its own stop token (a child of the worker's) and its own tracker of
+//! the jobs its loops started, so a removed model's in-flight jobs can be waited for
+//! while the other models' jobs run on.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use llmq_schemas::{ModelName, Tier};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Tasks;
+use crate::context::{Live, WorkerContext};
+use crate::nats::{self, SetupError};
+use crate::scheduler::{self, JobTasks, Stops};
+
+/// Every model's consumer loops.
+#[derive(Debug, Default)]
+pub(super) struct Consumers(Mutex<BTreeMap<String, ModelConsumers>>);
+
+/// One model's loops, what stops them, and the jobs they started.
+#[derive(Debug)]
+pub(super) struct ModelConsumers {
+    pub stop: CancellationToken,
+    pub loops: Vec<JoinHandle<()>>,
+    pub jobs: TaskTracker,
+}
+
+impl Consumers {
+    fn models(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ModelConsumers>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, model: &ModelName, consumers: ModelConsumers) {
+        self.models().insert(model.to_string(), consumers);
+    }
+
+    /// Takes the model's loops out, to be stopped.
+    pub fn remove(&self, model: &str) -> Option<ModelConsumers> {
+        self.models().remove(model)
+    }
+
+    /// Every loop, taken out (a drain waits for them).
+    pub fn take_all(&self) -> Vec<JoinHandle<()>> {
+        let models = std::mem::take(&mut *self.models());
+        models.into_values().flat_map(|m| m.loops).collect()
+    }
+
+    /// Aborts every loop at once.
+    pub fn abort_all(&self) {
+        for model in self.models().values() {
+            for consumer_loop in &model.loops {
+                consumer_loop.abort();
+            }
+        }
+    }
+}
+
+/// The model's durable consumers, one per tier, created (or found) on the jobs stream.
+pub(super) async fn ensure(
+    ctx: &WorkerContext,
+    model: &ModelName,
+) -> Result<Vec<(Tier, PullConsumer)>, SetupError> {
+    let mut made = Vec::new();
+    for tier in Tier::ALL {
+        let config = nats::consumer_config(&ctx.subjects, model, tier, &ctx.config.jetstream);
+        made.push((tier, ensure_patiently(ctx, config).await?));
+    }
+    Ok(made)
+}
+
+/// Starts a loop on each of the model's consumers.
+pub(super) fn spawn(
+    live: &Arc<Live>,
+    model: &ModelName,
+    made: Vec<(Tier, PullConsumer)>,
+    tasks: &Tasks,
+) -> ModelConsumers {
+    let stop = tasks.stops.fetching.child_token();
+    let jobs = TaskTracker::new();
+    let stops = Stops {
+        fetching: stop.clone(),
+        hard: tasks.stops.hard.clone(),
+    };
+    let job_tasks = JobTasks {
+        capacity: Arc::clone(&tasks.capacity),
+        all: tasks.jobs.clone(),
+        model: jobs.clone(),
+    };
+    let loops = made
+        .into_iter()
+        .map(|(tier, consumer)| {
+            tokio::spawn(scheduler::consume(
+                Arc::clone(live),
+                model.clone(),
+                tier,
+                consumer,
+                job_tasks.clone(),
+                stops.clone(),
+            ))
+        })
+        .collect();
+    ModelConsumers { stop, loops, jobs }
+}
+
+/// Creates a consumer, waiting out a sweep consumer that briefly overlaps it (see
+/// `sweeper`).
+async fn ensure_patiently(
+    ctx: &WorkerContext,
+    config: async_nats::jetstream::consumer::pull::Config,
+) -> Result<PullConsumer, SetupError> {
+    let mut tries = 0;
+    loop {
+        match nats::ensure_consumer(&ctx.setup.jobs, config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(err) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %err, "consumer not created yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
