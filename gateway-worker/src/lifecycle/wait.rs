@@ -24,6 +24,10 @@ use crate::nats::{self, Setup, SetupError};
 /// dropped, not queued, so a long timeout only delays the next try. Creating a replicated
 /// stream takes longer; those requests keep `nats.request_timeout`.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a stream's creation may go unanswered before it is tried again: a replicated
+/// stream is placed in well under this, and two workers creating the same stream at once
+/// leave one request unanswered (the retry finds the stream made).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// How often the same wait is logged again.
@@ -59,8 +63,10 @@ pub async fn setup(config: &Config, js: &Context, subjects: &Subjects) -> Result
     } else {
         ""
     };
+    let mut creating = js.clone();
+    creating.set_timeout(CREATE_TIMEOUT);
     retry(config, &what, || {
-        nats::ensure(&js, subjects, &config.jetstream)
+        nats::ensure(&creating, subjects, &config.jetstream)
     })
     .await
     .map_err(|waited| waited.into_run_error(&what, hint))

@@ -263,6 +263,9 @@ impl StreamConfigs<'_> {
 
 async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
+    if let Some(stream) = already_as_wanted(js, &config).await {
+        return Ok(stream);
+    }
     let err = |message: String| SetupError::Stream {
         stream: name.clone(),
         message,
@@ -285,6 +288,49 @@ async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::S
     Err(err(last))
 }
 
+/// The stream, when it exists with every setting llmq sets. Reading a stream is answered
+/// by its leader at once; creating or updating one is a proposal to the whole cluster,
+/// and identical proposals from workers starting together go unanswered until the
+/// request times out (measured: 10 s per stream and worker). So most starts write nothing.
+async fn already_as_wanted(js: &Context, wanted: &stream::Config) -> Option<stream::Stream> {
+    let stream = js.get_stream(&wanted.name).await.ok()?;
+    let found = serde_json::to_value(&stream.cached_info().config).ok()?;
+    let wanted = serde_json::to_value(wanted).ok()?;
+    has_every_setting(&found, &wanted).then_some(stream)
+}
+
+/// The bucket, when its stream has the settings llmq gives it (replicas, history, age,
+/// description); else `None`, and the bucket is created or updated.
+async fn bucket_as_wanted(js: &Context, wanted: &kv::Config) -> Option<kv::Store> {
+    let stream = js.get_stream(format!("KV_{}", wanted.bucket)).await.ok()?;
+    let found = &stream.cached_info().config;
+    let same = found.num_replicas == wanted.num_replicas.max(1)
+        && found.max_messages_per_subject == i64::from(wanted.history.max(1))
+        && found.max_age == wanted.max_age
+        && found.storage == wanted.storage
+        && found.description.as_deref().unwrap_or_default() == wanted.description;
+    if !same {
+        return None;
+    }
+    js.get_key_value(&wanted.bucket).await.ok()
+}
+
+/// Whether every field of `wanted` (a serialized stream config) has the same value in
+/// `found`. The server writes "unlimited" as -1 where a config left at default says 0.
+fn has_every_setting(found: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    let (Some(found), Some(wanted)) = (found.as_object(), wanted.as_object()) else {
+        return false;
+    };
+    wanted.iter().all(|(key, value)| {
+        let there = found.get(key).unwrap_or(&serde_json::Value::Null);
+        there == value || (is_unlimited(there) && is_unlimited(value))
+    })
+}
+
+fn is_unlimited(value: &serde_json::Value) -> bool {
+    matches!(value.as_i64(), Some(0 | -1))
+}
+
 fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<(), String> {
     if found.retention != wanted.retention || found.storage != wanted.storage {
         return Err(format!(
@@ -298,6 +344,9 @@ fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<()
 
 async fn ensure_bucket(js: &Context, config: kv::Config) -> Result<kv::Store, SetupError> {
     let bucket = config.bucket.clone();
+    if let Some(store) = bucket_as_wanted(js, &config).await {
+        return Ok(store);
+    }
     let mut last = String::new();
     for _ in 0..3 {
         match js.create_or_update_key_value(config.clone()).await {
@@ -356,4 +405,48 @@ pub async fn ensure_consumer(
         consumer: name,
         message: last,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stream_is_as_wanted_only_when_every_setting_llmq_sets_matches() {
+        let found = json!({"name": "LLMQ_JOBS", "max_msgs": -1, "num_replicas": 3,
+                           "max_age": 10, "sealed": false, "first_seq": 1});
+        assert!(has_every_setting(
+            &found,
+            &json!({"name": "LLMQ_JOBS", "max_msgs": 0, "num_replicas": 3, "max_age": 10})
+        ));
+        // One replica more, another age, a setting the server does not show: update.
+        for wanted in [
+            json!({"name": "LLMQ_JOBS", "num_replicas": 5}),
+            json!({"name": "LLMQ_JOBS", "max_age": 11}),
+            json!({"name": "LLMQ_JOBS", "allow_msg_counter": true}),
+        ] {
+            assert!(!has_every_setting(&found, &wanted), "{wanted}");
+        }
+    }
+
+    #[test]
+    fn waiting_cures_elections_and_missing_servers_not_wrong_settings() {
+        let error = |message: &str| SetupError::Stream {
+            stream: "LLMQ_JOBS".into(),
+            message: message.into(),
+        };
+        assert!(error("jetstream request timed out").is_transient());
+        assert!(error("insufficient resources (code 503, error code 10023)").is_transient());
+        assert!(
+            !error("replicas > 1 not supported in non-clustered mode (error code 10074)")
+                .is_transient()
+        );
+        assert!(
+            error("replicas > 1 not supported in non-clustered mode (error code 10074)")
+                .to_string()
+                .contains("lower jetstream.replicas")
+        );
+        assert!(!error("stream name already in use with a different configuration").is_transient());
+    }
 }
