@@ -31,6 +31,7 @@ pub mod all;
 pub mod chart;
 pub mod child;
 pub mod direct;
+pub mod durability;
 pub mod e2e;
 pub mod edge;
 pub mod inflight;
@@ -63,13 +64,14 @@ pub enum Scenario {
     Scale,
     Policy,
     Limits,
+    Durability,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 9] = [
+    pub const EACH: [Scenario; 10] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
@@ -79,6 +81,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Policy,
         Scenario::Limits,
+        Scenario::Durability,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -92,6 +95,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Policy => "policy",
             Scenario::Limits => "limits",
+            Scenario::Durability => "durability",
             Scenario::All => "all",
         }
     }
@@ -292,6 +296,7 @@ pub async fn run_one(
         Scenario::Scale => scale::run(options, env, report).await,
         Scenario::Policy => policy::run(options, env, report).await,
         Scenario::Limits => limits::run(options, env, report).await,
+        Scenario::Durability => durability::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

@@ -225,6 +225,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<super::durability::DurabilityReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -244,6 +246,7 @@ impl Report {
             scale: None,
             policy: None,
             limits: None,
+            durability: None,
             ratios: None,
             failures: Vec::new(),
         }
@@ -316,16 +319,16 @@ mod tests {
         let env = crate::bench::setup::Env::probe();
         let mut report = Report::new(env, Facts::default());
         let all = Scenario::EACH;
-        assert_eq!(report.verdict(&all), (9, 0));
+        assert_eq!(report.verdict(&all), (10, 0));
         report
             .failures
             .push("e2e: closed loop c=1: 2 failed".into());
         report
             .failures
             .push("e2e: open loop 100/s: 1 failed".into());
-        assert_eq!(report.verdict(&all), (8, 1));
+        assert_eq!(report.verdict(&all), (9, 1));
         report.failures.push("chart: no e2e results".into());
-        assert_eq!(report.verdict(&all), (8, 2));
+        assert_eq!(report.verdict(&all), (9, 2));
         assert_eq!(report.verdict(&[Scenario::Direct]), (1, 1));
     }
 

@@ -514,11 +514,21 @@ impl WorkerSpec {
 /// shipped defaults for timing (heartbeat, sweeper, fetch expiry), not the tests' fast
 /// ones, so background work costs what it costs in production.
 pub fn worker_setup(world: &World, mock_url: &str, spec: WorkerSpec) -> WorkerSetup {
+    worker_setup_at(world.dir.path(), &world.nats.url(), mock_url, spec)
+}
+
+/// [`worker_setup`] for any broker: its config and key file in `dir`, NATS at `nats_url`.
+pub fn worker_setup_at(
+    dir: &Path,
+    nats_url: &str,
+    mock_url: &str,
+    spec: WorkerSpec,
+) -> WorkerSetup {
     let body = format!(
         "{}\n[models.{MODEL}]\ndeployments = [{{ provider = \"mock\", model = \"{UPSTREAM_MODEL}\" }}]\n",
         openai_mock_provider(spec.max_concurrency)
     );
-    let mut setup = WorkerSetup::new(world.dir.path(), &world.nats.url(), mock_url, &body);
+    let mut setup = WorkerSetup::new(dir, nats_url, mock_url, &body);
     setup
         .set("log", "level", "\"warn\"")
         .set("jetstream", "catalog_heartbeat", "\"5s\"")

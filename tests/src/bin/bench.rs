@@ -50,6 +50,9 @@ enum Command {
     /// Fleet-wide limits: none, generous, reached (1 and 3 workers); the broker while
     /// 10,000 jobs wait on a used-up limit.
     Limits(Flags),
+    /// What each broker guarantee costs: one server (default fsync), one server with
+    /// `sync_interval: always`, three clustered servers with replicas = 3.
+    Durability(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -213,6 +216,7 @@ fn main() -> ExitCode {
         Command::Scale(f) => (Scenario::Scale, f),
         Command::Policy(f) => (Scenario::Policy, f),
         Command::Limits(f) => (Scenario::Limits, f),
+        Command::Durability(f) => (Scenario::Durability, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
