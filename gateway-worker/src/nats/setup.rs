@@ -305,7 +305,7 @@ async fn bucket_as_wanted(js: &Context, wanted: &kv::Config) -> Option<kv::Store
     let stream = js.get_stream(format!("KV_{}", wanted.bucket)).await.ok()?;
     let found = &stream.cached_info().config;
     let same = found.num_replicas == wanted.num_replicas.max(1)
-        && found.max_messages_per_subject == i64::from(wanted.history.max(1))
+        && found.max_messages_per_subject == wanted.history.max(1)
         && found.max_age == wanted.max_age
         && found.storage == wanted.storage
         && found.description.as_deref().unwrap_or_default() == wanted.description;
