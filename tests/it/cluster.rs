@@ -294,6 +294,28 @@ async fn workers_started_with_the_cluster_are_ready_once_it_can_place_streams() 
     fleet.stop().await;
 }
 
+/// Runs the worker binary on `setup` and returns its stderr, once it has exited 69
+/// (NATS unusable) within `within`.
+async fn worker_failing_to_start(
+    setup: &WorkerSetup,
+    dir: &std::path::Path,
+    within: Duration,
+) -> String {
+    let config = dir.join("worker.toml");
+    std::fs::write(&config, setup.toml()).unwrap();
+    let output = tokio::process::Command::new(llmq_tests::worker::worker_binary())
+        .arg("--config")
+        .arg(&config)
+        .output();
+    let output = tokio::time::timeout(within, output)
+        .await
+        .unwrap_or_else(|_| panic!("the worker still runs after {within:?}"))
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    stderr
+}
+
 /// `jetstream.replicas = 3` against one server can never be placed: the worker says so
 /// (naming the setting) and exits 69 at once, without waiting out its start-up timeout.
 #[tokio::test]
@@ -303,18 +325,8 @@ async fn replicas_a_single_server_cannot_place_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let mut setup = replicated_setup(dir.path(), &nats.url(), &mock);
     setup.set("worker", "startup_timeout", "\"5m\"");
-    let config = dir.path().join("worker.toml");
-    std::fs::write(&config, setup.toml()).unwrap();
-    let output = tokio::process::Command::new(llmq_tests::worker::worker_binary())
-        .arg("--config")
-        .arg(&config)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("the worker exits instead of waiting for replicas that cannot be placed")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    // Exits instead of waiting for replicas that cannot be placed.
+    let stderr = worker_failing_to_start(&setup, dir.path(), Duration::from_secs(60)).await;
     assert!(
         stderr.contains("not supported in non-clustered mode")
             && stderr.contains("jetstream.replicas"),
@@ -333,18 +345,7 @@ async fn replicas_a_cluster_short_of_servers_cannot_place_fail_after_the_startup
     let dir = tempfile::tempdir().unwrap();
     let mut setup = replicated_setup(dir.path(), &cluster.urls(), &mock);
     setup.set("worker", "startup_timeout", "\"8s\"");
-    let config = dir.path().join("worker.toml");
-    std::fs::write(&config, setup.toml()).unwrap();
-    let output = tokio::process::Command::new(llmq_tests::worker::worker_binary())
-        .arg("--config")
-        .arg(&config)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), output)
-        .await
-        .expect("the worker gives up after its start-up timeout")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    let stderr = worker_failing_to_start(&setup, dir.path(), Duration::from_secs(90)).await;
     println!(
         "cluster: a worker asking 3 replicas of 2 servers: {}",
         stderr.lines().last().unwrap_or_default()

@@ -24,38 +24,29 @@ impl TestCluster {
     /// picked free and released, so another process can take one first: then the
     /// cluster starts again on fresh ports.
     pub async fn start() -> TestCluster {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start(3).await {
-                Ok(cluster) => {
-                    cluster.wait_for_jetstream().await;
-                    return cluster;
-                }
-                Err(err) => last = err,
-            }
-        }
-        panic!("the test cluster did not start: {last}");
+        let cluster = Self::start_running(3).await;
+        cluster.wait_for_jetstream().await;
+        cluster
     }
 
     /// Starts three nodes and returns as soon as each listens for clients: the cluster is
     /// still forming (no meta leader yet), as when an orchestrator starts everything at once.
     pub async fn start_forming() -> TestCluster {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start(3).await {
-                Ok(cluster) => return cluster,
-                Err(err) => last = err,
-            }
-        }
-        panic!("the test cluster did not start: {last}");
+        Self::start_running(3).await
     }
 
     /// Two of the three nodes, the third never started: a cluster that can elect a
     /// leader but cannot place three replicas.
     pub async fn start_two_of_three() -> TestCluster {
+        Self::start_running(2).await
+    }
+
+    /// `running` of the three configured nodes, not waiting for JetStream. Route ports
+    /// are picked free and released: on a clash the nodes start again on fresh ports.
+    async fn start_running(running: usize) -> TestCluster {
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(2).await {
+            match Self::try_start(running).await {
                 Ok(cluster) => return cluster,
                 Err(err) => last = err,
             }

@@ -60,32 +60,30 @@ impl Broker {
     }
 }
 
-/// The running broker: a server or a cluster, kept alive while measured.
-enum Running {
-    One(TestNats),
-    Three(TestCluster),
+/// The running broker's servers (one, or a cluster's three), kept alive while measured.
+struct Running {
+    nodes: Vec<TestNats>,
 }
 
 impl Running {
     async fn start(broker: Broker) -> Running {
-        match broker {
-            Broker::OneServer => Running::One(TestNats::start().await),
-            Broker::OneServerSyncAlways => Running::One(
+        let nodes = match broker {
+            Broker::OneServer => vec![TestNats::start().await],
+            Broker::OneServerSyncAlways => vec![
                 TestNats::start_with(NatsOptions {
                     sync_always: true,
                     ..NatsOptions::default()
                 })
                 .await,
-            ),
-            Broker::ThreeServersReplicas3 => Running::Three(TestCluster::start().await),
-        }
+            ],
+            Broker::ThreeServersReplicas3 => TestCluster::start().await.nodes,
+        };
+        Running { nodes }
     }
 
     fn urls(&self) -> String {
-        match self {
-            Running::One(nats) => nats.url(),
-            Running::Three(cluster) => cluster.urls(),
-        }
+        let urls: Vec<String> = self.nodes.iter().map(TestNats::url).collect();
+        urls.join(",")
     }
 }
 
