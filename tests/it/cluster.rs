@@ -359,3 +359,98 @@ async fn replicas_a_cluster_short_of_servers_cannot_place_fail_after_the_startup
         "{stderr}"
     );
 }
+
+/// `scripts/cluster up` (the compose topology from the built binaries), used as README
+/// says: a job through the CLI and one through the edge on the printed environment, the
+/// ops view showing three servers, then `down` stops every process it started.
+#[tokio::test]
+async fn scripts_cluster_runs_the_compose_topology_on_loopback() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster");
+    let script = llmq_tests::nats::workspace_root().join("scripts/cluster");
+    let bin = llmq_tests::worker::workspace_binary("submitter");
+    let bin_dir = bin.parent().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("LLMQ_CLUSTER_DIR", &state)
+            .env("LLMQ_BIN_DIR", &bin_dir)
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "scripts/cluster {args:?}:\n{stdout}\n{stderr}"
+        );
+        stdout
+    };
+    let up = run(&["up"]);
+    assert!(up.contains("3-node cluster is up (2 worker(s)"), "{up}");
+    let env = std::fs::read_to_string(state.join("env")).unwrap();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|line| line.strip_prefix(&format!("export {name}=\"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{name} missing from {env}"))
+            .to_owned()
+    };
+    let chat = std::process::Command::new(&bin)
+        .args(["chat", "--model", "chat", "--json", "-q", "Hello, cluster"])
+        .env("LLMQ__NATS__URL", var("LLMQ__NATS__URL"))
+        .output()
+        .unwrap();
+    assert!(chat.status.success(), "{chat:?}");
+    let outcome: serde_json::Value = serde_json::from_slice(&chat.stdout).unwrap();
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+
+    gateway_worker::providers::http_client::install_crypto_provider();
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat/completions", var("LLMQ_EDGE_URL")))
+        .bearer_auth(var("LLMQ_API_KEY"))
+        .json(&serde_json::json!({
+            "model": "chat",
+            "messages": [{"role": "user", "content": "Hello over HTTP"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+
+    let status = run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let streams = status["streams"].as_array().unwrap();
+    assert!(!streams.is_empty(), "{status}");
+    for stream in streams {
+        assert!(stream["leader"].is_string(), "{stream}");
+        assert_eq!(stream["replicas"].as_array().unwrap().len(), 2, "{stream}");
+    }
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2, "{status}");
+
+    let pids: Vec<String> = std::fs::read_to_string(state.join("pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        pids.len(),
+        7,
+        "3 servers, the mock, 2 workers, the edge: {pids:?}"
+    );
+    run(&["down"]);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still runs after scripts/cluster down"
+        );
+    }
+    assert!(!state.exists(), "the state directory is removed");
+}
