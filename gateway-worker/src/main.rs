@@ -29,8 +29,11 @@ and the worker's deadlines, fetch and key-reload settings without a restart; job
 finish on the config they started with. A file that does not load, or that changes nats, \
 jetstream, admin, log, tenants, limits.lease or worker.id/max_inflight/batch_share/threads/\
 sweep_interval (those need a restart), is rejected whole and logged; the running config stays.\n\n\
+Start-up waits (logging what for) while NATS does not accept connections or JetStream cannot yet \
+place the streams, up to worker.startup_timeout (2m); SIGTERM ends the wait.\n\n\
 Exit codes: 0 clean shutdown; 64 invalid config (also: admin.listen already in use); 69 NATS \
-unreachable, too old, or its streams could not be set up; 70 internal error."
+unreachable, too old, or its streams could not be set up (after worker.startup_timeout, or at once \
+when waiting cannot help); 70 internal error."
 )]
 struct Cli {
     /// The TOML config file.
