@@ -16,7 +16,7 @@ impl Client {
         llmq_schemas::Tenant::parse(tenant).map_err(|err| ClientError::NotFound {
             what: format!("tenant {tenant:?} ({err})"),
         })?;
-        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 1).await?;
+        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 0).await?;
         let key = ApiKeyEntry::generate(tenant, template);
         api_keys::create(&bucket, &key).await?;
         Ok(key)
@@ -24,13 +24,13 @@ impl Client {
 
     /// Every key's entry (never a secret).
     pub async fn api_keys(&self) -> Result<Vec<Result<ApiKeyEntry, String>>, ClientError> {
-        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 1).await?;
+        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 0).await?;
         Ok(api_keys::list(&bucket).await?)
     }
 
     /// Revokes a key: every edge refuses it from then on.
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyEntry, ClientError> {
-        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 1).await?;
+        let bucket = api_keys::bucket(&self.inner.js, &self.inner.subjects, 0).await?;
         Ok(api_keys::revoke(&bucket, id).await?)
     }
 }

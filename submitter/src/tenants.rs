@@ -20,7 +20,7 @@ pub const POLICY_CACHE: Duration = Duration::from_secs(5);
 impl Client {
     /// Every tenant in the registry (an admin read), by id.
     pub async fn tenants(&self) -> Result<BTreeMap<String, LiveEntry>, ClientError> {
-        let bucket = self.tenants_bucket(1).await?;
+        let bucket = self.tenants_bucket(0).await?;
         let name = self.inner.subjects.tenants_bucket();
         let read = tenants::list(&bucket, &self.inner.subjects);
         Ok(self
@@ -42,7 +42,8 @@ impl Client {
         Ok(tenants::diff(&live, file, prune))
     }
 
-    /// Writes `changes` to the registry, creating it (with `replicas`) if missing.
+    /// Writes `changes` to the registry, creating it if missing with `replicas` (0: as many
+    /// as the job stream has, 1 before any worker ran). An existing registry keeps its own.
     pub async fn apply_tenants(
         &self,
         changes: &[Change],
@@ -54,7 +55,7 @@ impl Client {
 
     /// Removes a tenant from the registry.
     pub async fn remove_tenant(&self, id: &str) -> Result<(), ClientError> {
-        let bucket = self.tenants_bucket(1).await?;
+        let bucket = self.tenants_bucket(0).await?;
         Ok(tenants::remove(&bucket, &self.inner.subjects, id).await?)
     }
 

@@ -545,6 +545,24 @@ async fn scripts_cluster_runs_the_compose_topology_on_loopback() {
         "{body}"
     );
 
+    // The edge and `submitter keys create` opened the buckets the workers made with 3
+    // replicas, and made the keys bucket with as many: none of them is down to one.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(var("LLMQ__NATS__URL").split(',').next().unwrap())
+            .await
+            .unwrap(),
+    );
+    for bucket in [
+        "KV_LLMQ_TENANTS",
+        "KV_LLMQ_LIMITS",
+        "KV_LLMQ_KEYS",
+        "KV_LLMQ_CATALOG",
+    ] {
+        let mut stream = js.get_stream(bucket).await.unwrap();
+        let replicas = stream.info().await.unwrap().config.num_replicas;
+        assert_eq!(replicas, 3, "{bucket} has {replicas} replica(s)");
+    }
+
     let status = run(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let streams = status["streams"].as_array().unwrap();

@@ -25,7 +25,8 @@ pub enum KeyStoreError {
     Undecodable { id: String, message: String },
 }
 
-/// The bucket, created if missing (file storage, some history for audits).
+/// The bucket as it is, or created if missing (file storage, some history for audits) with
+/// `replicas` (0: as many as the job stream has). See [`crate::buckets`].
 pub async fn bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
@@ -39,7 +40,7 @@ pub async fn bucket(
         num_replicas: replicas,
         ..Default::default()
     };
-    js.create_or_update_key_value(config)
+    crate::buckets::open_or_create(js, subjects, config)
         .await
         .map_err(|err| failed("opening", &subjects.keys_bucket(), err))
 }

@@ -55,13 +55,14 @@ impl Change {
 /// What an entry read from the registry holds: an entry, or why it cannot be read.
 pub type LiveEntry = Result<TenantEntry, String>;
 
-/// The registry bucket, created if missing (an admin may apply before a worker runs).
+/// The registry bucket as it is, or created if missing (an admin may apply before a worker
+/// runs) with `replicas` (0: as many as the job stream has). See [`crate::buckets`].
 pub async fn bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
     replicas: usize,
 ) -> Result<kv::Store, StoreError> {
-    js.create_or_update_key_value(config(subjects, replicas))
+    crate::buckets::open_or_create(js, subjects, config(subjects, replicas))
         .await
         .map_err(|err| nats_error("opening", subjects, err))
 }

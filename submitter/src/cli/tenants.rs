@@ -46,8 +46,10 @@ pub struct ApplyArgs {
     /// Also remove the registry's tenants that are not in the file.
     #[arg(long)]
     pub prune: bool,
-    /// Replicas of the registry bucket, if this creates it (3 on a cluster).
-    #[arg(long, default_value_t = 1)]
+    /// Replicas of the registry bucket, if this creates it; 0 (the default): as many as
+    /// the job stream has (the workers' jetstream.replicas), 1 before any worker ran. An
+    /// existing registry keeps its own.
+    #[arg(long, default_value_t = 0)]
     pub replicas: usize,
 }
 

@@ -141,13 +141,13 @@ impl Edge {
         let subjects = llmq_schemas::Subjects::new(&options.client.prefix)
             .map_err(|err| EdgeError::Registry(err.to_string()))?;
         let stop = CancellationToken::new();
-        let keys_bucket = api_keys::bucket(&js, &subjects, 1)
+        let keys_bucket = api_keys::bucket(&js, &subjects, 0)
             .await
             .map_err(|err| EdgeError::Keys(err.to_string()))?;
         let (keys, following_keys) = ApiKeys::start(keys_bucket, stop.clone())
             .await
             .map_err(|err| EdgeError::Keys(err.to_string()))?;
-        let tenants_bucket = tenants::bucket(&js, &subjects, 1)
+        let tenants_bucket = tenants::bucket(&js, &subjects, 0)
             .await
             .map_err(|err| EdgeError::Registry(err.to_string()))?;
         let (registry, following_registry) =
@@ -156,8 +156,8 @@ impl Edge {
                 .map_err(|err| EdgeError::Registry(err.to_string()))?;
         tokio::spawn(following_keys);
         tokio::spawn(following_registry);
-        let limits = js
-            .create_or_update_key_value(llmq_runtime::limits::bucket_config(&subjects, 1))
+        let limits_config = llmq_runtime::limits::bucket_config(&subjects, 0);
+        let limits = llmq_runtime::buckets::open_or_create(&js, &subjects, limits_config)
             .await
             .map_err(|err| EdgeError::Keys(format!("the limits bucket: {err}")))?;
         let edge_id = format!("edge-{}", uuid::Uuid::new_v4().simple());
