@@ -205,19 +205,79 @@ impl Fleet {
     }
 }
 
+/// The load both disturbance tests put on the cluster: batch jobs submitted one by one,
+/// and streamed jobs from a producer of their own the whole time.
+struct Load {
+    submit: Client,
+    ids: Vec<JobId>,
+    stop_streams: Arc<AtomicBool>,
+    streams: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl Load {
+    /// Producers know every node (as a real one would).
+    async fn start(cluster: &TestCluster) -> Load {
+        let stop_streams = Arc::new(AtomicBool::new(false));
+        let streams = tokio::spawn(stream_jobs(
+            producer(cluster.urls()).await,
+            Arc::clone(&stop_streams),
+        ));
+        Load {
+            submit: producer(cluster.urls()).await,
+            ids: Vec::with_capacity(JOBS),
+            stop_streams,
+            streams,
+        }
+    }
+
+    async fn submit_batch(&mut self, name: &str) {
+        let mut job = chat_job("chat", &format!("{name} {}", self.ids.len()));
+        job.tier = Tier::Batch;
+        self.ids
+            .push(self.submit.submit_detached(job).await.unwrap());
+    }
+
+    /// Every batch job's outcome read through `read` (each succeeded), then the streams
+    /// stopped; returns how many streamed jobs ran.
+    async fn finish(self, read: &Client) -> usize {
+        let unique: HashSet<JobId> = self.ids.iter().copied().collect();
+        assert_eq!(unique.len(), JOBS);
+        for id in &self.ids {
+            let outcome = read
+                .wait_outcome(*id, Duration::from_secs(120))
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome.status,
+                OutcomeStatus::Succeeded,
+                "{:?}",
+                outcome.error
+            );
+        }
+        self.stop_streams.store(true, Ordering::Relaxed);
+        self.streams.await.unwrap().0
+    }
+}
+
+/// Exactly one outcome per job, and every processing billed once, read through `js`.
+async fn account(js: &async_nats::jetstream::Context, what: &str, streamed: usize) {
+    let all = JOBS + streamed;
+    let events = at_least(js, "LLMQ_USAGE", all).await;
+    let outcomes = messages(js, "LLMQ_RESULTS").await;
+    let reprocessed = check_usage(&usage_events(js, events).await, all);
+    println!(
+        "cluster: {what}: {JOBS} batch and {streamed} streamed jobs succeeded, {outcomes} \
+         outcomes, {events} usage events ({reprocessed} jobs processed twice)"
+    );
+    assert_eq!(outcomes, all, "exactly one outcome per job");
+}
+
 #[tokio::test]
 async fn killing_the_job_streams_leader_loses_no_job() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
     let fleet = Fleet::start(&cluster, "cluster").await;
-    // Producers know every node (as a real one would); one submits, one reads.
-    let submit = producer(cluster.urls()).await;
-    let stop_streams = Arc::new(AtomicBool::new(false));
-    let streams = tokio::spawn(stream_jobs(
-        producer(cluster.urls()).await,
-        Arc::clone(&stop_streams),
-    ));
-    let mut ids: Vec<JobId> = Vec::with_capacity(JOBS);
+    let mut load = Load::start(&cluster).await;
     let mut killed = None;
     for i in 0..JOBS {
         if i == JOBS / 3 {
@@ -226,44 +286,17 @@ async fn killing_the_job_streams_leader_loses_no_job() {
             cluster.nodes[leader].kill().await;
             killed = Some(leader);
         }
-        let mut job = chat_job("chat", &format!("cluster job {i}"));
-        job.tier = Tier::Batch;
-        ids.push(submit.submit_detached(job).await.unwrap());
+        load.submit_batch("cluster job").await;
     }
     let killed = killed.unwrap();
+    // Read through a node that stayed up.
     let reader_node = (0..3).find(|n| *n != killed).unwrap();
-    let read = producer(cluster.nodes[reader_node].url()).await;
-    let mut succeeded = 0;
-    for id in &ids {
-        let outcome = read
-            .wait_outcome(*id, Duration::from_secs(120))
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome.status,
-            OutcomeStatus::Succeeded,
-            "{:?}",
-            outcome.error
-        );
-        succeeded += 1;
-    }
-    assert_eq!(succeeded, JOBS);
-    stop_streams.store(true, Ordering::Relaxed);
-    let (streamed, _) = streams.await.unwrap();
+    let streamed = load
+        .finish(&producer(cluster.nodes[reader_node].url()).await)
+        .await;
     cluster.nodes[killed].restart().await;
-
     let js = async_nats::jetstream::new(cluster.nodes[reader_node].client().await);
-    let all = JOBS + streamed;
-    let events = at_least(&js, "LLMQ_USAGE", all).await;
-    let outcomes = messages(&js, "LLMQ_RESULTS").await;
-    let reprocessed = check_usage(&usage_events(&js, events).await, all);
-    println!(
-        "cluster: {succeeded} of {JOBS} batch and {streamed} streamed jobs succeeded, {outcomes} \
-         outcomes, {events} usage events ({reprocessed} jobs processed twice)"
-    );
-    assert_eq!(outcomes, all, "exactly one outcome per job");
-    let unique: HashSet<JobId> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), JOBS);
+    account(&js, "leader killed", streamed).await;
 
     // The restarted node catches up: its replica of the job stream is current again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -310,13 +343,7 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start().await;
     let fleet = Fleet::start(&cluster, "rolling").await;
-    let submit = producer(cluster.urls()).await;
-    let stop_streams = Arc::new(AtomicBool::new(false));
-    let streams = tokio::spawn(stream_jobs(
-        producer(cluster.urls()).await,
-        Arc::clone(&stop_streams),
-    ));
-    let mut ids = Vec::with_capacity(JOBS);
+    let mut load = Load::start(&cluster).await;
     for i in 0..JOBS {
         // Each node in turn, a third of the way apart: restarted, then caught up.
         if i % (JOBS / 3) == JOBS / 6 {
@@ -325,35 +352,11 @@ async fn a_rolling_restart_of_every_node_loses_no_job() {
             cluster.nodes[node].restart().await;
             cluster.wait_for_jetstream().await;
         }
-        let mut job = chat_job("chat", &format!("rolling job {i}"));
-        job.tier = Tier::Batch;
-        ids.push(submit.submit_detached(job).await.unwrap());
+        load.submit_batch("rolling job").await;
     }
-    let read = producer(cluster.urls()).await;
-    for id in &ids {
-        let outcome = read
-            .wait_outcome(*id, Duration::from_secs(120))
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome.status,
-            OutcomeStatus::Succeeded,
-            "{:?}",
-            outcome.error
-        );
-    }
-    stop_streams.store(true, Ordering::Relaxed);
-    let (streamed, _) = streams.await.unwrap();
+    let streamed = load.finish(&producer(cluster.urls()).await).await;
     let js = async_nats::jetstream::new(cluster.nodes[0].client().await);
-    let all = JOBS + streamed;
-    let outcomes = messages(&js, "LLMQ_RESULTS").await;
-    let events = at_least(&js, "LLMQ_USAGE", all).await;
-    let reprocessed = check_usage(&usage_events(&js, events).await, all);
-    println!(
-        "cluster: rolling restart: {JOBS} batch and {streamed} streamed jobs succeeded, \
-         {outcomes} outcomes, {events} usage events ({reprocessed} jobs processed twice)"
-    );
-    assert_eq!(outcomes, all, "exactly one outcome per job");
+    account(&js, "rolling restart", streamed).await;
     fleet.stop().await;
 }
 
