@@ -483,6 +483,22 @@ async fn replicas_a_cluster_short_of_servers_cannot_place_fail_after_the_startup
     );
 }
 
+/// Runs `scripts/cluster down` on the state in `.0` if it is still up when dropped.
+struct StopsOnDrop(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf);
+
+impl Drop for StopsOnDrop {
+    fn drop(&mut self) {
+        if self.0.join("pids").exists() {
+            let _ = std::process::Command::new("bash")
+                .arg(&self.1)
+                .arg("down")
+                .env("LLMQ_CLUSTER_DIR", &self.0)
+                .env("LLMQ_BIN_DIR", &self.2)
+                .output();
+        }
+    }
+}
+
 /// `scripts/cluster up` (the compose topology from the built binaries), used as README
 /// says: a job through the CLI and one through the edge on the printed environment, the
 /// ops view showing three servers, then `down` stops every process it started.
@@ -512,6 +528,8 @@ async fn scripts_cluster_runs_the_compose_topology_on_loopback() {
         stdout
     };
     let up = run(&["up"]);
+    // A failing assertion below must not leave seven processes behind.
+    let _down = StopsOnDrop(state.clone(), script.clone(), bin_dir.clone());
     assert!(up.contains("3-node cluster is up (2 worker(s)"), "{up}");
     let env = std::fs::read_to_string(state.join("env")).unwrap();
     let var = |name: &str| {
