@@ -586,34 +586,6 @@ fn names_read() -> BTreeSet<String> {
     exprs.iter().flat_map(|expr| metric_names(expr)).collect()
 }
 
-/// An edge process (`submitter serve`) on the stack's NATS, ready.
-async fn start_edge(stack: &Stack, http: &reqwest::Client) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(workspace_binary("submitter"))
-        .args(["--url", &stack.nats.url(), "serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let probe = format!("{url}/readyz");
-    eventually(Duration::from_secs(20), "the edge is ready", || {
-        let (http, probe) = (http.clone(), probe.clone());
-        async move {
-            let response = http.get(&probe).send().await.ok()?;
-            (response.status() == 200).then_some(())
-        }
-    })
-    .await;
-    (child, url)
-}
-
 /// Tenant `acme` (models `chat` and `broken`) and a key for it.
 async fn acme_key(stack: &Stack) -> String {
     let admin = stack.client().await;
@@ -815,7 +787,7 @@ async fn every_metric_the_dashboard_reads_is_exported_live_and_prometheus_answer
     let key = acme_key(&stack).await;
     let worker = metrics_worker(&stack).await;
     let http = reqwest::Client::new();
-    let (_edge, edge_url) = start_edge(&stack, &http).await;
+    let (_edge, edge_url) = llmq_tests::edge::spawn_edge(&stack.nats.url(), &http).await;
     let edge_addr = edge_url.trim_start_matches("http://").to_owned();
     let targets = [
         ("llmq-worker", worker.admin_addr().to_string()),

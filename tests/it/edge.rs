@@ -126,34 +126,7 @@ impl EdgeStack {
 
     /// Another edge process on the same NATS: edges share nothing else.
     async fn another_edge(&self) -> (tokio::process::Child, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new(workspace_binary("submitter"))
-            .args(["--url", &self.stack.nats.url(), "serve", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let probe = format!("{url}/readyz");
-        eventually(Duration::from_secs(20), "the second edge is ready", || {
-            let (http, probe) = (self.http.clone(), probe.clone());
-            async move {
-                let ok = http
-                    .get(&probe)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                ok.then_some(())
-            }
-        })
-        .await;
-        (child, url)
+        llmq_tests::edge::spawn_edge(&self.stack.nats.url(), &self.http).await
     }
 
     /// A chat request to the edge at `url`.

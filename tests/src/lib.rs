@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod edge;
 pub mod mock;
 pub mod nats;
 pub mod readme;
