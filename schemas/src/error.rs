@@ -49,6 +49,10 @@ pub enum ErrorType {
     /// The tenant's hard budget is spent, counting what jobs in flight have reserved
     /// (`rule` says which period's); no provider was called.
     BudgetExceeded,
+    /// No deployment of the model can be called before the job's wait for it ends (every
+    /// one cooling down or paused); no provider was called, and `retry_after_ms` says when
+    /// one may be usable again. Interactive jobs only: batch jobs wait.
+    Unavailable,
     /// A bug or an unexpected state in the worker.
     Internal,
 }
@@ -75,6 +79,7 @@ impl ErrorType {
             ErrorType::InvalidJob => "invalid_job",
             ErrorType::PolicyDenied => "policy_denied",
             ErrorType::BudgetExceeded => "budget_exceeded",
+            ErrorType::Unavailable => "unavailable",
             ErrorType::Internal => "internal",
         }
     }
@@ -105,8 +110,9 @@ pub struct JobError {
     /// `policy_denied` and `budget_exceeded`: the registry rule that refused the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<crate::tenant::PolicyRule>,
-    /// `rate_limited` (a limit llmq holds) and `budget_exceeded`: when trying again may
-    /// succeed, in milliseconds.
+    /// `rate_limited` (a limit llmq holds), `budget_exceeded`, `unavailable`, and the last
+    /// error of an interactive job that ended rather than wait for a cooldown: when trying
+    /// again may succeed, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }

@@ -10,8 +10,10 @@ use llmq_tests::worker::{TestWorker, workspace_binary};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-/// A stack with a worker (models `chat` and `unlisted`), tenant `acme` allowed `chat` and
-/// `ghost-*`, a key for acme, and an edge process.
+/// A stack with a worker (models `chat`, `unlisted`, and ones whose upstream misbehaves),
+/// tenant `acme` allowed `chat`, `ghost-*` and those, a key for acme, and an edge process.
+/// The worker makes one call per job on a 5xx and cools a deployment down (for 3 s) only
+/// on a 401, 404 or 429, so each test controls what the mock sees.
 struct EdgeStack {
     stack: Stack,
     worker: Option<TestWorker>,
@@ -40,13 +42,31 @@ impl EdgeStack {
                 ..Default::default()
             },
         );
+        per_model.insert(
+            "broken-model".to_owned(),
+            llmq_tests::mock::ModelBehavior {
+                always: Some(llmq_tests::mock::Fault::ServerError),
+                ..Default::default()
+            },
+        );
+        per_model.insert(
+            "stall-model".to_owned(),
+            llmq_tests::mock::ModelBehavior {
+                always: Some(llmq_tests::mock::Fault::StallMidStream {
+                    after_tokens: 2,
+                    stall: Duration::from_millis(2500),
+                }),
+                ..Default::default()
+            },
+        );
         let mock = llmq_tests::mock::MockOptions {
             per_model,
             ..Default::default()
         };
         let stack = Stack::start_with(mock, Default::default()).await;
         let admin = stack.client().await;
-        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\"]\n\
+        let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\", \
+                        \"broken\", \"fragile\", \"stalling\", \"org/chat-1.5\"]\n\
                         max_wait = \"200ms\"\n\
                         [tenants.acme.model_limits.limited]\nrpm = 1\nwindow = \"1h\"\n\
                         [tenants.thrifty]\nmodels = [\"chat\"]\n\
@@ -63,8 +83,16 @@ impl EdgeStack {
              [models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n\
              [models.flaky]\ndeployments = [{ provider = \"mock\", model = \"cut-model\" }]\n\
              fallbacks = [\"chat\"]\n\
+             [models.broken]\ndeployments = [{ provider = \"mock\", model = \"broken-model\" }]\n\
+             [models.fragile]\ndeployments = [{ provider = \"mock\", model = \"fragile-model\" }]\n\
+             [models.stalling]\ndeployments = [{ provider = \"mock\", model = \"stall-model\" }]\n\
+             [models.\"org/chat-1.5\"]\ndeployments = [{ provider = \"mock\", model = \"mock-model\" }]\n\
              [[prices]]\nprovider = \"mock\"\nmodel = \"mock-model\"\ninput = 1.0\noutput = 1.0\n",
         );
+        setup
+            .set("retry.per_class", "server", "0")
+            .set("cooldown", "min_calls", "1000")
+            .set("cooldown", "duration", "\"3s\"");
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -187,6 +215,50 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
     (status, body["error"].clone())
 }
 
+fn streamed(model: &str) -> Value {
+    let mut body = hello(model);
+    body["stream"] = json!(true);
+    body
+}
+
+/// Upstream calls the mock received for `upstream_model`.
+fn calls_for(stack: &Stack, upstream_model: &str) -> usize {
+    let requests = stack.mock.requests();
+    requests
+        .iter()
+        .filter(|r| r.model == upstream_model)
+        .count()
+}
+
+/// How many jobs were ever published.
+async fn jobs_published(stack: &Stack) -> u64 {
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    let mut stream = js.get_stream("LLMQ_JOBS").await.unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+/// The stored outcome of the job a request with `x-request-id: request_id` made.
+async fn outcome_by_request_id(stack: &Stack, request_id: &str) -> llmq_schemas::Outcome {
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    eventually(Duration::from_secs(20), "the job's outcome", || {
+        let js = js.clone();
+        async move {
+            let stream = js.get_stream("LLMQ_RESULTS").await.ok()?;
+            let last = stream.get_info().await.ok()?.state.last_sequence;
+            for seq in 1..=last {
+                let message = stream.get_raw_message(seq).await.ok()?;
+                let outcome: llmq_schemas::Outcome =
+                    serde_json::from_slice(&message.payload).ok()?;
+                if outcome.custom_id.as_deref() == Some(request_id) {
+                    return Some(outcome);
+                }
+            }
+            None
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers() {
     let edge = EdgeStack::start().await;
@@ -203,6 +275,11 @@ async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers
     );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        body["model"], "chat",
+        "the model asked for, not the upstream's"
+    );
+    assert_eq!(headers["x-llmq-upstream-model"], "mock-model");
     assert_eq!(headers["x-llmq-provider"], "mock");
     assert_eq!(headers["x-llmq-attempts"], "1");
     assert!(headers.contains_key("x-llmq-overhead-duration-ms"));
@@ -242,7 +319,16 @@ async fn a_chat_completion_through_the_edge_is_openais_answer_with_llmqs_headers
         .collect();
     assert_eq!(
         ids,
-        vec!["chat", "flaky", "limited", "slow"],
+        vec![
+            "broken",
+            "chat",
+            "flaky",
+            "fragile",
+            "limited",
+            "org/chat-1.5",
+            "slow",
+            "stalling"
+        ],
         "served and allowed: not `unlisted`"
     );
     edge.stop().await;
@@ -290,6 +376,7 @@ async fn a_streamed_completion_speaks_openais_chunk_format() {
     let ids: std::collections::HashSet<&str> =
         chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one id for every chunk");
+    assert!(chunks.iter().all(|c| c["model"] == "chat"), "{text}");
     edge.stop().await;
 }
 
@@ -485,6 +572,7 @@ async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
             .kill_on_drop(true);
         command
     };
+    let mut broken_calls = 0;
     for (program, script) in [
         (python, "openai_check.py"),
         (which("node"), "openai_check.cjs"),
@@ -500,6 +588,13 @@ async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
         );
         assert!(output.status.success(), "{script}: {text}");
         println!("{}", text.trim());
+        let now = calls_for(&edge.stack, "broken-model");
+        assert_eq!(
+            now,
+            broken_calls + 3,
+            "{script}: the SDK retried the failed stream twice (one upstream call each)"
+        );
+        broken_calls = now;
     }
     edge.stop().await;
 }
@@ -533,47 +628,46 @@ async fn the_readme_http_block_works_as_printed() {
 }
 
 #[tokio::test]
-async fn a_waiting_stream_gets_keep_alives_and_a_client_that_leaves_cancels_its_job() {
+async fn a_stream_holds_its_head_until_output_and_a_client_that_leaves_first_cancels_its_job() {
     let edge = EdgeStack::start().await;
-    let mut body = hello("slow");
-    body["stream"] = json!(true);
-    let response = edge.chat(Some(&edge.key), body).await;
-    assert_eq!(response.status(), 200);
-    let job_id = response.headers()["x-llmq-job-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut stream = response.bytes_stream();
-    let mut seen = String::new();
-    let waited = tokio::time::timeout(Duration::from_secs(2), async {
-        use futures::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if seen.contains(": keep-alive") {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "no keep-alive within 2 s (interval 1 s): {seen:?}"
-    );
-    assert!(seen.contains("\"role\":\"assistant\""), "{seen}");
-    drop(stream); // the client goes away before the first token
-    let client = edge
-        .stack
-        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
-        .await;
-    let outcome = client
-        .wait_outcome(job_id.parse().unwrap(), Duration::from_secs(20))
-        .await
-        .unwrap();
+    // `slow` sends its first token after 2.5 s: until then the client sees nothing (no head,
+    // no keep-alive), as for a non-streaming request.
+    let request = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-request-id", "leaves-stream")
+        .json(&streamed("slow"))
+        .send();
+    let waited = tokio::time::timeout(Duration::from_millis(1500), request).await;
+    assert!(waited.is_err(), "the head went out before the first token");
+    // The client went away (the request future, and its connection, dropped).
+    let outcome = outcome_by_request_id(&edge.stack, "leaves-stream").await;
     assert_eq!(outcome.status, llmq_schemas::OutcomeStatus::Cancelled);
     assert!(
         edge.stack.mock.disconnects() >= 1,
         "the worker aborted the upstream request"
     );
+
+    // Once output went out, a stream that waits gets keep-alive comments.
+    let response = edge.chat(Some(&edge.key), streamed("stalling")).await;
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream did not end: {seen}");
+    let keep_alive = seen
+        .find(": keep-alive")
+        .expect("a keep-alive during the stall");
+    let first_content = seen.find("\"content\":\"").unwrap();
+    assert!(first_content < keep_alive, "{seen}");
+    assert!(seen.ends_with("data: [DONE]\n\n"), "{seen}");
     edge.stop().await;
 }
 
@@ -727,6 +821,8 @@ async fn a_keys_own_rate_refuses_with_429_and_a_retry_after() {
         .unwrap()
         .parse()
         .unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(response.headers().contains_key("retry-after-ms"));
     let (status, error) = error_of(response).await;
     assert_eq!(
         (status, error["code"].as_str()),
@@ -862,33 +958,7 @@ async fn a_non_streaming_client_that_leaves_cancels_its_job_and_an_expired_key_i
         .send()
         .await;
     assert!(gone.is_err(), "the client gave up before the answer");
-    let client = edge
-        .stack
-        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
-        .await;
-    let js = async_nats::jetstream::new(edge.stack.nats.client().await);
-    let outcome = eventually(
-        Duration::from_secs(20),
-        "the abandoned job's outcome",
-        || {
-            let js = js.clone();
-            async move {
-                let stream = js.get_stream("LLMQ_RESULTS").await.ok()?;
-                let last = stream.get_info().await.ok()?.state.last_sequence;
-                for seq in 1..=last {
-                    let message = stream.get_raw_message(seq).await.ok()?;
-                    let outcome: llmq_schemas::Outcome =
-                        serde_json::from_slice(&message.payload).ok()?;
-                    if outcome.custom_id.as_deref() == Some("leaves-early") {
-                        return Some(outcome);
-                    }
-                }
-                None
-            }
-        },
-    )
-    .await;
-    drop(client);
+    let outcome = outcome_by_request_id(&edge.stack, "leaves-early").await;
     assert_eq!(outcome.status, llmq_schemas::OutcomeStatus::Cancelled);
 
     let expiring = create_key(&edge.stack, &["--expires-in", "1s"]).await;
@@ -925,5 +995,260 @@ async fn a_tenant_over_its_budget_gets_429_insufficient_quota() {
     let (_, error) = error_of(response).await;
     assert_eq!(error["code"], "insufficient_quota", "{error}");
     assert_eq!(error["type"], "insufficient_quota", "{error}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn errors_before_the_first_token_of_a_stream_are_real_http_statuses() {
+    let edge = EdgeStack::start().await;
+    // The upstream answers 500: no SSE, but 502 with OpenAI's error body and the job's ids.
+    let response = edge.chat(Some(&edge.key), streamed("broken")).await;
+    let headers = response.headers().clone();
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (502, Some("upstream_error")),
+        "{error}"
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-request-id"], headers["x-llmq-job-id"]);
+    assert_eq!(calls_for(&edge.stack, "broken-model"), 1);
+
+    // The job's deadline before the first token: 504.
+    let late = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-llmq-timeout", "1s")
+        .json(&streamed("slow"))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(late).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (504, Some("timeout")),
+        "{error}"
+    );
+
+    // `n > 1` cannot be streamed: refused before a job exists.
+    let published = jobs_published(&edge.stack).await;
+    let mut two = streamed("chat");
+    two["n"] = json!(2);
+    let response = edge.chat(Some(&edge.key), two).await;
+    assert!(!response.headers().contains_key("x-llmq-job-id"));
+    let (status, error) = error_of(response).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("`n`"),
+        "{error}"
+    );
+    assert_eq!(jobs_published(&edge.stack).await, published, "no job");
+
+    // A stream that works: its head, sent with the first output, names the attempt.
+    let response = edge.chat(Some(&edge.key), streamed("chat")).await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["x-llmq-provider"], "mock");
+    assert_eq!(headers["x-llmq-upstream-model"], "mock-model");
+    assert_eq!(headers["x-llmq-attempts"], "1");
+    assert_eq!(headers["x-request-id"], headers["x-llmq-job-id"]);
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn an_interactive_request_for_a_cooling_model_fails_at_once_and_a_batch_job_waits() {
+    use llmq_tests::mock::{Fault, ScriptedFault};
+    let edge = EdgeStack::start().await;
+    // `fragile` has one deployment; a 401 from it cools it down for 3 s.
+    let unauthorized = || ScriptedFault::for_model("fragile-model", Fault::Unauthorized);
+    edge.stack.mock.push_faults([unauthorized()]);
+    let (status, error) = error_of(edge.chat(Some(&edge.key), hello("fragile")).await).await;
+    assert_eq!(status, 502, "{error}");
+    let calls = calls_for(&edge.stack, "fragile-model");
+
+    // Interactive (acme waits at most 200 ms for a limit): 503 at once, no provider call.
+    let started = std::time::Instant::now();
+    let response = edge.chat(Some(&edge.key), hello("fragile")).await;
+    let took = started.elapsed();
+    let headers = response.headers().clone();
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after_ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert!((1..=3000).contains(&retry_after_ms), "{retry_after_ms}");
+    assert_eq!(
+        calls_for(&edge.stack, "fragile-model"),
+        calls,
+        "no provider call"
+    );
+    let job_id = headers["x-llmq-job-id"].to_str().unwrap().parse().unwrap();
+    let client = edge
+        .stack
+        .client_with(llmq_submitter::ClientOptions::for_tenant("acme"))
+        .await;
+    let outcome = client.get_outcome(job_id).await.unwrap().unwrap();
+    let job_error = outcome.error.unwrap();
+    assert_eq!(job_error.kind, llmq_schemas::ErrorType::Unavailable);
+    assert!(job_error.retry_after_ms.is_some());
+    assert_eq!(outcome.delivery, 1, "ended on its first delivery");
+    assert!(outcome.attempts.is_empty());
+    println!(
+        "edge: a request for a cooling model was refused in {took:?}, retry-after-ms {retry_after_ms}"
+    );
+
+    // A batch job in the same situation waits for the cooldown and succeeds.
+    let started = std::time::Instant::now();
+    let batch = edge
+        .http
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&edge.key)
+        .header("x-llmq-tier", "batch")
+        .json(&hello("fragile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 200);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    assert_eq!(calls_for(&edge.stack, "fragile-model"), calls + 1);
+
+    // The Python SDK: 503 at once without retries; with its default retries it waits what
+    // the edge told it and gets the answer, with one upstream call.
+    edge.stack.mock.push_faults([unauthorized()]);
+    let calls = calls_for(&edge.stack, "fragile-model");
+    let root = llmq_tests::nats::workspace_root();
+    let python = tool(root.join(".tools/venv/bin/python"));
+    let output = tokio::process::Command::new(python)
+        .arg(root.join("tests/sdk/cooldown_check.py"))
+        .env("LLMQ_EDGE_URL", &edge.url)
+        .env("LLMQ_KEY", &edge.key)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("cooldown_check.py did not finish within a minute")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    println!("{}", text.trim());
+    assert_eq!(
+        calls_for(&edge.stack, "fragile-model"),
+        calls + 2,
+        "the 401 and the answer: the refused requests called nobody"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_its_ids_and_every_route_answers_in_openais_shape() {
+    let edge = EdgeStack::start().await;
+    let url = |path: &str| format!("{}{path}", edge.url);
+    // Before any job: the caller's request id, else a fresh one.
+    let response = edge.chat(None, hello("chat")).await;
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(!response.headers().contains_key("x-llmq-job-id"));
+    assert_eq!(response.status(), 401);
+    let echoed = edge
+        .http
+        .post(url("/v1/chat/completions"))
+        .header("x-request-id", "req-7")
+        .json(&hello("chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "req-7");
+
+    // Unknown routes and methods: OpenAI's error JSON (405 with `Allow`).
+    let unknown = edge.http.get(url("/v1/nothing")).send().await.unwrap();
+    assert!(unknown.headers().contains_key("x-request-id"));
+    assert_eq!(error_of(unknown).await.0, 404);
+    let wrong = edge
+        .http
+        .get(url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert!(wrong.headers().contains_key("x-request-id"));
+    let allow = wrong.headers()["allow"].to_str().unwrap().to_owned();
+    let (status, error) = error_of(wrong).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (405, Some("invalid_request_error"))
+    );
+    assert!(allow.contains("POST"), "{allow}");
+    let wrong = edge.http.delete(url("/v1/models")).send().await.unwrap();
+    assert!(wrong.headers()["allow"].to_str().unwrap().contains("GET"));
+    assert_eq!(error_of(wrong).await.0, 405);
+
+    // After the job was made, its id too (here a 502 from the upstream).
+    let response = edge.chat(Some(&edge.key), hello("broken")).await;
+    let headers = response.headers().clone();
+    assert_eq!(error_of(response).await.0, 502);
+    assert_eq!(headers["x-request-id"], headers["x-llmq-job-id"]);
+
+    // A 404 names only models this key may use: never `unlisted` (served, not acme's).
+    let (status, error) = error_of(edge.chat(Some(&edge.key), hello("ghost-model")).await).await;
+    assert_eq!(status, 404);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("chat") && !message.contains("unlisted"),
+        "{message}"
+    );
+    let narrowed = create_key(&edge.stack, &["--models", "ghost-*"]).await;
+    let (_, error) = error_of(edge.chat(Some(&narrowed), hello("ghost-model")).await).await;
+    let message = error["message"].as_str().unwrap();
+    assert!(!message.contains("chat"), "{message}");
+
+    // `models.retrieve`, ids with `/` and `.` as they are or percent-encoded.
+    for (path, id) in [
+        ("/v1/models/chat", "chat"),
+        ("/v1/models/org/chat-1.5", "org/chat-1.5"),
+        ("/v1/models/org%2Fchat-1.5", "org/chat-1.5"),
+    ] {
+        let response = edge
+            .http
+            .get(url(path))
+            .bearer_auth(&edge.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let model: Value = response.json().await.unwrap();
+        assert_eq!(
+            (model["id"].as_str(), model["object"].as_str()),
+            (Some(id), Some("model"))
+        );
+    }
+    for path in ["/v1/models/unlisted", "/v1/models/ghost-model"] {
+        let response = edge
+            .http
+            .get(url(path))
+            .bearer_auth(&edge.key)
+            .send()
+            .await
+            .unwrap();
+        let (status, error) = error_of(response).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (404, Some("model_not_found")),
+            "{path}"
+        );
+    }
+    let anonymous = edge.http.get(url("/v1/models/chat")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
     edge.stop().await;
 }

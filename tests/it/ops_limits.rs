@@ -148,9 +148,13 @@ async fn a_provider_reporting_nothing_left_pauses_the_deployment_across_the_flee
         outcomes.iter().map(|o| o.worker_id.as_str()).collect();
     assert_eq!(served.len(), 2, "both workers called, and both paused");
 
-    // The window's last call reported nothing left: an interactive job waits its
-    // max_wait, then fails rate_limited with a retry-after (the reset).
+    // The window's last call reported nothing left: an interactive job, whose max_wait
+    // (300 ms) ends before the reset, fails rate_limited at once with a retry-after (the
+    // reset) instead of sitting out its max_wait first.
+    let asked = Instant::now();
     let outcome = run_job(&client, chat_job("chat", "interactive")).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(300), "{took:?}");
     let error = outcome.error.expect("held by the pause");
     assert_eq!(
         (outcome.status, error.kind),

@@ -75,6 +75,25 @@ async function main() {
   const deadline = await expectError("deadline", OpenAI.InternalServerError, () =>
     client.chat.completions.create({ model: "slow", messages: hello }, { headers: { "x-llmq-timeout": "1s" } }));
   check("deadline status", deadline.status === 504, deadline.status);
+  // Errors known before the first token are real HTTP statuses on a stream too, which the
+  // SDK classifies and retries (default maxRetries 2: three requests, the mock counts them).
+  const retrying = new OpenAI({ baseURL, apiKey: process.env.LLMQ_KEY });
+  const broken = await expectError("stream upstream failure", OpenAI.InternalServerError, () =>
+    retrying.chat.completions.create({ model: "broken", messages: hello, stream: true }));
+  check("stream upstream status", broken.status === 502, broken.status);
+  check("stream error ids", broken.headers.get("x-llmq-job-id") && broken.headers.get("x-request-id"), [...broken.headers]);
+  const late = await expectError("stream deadline", OpenAI.InternalServerError, () =>
+    client.chat.completions.create({ model: "slow", messages: hello, stream: true }, { headers: { "x-llmq-timeout": "1s" } }));
+  check("stream deadline status", late.status === 504, late.status);
+  await expectError("stream n=2", OpenAI.BadRequestError, () =>
+    client.chat.completions.create({ model: "chat", messages: hello, n: 2, stream: true }));
+
+  check("answer model", answer.model === "chat", answer.model);
+  check("retrieve", (await client.models.retrieve("chat")).id === "chat");
+  check("retrieve with / and .", (await client.models.retrieve("org/chat-1.5")).id === "org/chat-1.5");
+  await expectError("retrieve unknown", OpenAI.NotFoundError, () => client.models.retrieve("ghost-model"));
+  await expectError("retrieve not allowed", OpenAI.NotFoundError, () => client.models.retrieve("unlisted"));
+
   await expectError("rate limited", OpenAI.RateLimitError, () => client.chat.completions.create({ model: "limited", messages: hello }));
   const version = require(`${process.env.LLMQ_OPENAI_NODE}/package.json`).version;
   console.log(`node sdk openai ${version}: ${passed} checks passed`);

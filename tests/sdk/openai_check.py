@@ -100,6 +100,34 @@ deadline = expect_error(
     ),
 )
 check("deadline status", deadline.status_code == 504, deadline.status_code)
+
+# Errors known before the first token are real HTTP statuses on a stream too, which the SDK
+# classifies and retries (default max_retries=2: three requests, the mock counts them).
+retrying = OpenAI(base_url=BASE, api_key=os.environ["LLMQ_KEY"])
+broken = expect_error(
+    "stream upstream failure",
+    openai.InternalServerError,
+    lambda: retrying.chat.completions.create(model="broken", messages=HELLO, stream=True),
+)
+check("stream upstream status", broken.status_code == 502, broken.status_code)
+check("stream error ids", broken.response.headers.get("x-llmq-job-id") and broken.response.headers.get("x-request-id"), dict(broken.response.headers))
+check("stream retried", broken.response.request.headers.get("x-stainless-retry-count") == "2", dict(broken.response.request.headers))
+late = expect_error(
+    "stream deadline",
+    openai.InternalServerError,
+    lambda: client.chat.completions.create(
+        model="slow", messages=HELLO, stream=True, extra_headers={"x-llmq-timeout": "1s"}
+    ),
+)
+check("stream deadline status", late.status_code == 504, late.status_code)
+expect_error("stream n=2", openai.BadRequestError, lambda: client.chat.completions.create(model="chat", messages=HELLO, n=2, stream=True))
+
+check("answer model", answer.model == "chat", answer.model)
+check("retrieve", client.models.retrieve("chat").id == "chat")
+check("retrieve with / and .", client.models.retrieve("org/chat-1.5").id == "org/chat-1.5")
+expect_error("retrieve unknown", openai.NotFoundError, lambda: client.models.retrieve("ghost-model"))
+expect_error("retrieve not allowed", openai.NotFoundError, lambda: client.models.retrieve("unlisted"))
+
 client.chat.completions.create(model="limited", messages=HELLO)
 limited = expect_error("rate limited", openai.RateLimitError, lambda: client.chat.completions.create(model="limited", messages=HELLO))
 check("retry-after", limited.response.headers.get("retry-after") is not None, dict(limited.response.headers))

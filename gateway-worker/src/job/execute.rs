@@ -5,8 +5,13 @@
 //! `fallbacks` models; a context-window error switches to `context_window_fallbacks`, a
 //! content-filter error to `content_policy_fallbacks`. A rate-limited deployment is left
 //! for another one at once when there is one. Deployments cooling down are skipped; if
-//! that leaves nothing, the job waits (briefly in the worker, longer back in the queue).
-//! Every wait stops at the job's deadline, and a cancel aborts the upstream request.
+//! that leaves nothing, a batch job waits (briefly in the worker, longer back in the
+//! queue). An interactive job waits for the first to come back, or for a fleet-wide pause
+//! to end, at most as long as it would wait for a limit (`limit_wait`): when that is
+//! further away it ends at once with `retry_after_ms` (`unavailable` for a cooldown,
+//! `rate_limited` for a pause), rather than hold its caller for the whole cooldown (an
+//! HTTP client would see nothing for 30 s and then retry into the same wait). Every wait
+//! stops at the job's deadline, and a cancel aborts the upstream request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -88,8 +93,8 @@ pub struct JobSpec<'a> {
     pub stream: bool,
     pub picked_at: Instant,
     pub deadline: Instant,
-    /// How long an attempt may wait for a fleet limit (`None`: up to the deadline, as
-    /// batch jobs do).
+    /// How long an attempt may wait for a fleet limit, and an interactive job for a
+    /// cooling or paused deployment (`None`: a batch job, which waits as it always did).
     pub limit_wait: Option<Duration>,
 }
 
@@ -201,13 +206,8 @@ impl Run<'_> {
             let Some(wait) = shortest_cooldown else {
                 return self.failed();
             };
-            let budget = self
-                .ctx
-                .retry
-                .max_in_worker_wait()
-                .saturating_sub(self.waited);
-            if wait > budget {
-                return Execution::CoolingDown(wait);
+            if let Some(execution) = self.cannot_wait(wait) {
+                return execution;
             }
             match self.sleep(wait).await {
                 Ok(()) => self.waited += wait,
@@ -217,6 +217,48 @@ impl Run<'_> {
             used_context_fallbacks = false;
             used_policy_fallbacks = false;
         }
+    }
+
+    /// `None` if the job may wait `wait` in the worker for a deployment to come back, else
+    /// how it ends: a batch job goes back to the queue; an interactive job, which waits at
+    /// most its `limit_wait` in all and never past its deadline, ends now.
+    fn cannot_wait(&mut self, wait: Duration) -> Option<Execution> {
+        let Some(limit_wait) = self.job.limit_wait else {
+            let budget = self
+                .ctx
+                .retry
+                .max_in_worker_wait()
+                .saturating_sub(self.waited);
+            return (wait > budget).then_some(Execution::CoolingDown(wait));
+        };
+        let budget = limit_wait.saturating_sub(self.waited);
+        if wait > budget || Instant::now() + wait > self.job.deadline {
+            return Some(self.unusable(wait));
+        }
+        None
+    }
+
+    /// An interactive job no deployment can serve within its wait: `unavailable` when no
+    /// provider was called, else the last provider error; either way with when a
+    /// deployment may be usable again. The job ends here: no delivery is used up.
+    fn unusable(&mut self, wait: Duration) -> Execution {
+        let mut execution = if self.last_error.is_some() {
+            self.failed()
+        } else {
+            let message = format!(
+                "no deployment of the model can be called for another {:.1} s (cooling down \
+                 after failures), longer than the job may wait; retry after that",
+                wait.as_secs_f64()
+            );
+            Execution::Failed {
+                error: JobError::new(ErrorType::Unavailable, message),
+                partial: None,
+            }
+        };
+        if let Execution::Failed { error, .. } = &mut execution {
+            error.retry_after_ms = Some(millis(wait).max(1));
+        }
+        execution
     }
 
     /// One provider call. `Some` ends the job (success, cancel, deadline); `None` says the
@@ -298,7 +340,8 @@ impl Run<'_> {
 
     /// The provider's and the deployment's fleet-wide limits, for one call: waits for
     /// capacity (or a pause from the provider's headers to end) up to the job's limit
-    /// wait (or its deadline); `None` when neither has a limit nor is paused.
+    /// wait (or its deadline), and not at all for a pause that ends later than that;
+    /// `None` when neither has a limit nor is paused.
     async fn admit(&self, candidate: &Candidate) -> Result<Option<Admission>, Execution> {
         let deployment = &candidate.deployment;
         let limits = [
@@ -319,6 +362,15 @@ impl Run<'_> {
         };
         let until = self.limit_until();
         let started = Instant::now();
+        // An interactive job does not sit out a pause it would give up on anyway.
+        if self.job.limit_wait.is_some()
+            && let Some(paused) = limiter.paused(&limits)
+            && started + paused.retry_after > until
+        {
+            let err = LimitError::Exhausted(paused);
+            gave_up(&err, started);
+            return Err(rate_limited(&err));
+        }
         tokio::select! {
             admitted = limiter.admit(&limits, demand, Some(until)) => match admitted {
                 Ok(admission) => {
@@ -576,9 +628,10 @@ impl Run<'_> {
 
     /// A retryable error: wait and retry the same deployment, or move on when another
     /// deployment can take the job now (a rate limit or a cooldown is better left
-    /// alone), or hand the job back when the wait is too long to spend in the worker.
+    /// alone), or, when the wait is too long to spend in the worker, hand a batch job back
+    /// (an interactive job waits up to its `limit_wait`, else ends now).
     async fn retry_or_move(
-        &self,
+        &mut self,
         candidate: &Candidate,
         plan: &VecDeque<Candidate>,
         err: &ProviderError,
@@ -593,11 +646,13 @@ impl Run<'_> {
             return Next::OtherCandidate;
         }
         if delay > self.ctx.retry.max_in_worker_wait() {
-            return if elsewhere {
-                Next::OtherCandidate
-            } else {
-                Next::End(Execution::CoolingDown(delay))
-            };
+            if elsewhere {
+                return Next::OtherCandidate;
+            }
+            if let Some(execution) = self.cannot_wait(delay) {
+                return Next::End(execution);
+            }
+            self.waited += delay;
         }
         match self.sleep(delay).await {
             Ok(()) => Next::SameDeployment,

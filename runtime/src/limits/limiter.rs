@@ -219,8 +219,9 @@ impl Limiter {
         scopes.any(|scope| self.pauses.until(scope, now).is_some())
     }
 
-    /// The first of `limits`' scopes that is paused, as a refusal.
-    fn paused(&self, limits: &[(Scope, LimitSpec)]) -> Option<Exhausted> {
+    /// The first of `limits`' scopes that is paused, as a refusal (its `retry_after` is
+    /// the pause's end).
+    pub fn paused(&self, limits: &[(Scope, LimitSpec)]) -> Option<Exhausted> {
         let now = now_ms();
         limits.iter().find_map(|(scope, _)| {
             let until = self.pauses.until(scope, now)?;

@@ -1,47 +1,44 @@
-//! `POST /v1/chat/completions`: a job published for the caller's tenant, its events and
-//! outcome turned into OpenAI's answer.
+//! `POST /v1/chat/completions`: a job published for the caller's tenant, its outcome
+//! turned into OpenAI's answer (streams: [`super::stream`]).
 //!
-//! **The restart rule.** OpenAI's stream format has no way to take back text. When an
-//! attempt fails after some of its text went out and a fallback takes over (a `restart`
-//! event), the edge does not splice the next attempt's text onto the first: it sends an
-//! error chunk (`{"error": {..., "code": "stream_restarted"}}`), ends the stream and
-//! cancels the job. A restart before any text went out is invisible to the client. The
-//! same error ends a stream whose deltas were lost on the way (the final outcome says
-//! how many there were), so a client never reads a partial answer as a whole one.
+//! What can be refused without a worker is refused before the job is submitted (a bad
+//! body, a model the key may not use, `n > 1` with `stream`), so it costs no queue slot
+//! and is a plain HTTP status. The answer's `model` is the model the client asked for (the
+//! logical name), streaming or not, as OpenAI-style clients key cost tracking on it; the
+//! model that answered is in `x-llmq-upstream-model`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
-use llmq_schemas::{ChatRequest, Job, JobId, Outcome, OutcomeStatus, ReplyEvent, Tier, Timestamp};
+use llmq_runtime::api_keys::ApiKeyEntry;
+use llmq_schemas::{ChatRequest, Job, JobId, Outcome, OutcomeStatus, Tier, Timestamp};
 use serde_json::Value;
 
 use super::error::{ApiError, from_job_error};
-use super::sse::ChunkFrame;
-use super::{EdgeState, auth, metrics};
-use crate::{Client, JobHandle, StreamText};
+use super::request_id::RequestId;
+use super::{EdgeState, auth, metrics, models, stream};
+use crate::{Client, SubmitError};
 
 /// What a request asked for, besides the job itself.
-struct Asked {
-    stream: bool,
-    include_usage: bool,
-    request_id: Option<String>,
-    timeout: Duration,
+pub(super) struct Asked {
+    pub stream: bool,
+    pub include_usage: bool,
+    pub timeout: Duration,
 }
 
 pub async fn completions(
     State(state): State<Arc<EdgeState>>,
+    Extension(ids): Extension<RequestId>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
     let response = match read_body(&state, body).await {
-        Ok(body) => match handle(&state, &headers, &body, started).await {
+        Ok(body) => match handle(&state, &ids, &headers, &body, started).await {
             Ok(response) => response,
             Err(err) => err.into_response(),
         },
@@ -53,6 +50,7 @@ pub async fn completions(
 
 async fn handle(
     state: &Arc<EdgeState>,
+    ids: &RequestId,
     headers: &HeaderMap,
     body: &[u8],
     started: Instant,
@@ -62,7 +60,9 @@ async fn handle(
         ApiError::from(refusal)
     })?;
     key_rate(state, &key).await?;
-    let (job, asked) = job_of(state, headers, body)?;
+    let (mut job, asked) = job_of(state, headers, body)?;
+    job.id = ids.job_id;
+    job.custom_id = ids.caller.clone();
     if !key.allows_model(&job.model) {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -72,21 +72,38 @@ async fn handle(
         ));
     }
     let client = state.client_for(&key.tenant).await?;
-    let model = job.model.clone();
+    let (model, job_id) = (job.model.clone(), job.id);
     let handle = client
         .submit(job)
         .await
-        .map_err(|err| ApiError::from(&err))?;
-    let cancel = CancelOnDrop::new(client, handle.job_id());
+        .map_err(|err| refused(state, &key, &err))?;
+    let cancel = CancelOnDrop::new(client, job_id);
     if asked.stream {
-        return Ok(stream(state, handle, cancel, model, &asked).into_response());
+        return stream::respond(state, handle, cancel, model, &asked).await;
     }
     let outcome = handle
         .outcome_within(asked.timeout + Duration::from_secs(5))
         .await;
-    let outcome = outcome.map_err(|err| ApiError::from(&err))?;
+    let outcome = outcome.map_err(|err| ApiError::from(&err).for_job(job_id))?;
     cancel.disarm();
-    answer(&outcome, &asked, started)
+    answer(&outcome, &model, started).map_err(|err| err.for_job(job_id))
+}
+
+/// A job the submitter refused: a 404 names only the models this key may use.
+fn refused(state: &EdgeState, key: &ApiKeyEntry, err: &SubmitError) -> ApiError {
+    match err {
+        SubmitError::UnknownModel {
+            model, available, ..
+        } => {
+            let usable: Vec<String> = available
+                .iter()
+                .filter(|name| models::allows(state, key, name))
+                .cloned()
+                .collect();
+            ApiError::model_not_found(model, &usable)
+        }
+        _ => ApiError::from(err),
+    }
 }
 
 /// A key with its own rate takes one request of it, fleet-wide, or is told when to retry.
@@ -174,6 +191,12 @@ fn job_of(state: &EdgeState, headers: &HeaderMap, body: &[u8]) -> Result<(Job, A
     if let Some(problem) = request.problem() {
         return Err(ApiError::invalid(problem));
     }
+    if stream && request.n.is_some_and(|n| n > 1) {
+        // Chunks carry one choice; the others would be paid for and never seen.
+        return Err(ApiError::invalid(
+            "`n` > 1 cannot be streamed: ask without `stream`, or for one choice",
+        ));
+    }
     let timeout = header(headers, "x-llmq-timeout")
         .map(|text| humantime::parse_duration(&text))
         .transpose()
@@ -187,15 +210,12 @@ fn job_of(state: &EdgeState, headers: &HeaderMap, body: &[u8]) -> Result<(Job, A
             ApiError::invalid(format!("x-llmq-tier: {tier:?} is not interactive or batch"))
         })?;
     }
-    let request_id = header(headers, "x-request-id");
-    job.custom_id = request_id.clone();
     job.metadata = metadata(headers)?;
     Ok((
         job,
         Asked {
             stream,
             include_usage,
-            request_id,
             timeout,
         },
     ))
@@ -228,10 +248,10 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     Some(headers.get(name)?.to_str().ok()?.trim().to_owned())
 }
 
-/// A finished job as OpenAI's answer, or its error.
-fn answer(outcome: &Outcome, asked: &Asked, started: Instant) -> Result<Response, ApiError> {
-    let response = match (&outcome.status, &outcome.response, &outcome.error) {
-        (OutcomeStatus::Succeeded, Some(response), _) => response,
+/// A finished job as OpenAI's answer (its `model` the one asked for), or its error.
+fn answer(outcome: &Outcome, model: &str, started: Instant) -> Result<Response, ApiError> {
+    let mut response = match (&outcome.status, &outcome.response, &outcome.error) {
+        (OutcomeStatus::Succeeded, Some(response), _) => response.clone(),
         (_, _, Some(error)) => return Err(from_job_error(error)),
         _ => {
             return Err(ApiError::unavailable(format!(
@@ -240,24 +260,19 @@ fn answer(outcome: &Outcome, asked: &Asked, started: Instant) -> Result<Response
             )));
         }
     };
+    model.clone_into(&mut response.model);
     let mut http = axum::Json(response).into_response();
     let headers = http.headers_mut();
-    describe(headers, outcome, asked);
+    describe(headers, outcome);
     let upstream_ms: u64 = outcome.attempts.iter().map(|a| a.latency_ms).sum();
     let overhead = (started.elapsed().as_millis() as u64).saturating_sub(upstream_ms);
     insert(headers, "x-llmq-overhead-duration-ms", overhead.to_string());
     Ok(http)
 }
 
-/// Response headers: the request id, the job, the provider and model that answered.
-fn describe(headers: &mut HeaderMap, outcome: &Outcome, asked: &Asked) {
-    let job_id = outcome.job_id.to_string();
-    insert(
-        headers,
-        "x-request-id",
-        asked.request_id.clone().unwrap_or_else(|| job_id.clone()),
-    );
-    insert(headers, "x-llmq-job-id", job_id);
+/// Response headers: the job, the provider and model that answered.
+fn describe(headers: &mut HeaderMap, outcome: &Outcome) {
+    insert(headers, "x-llmq-job-id", outcome.job_id.to_string());
     insert(
         headers,
         "x-llmq-attempts",
@@ -273,7 +288,7 @@ fn describe(headers: &mut HeaderMap, outcome: &Outcome, asked: &Asked) {
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
+pub(super) fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static(name), value);
     }
@@ -281,7 +296,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
 
 /// Cancels the job if the request goes away before its answer was sent (a client
 /// disconnect drops the handler's future, and with it this guard).
-struct CancelOnDrop {
+pub(super) struct CancelOnDrop {
     armed: Option<(Client, JobId)>,
 }
 
@@ -292,7 +307,7 @@ impl CancelOnDrop {
         }
     }
 
-    fn disarm(mut self) {
+    pub(super) fn disarm(mut self) {
         self.armed = None;
     }
 }
@@ -308,155 +323,4 @@ impl Drop for CancelOnDrop {
             });
         }
     }
-}
-
-/// Where a stream is.
-struct Streaming {
-    handle: JobHandle,
-    cancel: Option<CancelOnDrop>,
-    frame: ChunkFrame,
-    text: StreamText,
-    include_usage: bool,
-    sent_text: bool,
-    pending: std::collections::VecDeque<Event>,
-    done: bool,
-    _open: metrics::OpenStream,
-}
-
-fn stream(
-    state: &EdgeState,
-    handle: JobHandle,
-    cancel: CancelOnDrop,
-    model: String,
-    asked: &Asked,
-) -> impl IntoResponse {
-    let frame = ChunkFrame {
-        id: format!("chatcmpl-{}", handle.job_id().simple()),
-        created: Timestamp::now().unix_millis() / 1000,
-        model,
-    };
-    let mut pending = std::collections::VecDeque::new();
-    pending.push_back(data(&frame.role()));
-    let job_id = handle.job_id().to_string();
-    let streaming = Streaming {
-        handle,
-        cancel: Some(cancel),
-        frame,
-        text: StreamText::new(),
-        include_usage: asked.include_usage,
-        sent_text: false,
-        pending,
-        done: false,
-        _open: metrics::OpenStream::new(),
-    };
-    let keep_alive = KeepAlive::new()
-        .interval(state.options.keep_alive)
-        .text("keep-alive");
-    let mut response = Sse::new(events(streaming))
-        .keep_alive(keep_alive)
-        .into_response();
-    let headers = response.headers_mut();
-    insert(
-        headers,
-        "x-request-id",
-        asked.request_id.clone().unwrap_or_else(|| job_id.clone()),
-    );
-    insert(headers, "x-llmq-job-id", job_id);
-    response
-}
-
-fn events(streaming: Streaming) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
-    futures::stream::unfold(streaming, |mut s| async move {
-        loop {
-            if let Some(event) = s.pending.pop_front() {
-                return Some((Ok(event), s));
-            }
-            if s.done {
-                return None;
-            }
-            s.next().await;
-        }
-    })
-}
-
-impl Streaming {
-    /// Turns the job's next event into the chunks it stands for.
-    async fn next(&mut self) {
-        let event = match self.handle.next_event().await {
-            Some(Ok(event)) => event,
-            Some(Err(crate::WaitError::Decode(err))) => {
-                tracing::warn!(error = %err, "skipping an undecodable reply event");
-                return;
-            }
-            Some(Err(err)) => return self.fail(&ApiError::from(&err)),
-            None => {
-                return self.fail(&ApiError::unavailable(
-                    "the job's events ended without an outcome",
-                ));
-            }
-        };
-        self.text.apply(&event);
-        match &event {
-            ReplyEvent::Delta(delta) => {
-                self.sent_text = true;
-                self.pending.push_back(data(&self.frame.delta(delta)));
-            }
-            ReplyEvent::Restart(_) if self.sent_text => self.fail(&restarted()),
-            ReplyEvent::Final(outcome) => self.finish(outcome),
-            ReplyEvent::DeadLettered(dead) => self.fail(&ApiError::invalid(dead.message.clone())),
-            ReplyEvent::Started(_) | ReplyEvent::Restart(_) => {}
-        }
-    }
-
-    fn finish(&mut self, outcome: &Outcome) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel.disarm();
-        }
-        match (&outcome.status, &outcome.error) {
-            (OutcomeStatus::Succeeded, _) if !self.text.is_complete() => {
-                return self.fail(&incomplete(outcome));
-            }
-            (OutcomeStatus::Succeeded, _) => {}
-            (_, Some(error)) => return self.fail(&from_job_error(error)),
-            _ => return self.fail(&ApiError::unavailable("the job ended without an answer")),
-        }
-        self.pending.push_back(data(&self.frame.finish(outcome)));
-        if self.include_usage {
-            self.pending.push_back(data(&self.frame.usage(outcome)));
-        }
-        self.pending.push_back(Event::default().data("[DONE]"));
-        self.done = true;
-    }
-
-    /// An error chunk ends the stream (and, through the guard, cancels an unfinished job).
-    fn fail(&mut self, error: &ApiError) {
-        self.pending.push_back(data(&error.body()));
-        self.done = true;
-    }
-}
-
-fn restarted() -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_GATEWAY,
-        "server_error",
-        "stream_restarted",
-        "the provider failed after part of the answer was sent, and another deployment took \
-         over; the stream ends here rather than splice two answers (retry the request)",
-    )
-}
-
-fn incomplete(outcome: &Outcome) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_GATEWAY,
-        "server_error",
-        "stream_incomplete",
-        format!(
-            "part of the streamed answer was lost on the way; the whole answer is stored as job {}",
-            outcome.job_id
-        ),
-    )
-}
-
-fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
 }

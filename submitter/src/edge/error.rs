@@ -1,15 +1,21 @@
 //! Every failure as OpenAI's error JSON, with the status an OpenAI SDK maps to the right
-//! exception class (and retries, for 429 and 5xx).
+//! exception class (and retries, for 429 and 5xx), and the headers a caller correlates it
+//! by: `x-llmq-job-id` once a job exists (`x-request-id` is set for every answer by
+//! [`super::request_id`]), `Retry-After` and `retry-after-ms` (which the SDKs prefer) when
+//! trying again later may succeed.
 
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llmq_runtime::api_keys::KeyRefusal;
-use llmq_schemas::{ErrorType, JobError};
+use llmq_schemas::{ErrorType, JobError, JobId};
 use serde_json::json;
 
 use crate::error::{ClientError, SubmitError, WaitError};
+
+const RETRY_AFTER_MS: header::HeaderName = header::HeaderName::from_static("retry-after-ms");
+const JOB_ID: header::HeaderName = header::HeaderName::from_static("x-llmq-job-id");
 
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +27,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The job the request made, if it got that far.
+    pub job_id: Option<JobId>,
 }
 
 impl ApiError {
@@ -36,7 +44,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            job_id: None,
         }
+    }
+
+    /// The same error, naming the job the request made.
+    pub fn for_job(mut self, job_id: JobId) -> Self {
+        self.job_id = Some(job_id);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -54,6 +69,34 @@ impl ApiError {
             "invalid_request_error",
             "unknown_url",
             "unknown route",
+        )
+    }
+
+    /// A known route asked with a method it does not answer (axum adds `Allow`).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "this route does not answer that method (see the Allow header)",
+        )
+    }
+
+    /// OpenAI's 404 for a model, naming the models the caller may use (and nothing else).
+    pub fn model_not_found(model: &str, usable: &[String]) -> Self {
+        let usable = if usable.is_empty() {
+            "none".to_owned()
+        } else {
+            usable.join(", ")
+        };
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{model}` does not exist or you do not have access to it \
+                 (models this key may use now: {usable})"
+            ),
         )
     }
 
@@ -80,11 +123,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert(RETRY_AFTER_MS, HeaderValue::from(millis));
+        }
+        if let Some(job_id) = self.job_id
+            && let Ok(value) = HeaderValue::from_str(&job_id.to_string())
+        {
+            headers.insert(JOB_ID, value);
         }
         response
     }
@@ -106,12 +155,9 @@ impl From<&SubmitError> for ApiError {
         let message = err.to_string();
         match err {
             SubmitError::InvalidJob(_) => Self::invalid(message),
-            SubmitError::UnknownModel { .. } => Self::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                message,
-            ),
+            // Not the error's own text: it lists every served model, and a caller may
+            // learn only of the ones it may use (the handler adds those).
+            SubmitError::UnknownModel { model, .. } => Self::model_not_found(model, &[]),
             SubmitError::PolicyDenied { .. } => Self::new(
                 StatusCode::FORBIDDEN,
                 "invalid_request_error",
@@ -184,6 +230,11 @@ pub fn from_job_error(error: &JobError) -> ApiError {
         ErrorType::DeadlineExceeded | ErrorType::Timeout => {
             (StatusCode::GATEWAY_TIMEOUT, "timeout", "timeout")
         }
+        ErrorType::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "service_unavailable",
+        ),
         ErrorType::Cancelled => (
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             "invalid_request_error",
@@ -212,6 +263,7 @@ mod tests {
             (ErrorType::BudgetExceeded, 429, "insufficient_quota"),
             (ErrorType::QuotaExhausted, 429, "insufficient_quota"),
             (ErrorType::DeadlineExceeded, 504, "timeout"),
+            (ErrorType::Unavailable, 503, "service_unavailable"),
             (ErrorType::Server, 502, "upstream_error"),
         ];
         for (kind, status, code) in cases {
@@ -224,8 +276,12 @@ mod tests {
         }
         let mut limited = job_error(ErrorType::RateLimited);
         limited.retry_after_ms = Some(2500);
-        let response = from_job_error(&limited).into_response();
+        let response = from_job_error(&limited)
+            .for_job(JobId::nil())
+            .into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(response.headers()[RETRY_AFTER_MS], "2500");
+        assert_eq!(response.headers()[JOB_ID], JobId::nil().to_string());
         let no_workers = ApiError::from(&SubmitError::NoWorkers {
             prefix: "llmq".into(),
         });

@@ -13,8 +13,10 @@ mod chat;
 mod error;
 mod metrics;
 mod models;
+mod request_id;
 mod serve;
 mod sse;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -219,11 +221,14 @@ fn router(state: Arc<EdgeState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::retrieve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .fallback(|| async { ApiError::not_found_route() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -2,7 +2,7 @@
 //! and tool-call deltas with their `index`, the finish reason, and the usage chunk when
 //! asked for. Pure, so the wire format is unit-tested.
 
-use llmq_schemas::{Delta, Outcome};
+use llmq_schemas::{Delta, Outcome, ToolCallDelta};
 use serde_json::{Value, json};
 
 /// What every chunk of one answer shares.
@@ -63,6 +63,39 @@ impl ChunkFrame {
         self.chunk(Value::Object(body), Value::Null)
     }
 
+    /// A stored answer as one delta chunk (`None` when it has no text, reasoning or tool
+    /// call): for a stream whose outcome came before any of its deltas had gone out, so
+    /// the client reads the whole answer even if deltas were lost on the way.
+    pub fn whole(&self, outcome: &Outcome) -> Option<Value> {
+        let message = &outcome.response.as_ref()?.choices.first()?.message;
+        let calls: Vec<ToolCallDelta> = message
+            .tool_calls
+            .iter()
+            .flatten()
+            .zip(0..)
+            .map(|(call, index)| ToolCallDelta {
+                index,
+                id: Some(call.id.clone()),
+                name: Some(call.function.name.clone()),
+                arguments: Some(call.function.arguments.clone()),
+            })
+            .collect();
+        let nonempty = |text: &Option<String>| text.clone().filter(|t| !t.is_empty());
+        let delta = Delta {
+            v: llmq_schemas::PROTOCOL_VERSION,
+            job_id: outcome.job_id,
+            processing: None,
+            delivery: outcome.delivery,
+            seq: 0,
+            attempt: 0,
+            content: nonempty(&message.content),
+            reasoning: nonempty(&message.reasoning_content),
+            tool_calls: (!calls.is_empty()).then_some(calls),
+        };
+        let empty = delta.content.is_none() && delta.reasoning.is_none();
+        (!empty || delta.tool_calls.is_some()).then(|| self.delta(&delta))
+    }
+
     /// The last content chunk: an empty delta with the finish reason.
     pub fn finish(&self, outcome: &Outcome) -> Value {
         let reason = outcome
@@ -91,7 +124,6 @@ impl ChunkFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmq_schemas::ToolCallDelta;
 
     fn frame() -> ChunkFrame {
         ChunkFrame {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use llmq_schemas::{AttemptRoute, ErrorType, OutcomeStatus, UsageSource, UsageStatus};
+use llmq_schemas::{AttemptRoute, ErrorType, OutcomeStatus, Tier, UsageSource, UsageStatus};
 use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, RetryHint, ScriptedFault, mock_text};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually, run_job, two_mock_providers};
@@ -262,14 +262,17 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
     let worker = stack.worker(&setup).await;
     let client = stack.client().await;
     // Short enough to wait for in the worker... no: 200 ms budget, so this one goes back to
-    // the queue with a delay and comes back.
+    // the queue with a delay and comes back. (A batch job: an interactive one waits up to
+    // its limit wait in the worker, else fails at once; tests/it/edge.rs.)
     stack
         .mock
         .push_faults([ScriptedFault::any(Fault::RateLimited(
             RetryHint::RetryAfterMs(1500),
         ))]);
     let started = Instant::now();
-    let outcome = run_job(&client, chat_job("chat", "patience")).await;
+    let mut job = chat_job("chat", "patience");
+    job.tier = Tier::Batch;
+    let outcome = run_job(&client, job).await;
     assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(1400),
@@ -319,6 +322,7 @@ async fn a_processing_that_paid_for_tokens_and_handed_the_job_back_is_billed() {
     ]);
     let mut job = chat_job("chat", "pay for the cut");
     job.stream = true;
+    job.tier = Tier::Batch; // interactive jobs are not handed back for a cooldown
     let outcome = run_job(&client, job).await;
     assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
     assert_eq!(outcome.delivery, 2, "the job was handed back once");
