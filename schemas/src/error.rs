@@ -49,6 +49,9 @@ pub enum ErrorType {
     /// The tenant's hard budget is spent, counting what jobs in flight have reserved
     /// (`rule` says which period's); no provider was called.
     BudgetExceeded,
+    /// The provider's answer was larger than the worker accepts
+    /// (`worker.max_response_bytes`): the attempt stops reading it. Not retried.
+    ResponseTooLarge,
     /// A bug or an unexpected state in the worker.
     Internal,
 }
@@ -75,6 +78,7 @@ impl ErrorType {
             ErrorType::InvalidJob => "invalid_job",
             ErrorType::PolicyDenied => "policy_denied",
             ErrorType::BudgetExceeded => "budget_exceeded",
+            ErrorType::ResponseTooLarge => "response_too_large",
             ErrorType::Internal => "internal",
         }
     }
