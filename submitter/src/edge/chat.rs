@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::error::{ApiError, from_job_error};
 use super::sse::ChunkFrame;
 use super::{EdgeState, auth, metrics};
-use crate::{Client, JobHandle, StreamText};
+use crate::{Client, JobHandle, StreamText, TextUpdate};
 
 /// What a request asked for, besides the job itself.
 struct Asked {
@@ -395,16 +395,21 @@ impl Streaming {
                 ));
             }
         };
-        self.text.apply(&event);
+        // What goes out is what `StreamText` accepts as the current text: a delta of an
+        // attempt or processing already superseded never does, and new text after text
+        // went out (a fallback, or the job processed again) ends the stream.
+        let update = self.text.apply(&event);
+        let restarted_now = matches!(update, TextUpdate::Restarted { .. });
+        let passes = matches!(update, TextUpdate::Appended(_) | TextUpdate::Gap { .. });
         match &event {
-            ReplyEvent::Delta(delta) => {
+            _ if restarted_now && self.sent_text => self.fail(&restarted()),
+            ReplyEvent::Delta(delta) if passes || restarted_now => {
                 self.sent_text = true;
                 self.pending.push_back(data(&self.frame.delta(delta)));
             }
-            ReplyEvent::Restart(_) if self.sent_text => self.fail(&restarted()),
             ReplyEvent::Final(outcome) => self.finish(outcome),
             ReplyEvent::DeadLettered(dead) => self.fail(&ApiError::invalid(dead.message.clone())),
-            ReplyEvent::Started(_) | ReplyEvent::Restart(_) => {}
+            _ => {}
         }
     }
 
@@ -440,8 +445,9 @@ fn restarted() -> ApiError {
         axum::http::StatusCode::BAD_GATEWAY,
         "server_error",
         "stream_restarted",
-        "the provider failed after part of the answer was sent, and another deployment took \
-         over; the stream ends here rather than splice two answers (retry the request)",
+        "the answer was started again after part of it was sent (a provider failed and \
+         another deployment took over, or the job was processed again); the stream ends here \
+         rather than splice two answers (retry the request)",
     )
 }
 
