@@ -156,7 +156,11 @@ fn writes() -> WriteOptions<'static> {
 async fn a_tenant_cannot_read_write_or_borrow_another_tenants_blobs() {
     let secured = Secured::start(&[]).await;
     let acme = secured.client("acme").await;
-    // Acme's own large answer, read back whole on acme's credentials.
+    // Acme's own large request and large answer work on acme's credentials.
+    let messages = request_messages("acme's own large request [tokens=2]", MIB + 1);
+    let request: ChatRequest = serde_json::from_value(json!({ "messages": messages })).unwrap();
+    let own = run_job(&acme, Job::new("chat", request)).await;
+    assert_eq!(own.status, OutcomeStatus::Succeeded, "{:?}", own.error);
     let prompt = "acme's long secret answer [tokens=170000]";
     let outcome = run_job(&acme, chat_job("chat", prompt)).await;
     assert_eq!(
