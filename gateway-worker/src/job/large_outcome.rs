@@ -46,14 +46,7 @@ pub async fn fit(
     };
     let bytes = Bytes::from(serde_json::to_vec(&body)?);
     let base = ctx.subjects.outcome_blobs(&run.tenant, run.job.id);
-    let count_retry = |_: &_| metrics::publish_retry("results");
-    let options = WriteOptions {
-        budget: Budget::Time(ctx.publish_window()),
-        missing_stream_is_transient: true,
-        missing_stream_grace: std::time::Duration::ZERO,
-        on_retry: Some(&count_retry),
-    };
-    let written = blob::write(&ctx.js, &base, bytes, sizes.chunk, options).await?;
+    let written = blob::write(&ctx.js, &base, bytes, sizes.chunk, writes(ctx)).await?;
     tracing::info!(
         outcome_bytes = json.len(),
         body_bytes = written.bytes,
@@ -63,6 +56,20 @@ pub async fn fit(
     outcome.body_blob = Some(written);
     let json = Bytes::from(serde_json::to_vec(&outcome)?);
     Ok((outcome, json))
+}
+
+/// Chunks are stored as the outcome is: retried for the worker's publish window.
+fn writes(ctx: &WorkerContext) -> WriteOptions<'static> {
+    WriteOptions {
+        budget: Budget::Time(ctx.publish_window()),
+        missing_stream_is_transient: true,
+        missing_stream_grace: std::time::Duration::ZERO,
+        on_retry: Some(&count_retry),
+    }
+}
+
+fn count_retry(_: &async_nats::jetstream::context::PublishError) {
+    metrics::publish_retry("results");
 }
 
 /// Deletes the body blob of an outcome that was not stored (another processing's was):
