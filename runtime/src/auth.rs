@@ -93,6 +93,7 @@ fn edge(subjects: &Subjects) -> Permissions {
     Permissions {
         publish: vec![
             format!("{prefix}.jobs.>"),
+            format!("{prefix}.blobs.>"),
             format!("$KV.{}.>", subjects.cancel_bucket()),
             "$JS.API.>".into(),
             "$JS.FC.>".into(),
@@ -113,6 +114,10 @@ fn tenant_permissions(subjects: &Subjects, tenant: &Tenant, extra: &[String]) ->
     let publish = vec![
         // Jobs under its own tenant token, any model and tier.
         format!("{prefix}.jobs.*.*.{t}"),
+        // Chunks of its own large requests (claim checks; workers read a job's blob
+        // under the job subject's tenant). Large outcomes' chunks are read with its
+        // outcomes, below.
+        format!("{prefix}.blobs.{t}.>"),
         // Its cancels, as KV puts straight to their subject.
         format!("$KV.{}.{t}.>", subjects.cancel_bucket()),
         // Its outcomes: read by subject, watched by a consumer filtered to them.
@@ -190,6 +195,7 @@ mod tests {
         let subjects = Subjects::new("llmq").unwrap();
         let p = permissions(&subjects, &acme());
         assert!(p.publish.contains(&"llmq.jobs.*.*.acme".to_owned()));
+        assert!(p.publish.contains(&"llmq.blobs.acme.>".to_owned()));
         assert!(
             p.publish
                 .contains(&"$JS.API.DIRECT.GET.LLMQ_RESULTS.llmq.results.acme.>".to_owned())

@@ -53,6 +53,9 @@ pub enum ErrorType {
     /// one cooling down or paused); no provider was called, and `retry_after_ms` says when
     /// one may be usable again. Interactive jobs only: batch jobs wait.
     Unavailable,
+    /// The provider's answer was larger than the worker accepts
+    /// (`worker.max_response_bytes`): the attempt stops reading it. Not retried.
+    ResponseTooLarge,
     /// A bug or an unexpected state in the worker.
     Internal,
 }
@@ -80,6 +83,7 @@ impl ErrorType {
             ErrorType::PolicyDenied => "policy_denied",
             ErrorType::BudgetExceeded => "budget_exceeded",
             ErrorType::Unavailable => "unavailable",
+            ErrorType::ResponseTooLarge => "response_too_large",
             ErrorType::Internal => "internal",
         }
     }

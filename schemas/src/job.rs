@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::blob::BlobRef;
 use crate::request::ChatRequest;
 use crate::timestamp::Timestamp;
 
@@ -52,7 +53,11 @@ impl std::fmt::Display for Tier {
 ///
 /// The tenant is not in the body: the worker takes it from the subject, which NATS
 /// permissions can enforce.
+///
+/// A job carries its request inline (`request`) or, when the job would not fit in one
+/// NATS message, as a claim check (`request_blob`): exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("oneOf" = [{"required": ["request"]}, {"required": ["request_blob"]}]))]
 pub struct Job {
     /// Protocol version; `1`.
     pub v: u32,
@@ -62,8 +67,15 @@ pub struct Job {
     pub model: String,
     #[serde(default)]
     pub tier: Tier,
-    /// The OpenAI chat-completions request body.
+    /// The OpenAI chat-completions request body. Absent when `request_blob` holds it.
+    #[serde(default, skip_serializing_if = "crate::is_default")]
     pub request: ChatRequest,
+    /// The request body's JSON in a blob under the job subject's tenant
+    /// (`<prefix>.blobs.<tenant>.<id>.<n>`, chunks published before the job), for a
+    /// request too large for one message. The worker reads it, checks its length and
+    /// SHA-256, and runs the job as if `request` had held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_blob: Option<BlobRef>,
     /// Stream deltas to `reply_to` as they are generated. `null` means `false`, as
     /// OpenAI's API reads it.
     #[serde(
@@ -101,6 +113,7 @@ impl Job {
             model: model.into(),
             tier: Tier::Interactive,
             request,
+            request_blob: None,
             stream: false,
             reply_to: None,
             deadline: None,
@@ -197,6 +210,28 @@ mod tests {
             Job::decode(b"{\"v\":1}"),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_job_carries_its_request_inline_as_before_or_as_a_claim_check() {
+        let mut job = Job::new("m", ChatRequest::user("hi"));
+        job.id = Uuid::nil();
+        let inline = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            inline,
+            r#"{"v":1,"id":"00000000-0000-0000-0000-000000000000","model":"m","tier":"interactive","request":{"messages":[{"role":"user","content":"hi"}]}}"#
+        );
+        job.request = ChatRequest::default();
+        job.request_blob = Some(BlobRef {
+            id: "b1".into(),
+            bytes: 5,
+            sha256: "0".repeat(64),
+            chunks: 1,
+        });
+        let value = serde_json::to_value(&job).unwrap();
+        assert!(value.get("request").is_none(), "{value}");
+        let decoded = Job::decode(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(decoded, job);
     }
 
     #[test]

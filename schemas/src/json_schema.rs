@@ -6,7 +6,10 @@
 
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
-use crate::{CancelRequest, CatalogEntry, Job, Outcome, ReplyEvent, TenantEntry, UsageEvent};
+use crate::{
+    BlobRef, CancelRequest, CatalogEntry, Job, Outcome, OutcomeBody, ReplyEvent, TenantEntry,
+    UsageEvent,
+};
 
 /// (file name, schema) for every message type on the wire.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -14,6 +17,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("job.schema.json", schema::<Job>()),
         ("reply-event.schema.json", schema::<ReplyEvent>()),
         ("outcome.schema.json", schema::<Outcome>()),
+        ("blob-ref.schema.json", schema::<BlobRef>()),
+        ("outcome-body.schema.json", schema::<OutcomeBody>()),
         ("usage-event.schema.json", schema::<UsageEvent>()),
         ("cancel-request.schema.json", schema::<CancelRequest>()),
         ("catalog-entry.schema.json", schema::<CatalogEntry>()),
@@ -75,12 +80,16 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        for field in ["v", "id", "model", "request"] {
+        for field in ["v", "id", "model"] {
             assert!(
                 required.contains(&field),
                 "{field} missing from {required:?}"
             );
         }
+        // The request inline or as a claim check: exactly one of the two.
+        let one_of = &schema["oneOf"];
+        assert_eq!(one_of[0]["required"], serde_json::json!(["request"]));
+        assert_eq!(one_of[1]["required"], serde_json::json!(["request_blob"]));
     }
 
     /// Whether a property's schema admits `null`.

@@ -6,6 +6,7 @@
 //! a newer protocol instead of misreading it, and every type derives a JSON Schema
 //! (exported to `schemas/json/` and checked against the types by a test).
 
+pub mod blob;
 pub mod cancel;
 pub mod catalog;
 pub mod completion;
@@ -22,6 +23,7 @@ pub mod tenant;
 pub mod timestamp;
 pub mod usage;
 
+pub use blob::{BlobRef, OutcomeBody};
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};
 pub use completion::{ChatCompletion, Choice, CompletionUsage, ResponseMessage};

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::blob::BlobRef;
 use crate::completion::ChatCompletion;
 use crate::error::{ErrorType, JobError};
 use crate::job::{JobId, Tier};
@@ -65,6 +66,13 @@ pub struct Outcome {
     /// that output, which is partial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<Partial>,
+    /// Set when the outcome would not fit in one NATS message: `response`, `partial` and
+    /// `metadata` are then absent here and held, as an [`OutcomeBody`](crate::OutcomeBody)
+    /// JSON object, by this blob under the outcome's own subject
+    /// (`<prefix>.results.<tenant>.<job id>.<id>.<n>`). The submitter library reads it
+    /// back, so its callers get the whole outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_blob: Option<BlobRef>,
     /// Every provider call made for the job, in order.
     #[serde(default)]
     pub attempts: Vec<Attempt>,

@@ -218,6 +218,11 @@ impl Subjects {
         format!("{}_TENANTS", self.upper)
     }
 
+    /// Chunks of large requests (claim checks), `<prefix>.blobs.<tenant>.<id>.<n>`.
+    pub fn blobs_stream(&self) -> String {
+        format!("{}_BLOBS", self.upper)
+    }
+
     /// The HTTP edge's API keys (hashes only).
     pub fn keys_bucket(&self) -> String {
         format!("{}_KEYS", self.upper)
@@ -296,8 +301,14 @@ impl Subjects {
 
     // --- results, usage, dead letters ---
 
+    /// Outcomes, and the chunks of outcomes too large for one message
+    /// (`<prefix>.results.<tenant>.<job id>.<blob id>.<n>`), which so live exactly as long
+    /// as outcomes, where no tenant may write.
     pub fn results_stream_subjects(&self) -> Vec<String> {
-        vec![format!("{}.results.*.*", self.prefix)]
+        vec![
+            format!("{}.results.*.*", self.prefix),
+            format!("{}.results.*.*.*.*", self.prefix),
+        ]
     }
 
     pub fn result(&self, tenant: &Tenant, job_id: JobId) -> String {
@@ -318,6 +329,30 @@ impl Subjects {
             Some(tenant) => format!("{}.usage.{}.*", self.prefix, tenant),
             None => format!("{}.usage.*.*", self.prefix),
         }
+    }
+
+    // --- blobs (claim checks) ---
+
+    pub fn blobs_stream_subjects(&self) -> Vec<String> {
+        vec![format!("{}.blobs.*.*.*", self.prefix)]
+    }
+
+    /// Where a tenant's request blobs live: chunk `n` of blob `id` is `<base>.<id>.<n>`.
+    /// Tenants may publish under their own; a worker reads a job's blob under the tenant
+    /// of the job's subject only.
+    pub fn request_blobs(&self, tenant: &Tenant) -> String {
+        format!("{}.blobs.{}", self.prefix, tenant)
+    }
+
+    /// Where the blob of a job's outcome lives: beside the outcome, in the results stream.
+    pub fn outcome_blobs(&self, tenant: &Tenant, job_id: JobId) -> String {
+        format!("{}.results.{}.{}", self.prefix, tenant, job_id)
+    }
+
+    /// Chunk `n` of blob `id` under `base` ([`request_blobs`](Self::request_blobs) or
+    /// [`outcome_blobs`](Self::outcome_blobs)).
+    pub fn blob_chunk(base: &str, id: &str, n: u32) -> String {
+        format!("{base}.{id}.{n}")
     }
 
     pub fn dlq_stream_subjects(&self) -> Vec<String> {
@@ -455,6 +490,7 @@ mod tests {
         let subjects = Subjects::new("team-a").unwrap();
         assert_eq!(subjects.jobs_stream(), "TEAM_A_JOBS");
         assert_eq!(subjects.cancel_bucket(), "TEAM_A_CANCEL");
+        assert_eq!(subjects.blobs_stream(), "TEAM_A_BLOBS");
         assert_eq!(
             subjects.jobs_stream_subjects(),
             vec!["team-a.jobs.*.interactive.*", "team-a.jobs.*.batch.*"]

@@ -142,6 +142,13 @@ pub enum ClientError {
         operation: &'static str,
         denied: crate::Denied,
     },
+    /// A claim check (an outcome's `body_blob`) could not be read back.
+    #[error("{what}: {source}")]
+    Blob {
+        what: String,
+        #[source]
+        source: llmq_runtime::blob::BlobError,
+    },
 }
 
 impl ClientError {
@@ -161,7 +168,7 @@ impl ClientError {
                 | ClientError::PublishTimeout { .. }
                 | ClientError::QueueFull { .. }
                 | ClientError::Nats { .. }
-        )
+        ) || matches!(self, ClientError::Blob { source, .. } if source.is_transient())
     }
 
     pub(crate) fn not_set_up(prefix: &str, missing: impl Into<String>) -> Self {

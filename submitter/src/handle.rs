@@ -66,8 +66,24 @@ impl JobHandle {
     /// dead-lettered) event.
     ///
     /// A final event recovered from the results stream is delivered as
-    /// [`ReplyEvent::Final`] too, after any events that had already arrived.
+    /// [`ReplyEvent::Final`] too, after any events that had already arrived. A final
+    /// outcome too large for one message arrives naming the blob that holds its body;
+    /// it is read back here, so the outcome is always whole.
     pub async fn next_event(&mut self) -> Option<Result<ReplyEvent, WaitError>> {
+        let event = self.next_sent().await?;
+        Some(match event {
+            Ok(ReplyEvent::Final(outcome)) if outcome.body_blob.is_some() => self
+                .client
+                .with_body(*outcome)
+                .await
+                .map(|outcome| ReplyEvent::Final(Box::new(outcome)))
+                .map_err(WaitError::from),
+            other => other,
+        })
+    }
+
+    /// The next event as the worker sent it.
+    async fn next_sent(&mut self) -> Option<Result<ReplyEvent, WaitError>> {
         loop {
             if self.done {
                 return None;

@@ -37,6 +37,7 @@ mod limits;
 mod options;
 mod outcome;
 mod read_stream;
+mod request_blob;
 mod status;
 mod stream_text;
 mod submit;

@@ -6,7 +6,9 @@
 //! subject (deliver last per subject), which delivers the stored one at once or the next
 //! one as it is stored, and survives reconnects, without polling. The consumer is named
 //! (see [`consumer_name`]), so that its creation request names its filter and a tenant's
-//! NATS permissions can pin it to the tenant's own outcomes.
+//! NATS permissions can pin it to the tenant's own outcomes. An outcome too large for one
+//! message names a blob beside it (`body_blob`), read back here by direct gets under the
+//! same subject prefix, so callers always get the whole outcome.
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use async_nats::StatusCode;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use futures::StreamExt;
-use llmq_schemas::{JobId, Outcome};
+use llmq_runtime::blob::{self, MISSING_CHUNK_WAIT};
+use llmq_schemas::{JobId, Outcome, OutcomeBody};
 use tokio::time::Instant;
 
 use crate::client::Client;
@@ -34,7 +37,10 @@ impl Client {
                 denied,
             })?;
         match got {
-            Ok(message) => decode_outcome(&message.payload, job_id).map(Some),
+            Ok(message) => {
+                let outcome = decode_outcome(&message.payload, job_id)?;
+                self.with_body(outcome).await.map(Some)
+            }
             Err(err) => match err.kind() {
                 DirectGetErrorKind::NotFound => Ok(None),
                 DirectGetErrorKind::ErrorResponse(status, _)
@@ -101,10 +107,50 @@ impl Client {
             .await
             .map_err(|err| ClientError::nats("watching the results stream", err))?;
         match messages.next().await {
-            Some(Ok(message)) => Ok(decode_outcome(&message.payload, job_id)?),
+            Some(Ok(message)) => {
+                let outcome = decode_outcome(&message.payload, job_id)?;
+                Ok(self.with_body(outcome).await?)
+            }
             Some(Err(err)) => Err(ClientError::nats("watching the results stream", err).into()),
             None => Err(WaitError::Closed),
         }
+    }
+
+    /// The whole outcome: when the stored one was too large for one message, its body
+    /// (`response`, `partial`, `metadata`) read back from the blob beside it, digest
+    /// checked. Callers never see a `body_blob`.
+    pub(crate) async fn with_body(&self, mut outcome: Outcome) -> Result<Outcome, ClientError> {
+        let Some(blob) = outcome.body_blob.take() else {
+            return Ok(outcome);
+        };
+        let job_id = outcome.job_id;
+        let stream = self.inner.subjects.results_stream();
+        let base = self
+            .inner
+            .subjects
+            .outcome_blobs(&self.inner.tenant, job_id);
+        let read = blob::read(&self.inner.js, &stream, &base, &blob, MISSING_CHUNK_WAIT);
+        let what = || format!("reading the body of job {job_id}'s outcome");
+        let bytes = self
+            .unless_denied(&[&stream], read)
+            .await
+            .map_err(|denied| ClientError::PermissionDenied {
+                operation: "reading an outcome's body",
+                denied,
+            })?
+            .map_err(|source| ClientError::Blob {
+                what: what(),
+                source,
+            })?;
+        let body: OutcomeBody =
+            serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+                what: what(),
+                source,
+            })?;
+        outcome.response = body.response;
+        outcome.partial = body.partial;
+        outcome.metadata = body.metadata;
+        Ok(outcome)
     }
 
     pub(crate) fn result_subject(&self, job_id: JobId) -> String {

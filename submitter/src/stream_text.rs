@@ -33,11 +33,19 @@ pub struct StreamText {
 }
 
 /// What applying one event did.
+///
+/// A consumer that cannot take text back (a terminal, an HTTP stream) drives its output
+/// from these alone: it passes on a delta only when it is `Appended` (or a `Gap`), and
+/// treats `Restarted` after it passed anything on as the end of what it can show. The
+/// raw events are not enough: a job processed again (its worker died, or its outcome
+/// could not be stored) sends a whole new stream of deltas, which is never more text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TextUpdate<'e> {
-    /// Nothing changed the text (`started`, a delta without content, a duplicate).
+    /// Nothing changed the text (`started`, a duplicate, a late delta of an attempt or
+    /// processing already given up on): pass nothing on.
     Unchanged,
-    /// Text was appended: print it.
+    /// The delta extends the current text: print or pass it on. The content may be empty
+    /// (a delta carrying only tool-call or reasoning fragments).
     Appended(&'e str),
     /// The text so far was discarded because an attempt failed after streaming (or a
     /// later attempt's event showed that the restart event was lost). [`StreamText::text`]
@@ -175,11 +183,7 @@ impl StreamText {
                         content,
                     };
                 }
-                if content.is_empty() {
-                    TextUpdate::Unchanged
-                } else {
-                    TextUpdate::Appended(content)
-                }
+                TextUpdate::Appended(content)
             }
             ReplyEvent::Restart(restart) => {
                 self.attempt = self.attempt.max(restart.attempt);
@@ -340,6 +344,36 @@ mod tests {
         assert_eq!(text.apply(&delta(2, 1, "lo")), TextUpdate::Appended("lo"));
         assert_eq!(text.text(), "Hello");
         assert!(text.is_complete());
+    }
+
+    #[test]
+    fn a_delta_without_text_is_still_part_of_the_current_answer() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        let mut fragment = delta(1, 1, "");
+        if let ReplyEvent::Delta(d) = &mut fragment {
+            d.content = None;
+        }
+        // Tool-call fragments carry no text, but a consumer passes them on.
+        assert_eq!(text.apply(&fragment), TextUpdate::Appended(""));
+        assert_eq!(text.apply(&fragment), TextUpdate::Unchanged, "a duplicate");
+    }
+
+    #[test]
+    fn a_second_processing_after_text_went_out_is_never_more_text() {
+        let mut text = StreamText::new();
+        text.apply(&started(1));
+        text.apply(&delta(1, 1, "first"));
+        // The job is processed again (its outcome was not stored): its first event, of
+        // whatever kind, says the text so far is void; none of it is `Appended`.
+        for first in [
+            in_delivery(2, started(1)),
+            in_delivery(2, delta(1, 1, "again")),
+        ] {
+            let mut copy = text.clone();
+            let update = copy.apply(&first);
+            assert!(matches!(update, TextUpdate::Restarted { .. }), "{update:?}");
+        }
     }
 
     #[test]

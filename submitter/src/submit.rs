@@ -24,7 +24,7 @@ impl Client {
         let model = self.prepare(&mut job).await?;
         job.reply_to = Some(self.inner.inbox.reply_subject(job.id));
         let handle = JobHandle::register(self.clone(), job.id)?;
-        self.publish_job(&model, &job).await?;
+        self.publish_job(&model, &mut job).await?;
         Ok(handle)
     }
 
@@ -43,7 +43,7 @@ impl Client {
                  subjects"
             )));
         }
-        self.publish_job(&model, &job).await?;
+        self.publish_job(&model, &mut job).await?;
         Ok(job.id)
     }
 
@@ -68,13 +68,16 @@ impl Client {
         Ok(model)
     }
 
-    async fn publish_job(&self, model: &ModelName, job: &Job) -> Result<(), SubmitError> {
+    /// Publishes the job, its request as a blob first when the job would not fit in one
+    /// message (see `request_blob.rs`).
+    async fn publish_job(&self, model: &ModelName, job: &mut Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
         let subject = inner.subjects.job(model, job.tier, &inner.tenant);
         let payload = serde_json::to_vec(job)
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
         self.check_policy(job, payload.len()).await?;
+        let payload = self.fitted(job, payload).await?;
         let msg_id = job.id.to_string();
         let published = self.publish(&subject, &msg_id, None, &payload);
         let ack = self
@@ -109,7 +112,7 @@ impl Client {
         publish_durable(&self.inner.js_publish, message).await
     }
 
-    fn submit_error(&self, failure: PublishFailure) -> SubmitError {
+    pub(crate) fn submit_error(&self, failure: PublishFailure) -> SubmitError {
         let subjects = &self.inner.subjects;
         match failure {
             PublishFailure::NoStream => SubmitError::NotSetUp {

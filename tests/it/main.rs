@@ -20,6 +20,7 @@ mod reliability;
 mod reload;
 mod scripts;
 mod secrets;
+mod sizes;
 mod status;
 mod submitter;
 mod tenants;

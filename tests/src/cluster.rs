@@ -70,8 +70,8 @@ impl TestCluster {
             );
             nodes.push(
                 TestNats::try_start_with(NatsOptions {
-                    sync_always: false,
                     extra_config,
+                    ..NatsOptions::default()
                 })
                 .await?,
             );

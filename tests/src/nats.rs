@@ -36,6 +36,27 @@ pub struct NatsOptions {
     /// More of nats-server's config, appended to the file (an `authorization` block, an
     /// `include`): tests of generated auth start the server with it.
     pub extra_config: String,
+    /// The server's `max_payload` (`"1MB"`, nats-server's own default); `None` is the
+    /// harness's 8 MB. Tests of large requests and answers run with the default a fresh
+    /// server has.
+    pub max_payload: Option<String>,
+}
+
+impl NatsOptions {
+    /// A server as `nats-server -js` starts it: 1 MiB messages at most.
+    pub fn default_max_payload() -> NatsOptions {
+        NatsOptions {
+            max_payload: Some("1MB".into()),
+            ..NatsOptions::default()
+        }
+    }
+
+    fn max_payload_line(&self) -> String {
+        format!(
+            "max_payload: {}\n",
+            self.max_payload.as_deref().unwrap_or("8MB")
+        )
+    }
 }
 
 /// A running nats-server; killed (SIGKILL) and its store removed on drop.
@@ -135,8 +156,9 @@ impl TestNats {
         self.options.extra_config = extra_config.to_owned();
         let config = self.dir.path().join("nats.conf");
         let text = std::fs::read_to_string(&config).unwrap_or_default();
-        let base = text.split("max_payload: 8MB\n").next().unwrap_or_default();
-        let text = format!("{base}max_payload: 8MB\n{extra_config}\n");
+        let line = self.options.max_payload_line();
+        let base = text.split(&line).next().unwrap_or_default();
+        let text = format!("{base}{line}{extra_config}\n");
         std::fs::write(&config, text).expect("rewrite the nats-server config");
         let Some(pid) = self.pid() else {
             panic!("reload: nats-server is not running");
@@ -201,8 +223,9 @@ async fn spawn_binary(
         ""
     };
     let config_text = format!(
-        "jetstream {{\n  store_dir: {store:?}\n  {sync}}}\nmax_payload: 8MB\n{extra}\n",
+        "jetstream {{\n  store_dir: {store:?}\n  {sync}}}\n{max_payload}{extra}\n",
         store = store.display().to_string(),
+        max_payload = options.max_payload_line(),
         extra = options.extra_config
     );
     std::fs::write(&config, config_text).map_err(|e| format!("write {}: {e}", config.display()))?;

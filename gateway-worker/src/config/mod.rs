@@ -100,6 +100,10 @@ pub struct JetStreamConfig {
     /// Jobs queue limits; a full queue refuses new jobs (discard new).
     pub jobs_max_msgs: i64,
     pub jobs_max_bytes: i64,
+    /// Bound on the request blobs (chunks of requests too large for one message) of every
+    /// tenant together; a full blob stream refuses new large requests (discard new). They
+    /// are kept at most `jobs_max_age`.
+    pub blobs_max_bytes: i64,
     #[serde(with = "humantime_serde")]
     pub jobs_max_age: Duration,
     #[serde(with = "humantime_serde")]
@@ -137,6 +141,7 @@ impl Default for JetStreamConfig {
             replicas: 1,
             jobs_max_msgs: 1_000_000,
             jobs_max_bytes: 4 * 1024 * 1024 * 1024,
+            blobs_max_bytes: 2 * 1024 * 1024 * 1024,
             jobs_max_age: Duration::from_secs(7 * 86_400),
             results_max_age: Duration::from_secs(7 * 86_400),
             usage_max_age: Duration::from_secs(35 * 86_400),
@@ -191,6 +196,12 @@ pub struct WorkerConfig {
     /// lowest latency, ~13k jobs/s measured), N, or 0 for one per core. Scale out with
     /// more workers rather than more threads.
     pub threads: usize,
+    /// The largest request a worker reads from a blob; a job whose request blob is
+    /// larger fails `invalid_job` without the blob being read.
+    pub max_request_bytes: u64,
+    /// The most bytes of one provider answer an attempt holds (a whole body; a stream's
+    /// accumulated output); past it the attempt fails with `response_too_large`.
+    pub max_response_bytes: usize,
 }
 
 impl WorkerConfig {
@@ -224,6 +235,8 @@ impl Default for WorkerConfig {
             key_reload_interval: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(120),
             threads: 1,
+            max_request_bytes: 32 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -62,6 +62,7 @@ fn jetstream(js: &JetStreamConfig, p: &mut Problems) {
     for (field, value) in [
         ("jetstream.jobs_max_msgs", js.jobs_max_msgs),
         ("jetstream.jobs_max_bytes", js.jobs_max_bytes),
+        ("jetstream.blobs_max_bytes", js.blobs_max_bytes),
     ] {
         p.check(
             value > 0 || value == -1,
@@ -103,6 +104,16 @@ fn worker(worker: &WorkerConfig, p: &mut Problems) {
         worker.threads <= 1024,
         "worker.threads",
         "must be 0 (one per core) to 1024",
+    );
+    p.check(
+        worker.max_request_bytes >= 64 * 1024,
+        "worker.max_request_bytes",
+        "must be at least 65536",
+    );
+    p.check(
+        worker.max_response_bytes >= 64 * 1024,
+        "worker.max_response_bytes",
+        "must be at least 65536",
     );
     at_least(
         p,

@@ -24,14 +24,15 @@ pub struct Ready {
     pub job: Job,
     pub tenant: Tenant,
     pub tier: Tier,
-    /// What is wrong between the job and its subject (the job's model is not its
-    /// subject's): a job that decodes but is answered `invalid_job`, not dead-lettered.
-    pub subject_problem: Option<String>,
+    /// What makes a job that decodes unrunnable (its model is not its subject's, its
+    /// request blob cannot be read): answered `invalid_job`, not dead-lettered.
+    pub problem: Option<String>,
     /// Which delivery of the message this is (1 = first).
     pub delivery: u32,
     /// When the message was stored in the queue.
     pub published: Option<Timestamp>,
-    /// The payload's size as published (a tenant's `max_request_bytes` applies to it).
+    /// The job's size as published, its request blob's included (a tenant's
+    /// `max_request_bytes` applies to it).
     pub payload_bytes: usize,
 }
 
@@ -92,7 +93,7 @@ pub fn decode(subjects: &Subjects, max_deliver: i64, delivery: Delivery<'_>) -> 
     } = delivery;
     match decode_parts(subjects, max_deliver, delivery) {
         Ok((job, tenant, tier, subject_model)) => Decoded::Ready(Box::new(Ready {
-            subject_problem: subject_problem(&job, subject_model),
+            problem: subject_problem(&job, subject_model),
             job,
             tenant,
             tier,
@@ -180,7 +181,7 @@ mod tests {
         assert_eq!(ready.tenant.as_str(), "acme");
         assert_eq!(ready.tier, Tier::Batch);
         assert_eq!(ready.delivery, 2);
-        assert_eq!(ready.subject_problem, None);
+        assert_eq!(ready.problem, None);
         let other = decode(
             &Subjects::default(),
             5,
@@ -189,7 +190,7 @@ mod tests {
         let Decoded::Ready(ready) = other else {
             panic!("a model mismatch is answered, not dead-lettered")
         };
-        assert!(ready.subject_problem.unwrap().contains("does not match"));
+        assert!(ready.problem.unwrap().contains("does not match"));
     }
 
     #[test]

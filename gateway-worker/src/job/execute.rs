@@ -448,6 +448,7 @@ impl Run<'_> {
             client: &provider.client,
             adapter: provider.adapter.as_ref(),
             timeouts: &provider.timeouts,
+            max_response_bytes: self.ctx.config.worker.max_response_bytes,
         };
         // Taken once: a key rotated while this call runs is the next attempt's.
         let key = provider.key.current();

@@ -20,7 +20,9 @@ use llmq_schemas::{
 
 use super::disposition::Disposition;
 use super::execute::{CallUsage, millis};
+use super::large_outcome;
 use super::reply::ReplySink;
+use super::request_blob;
 use super::run::JobRun;
 use crate::context::WorkerContext;
 use crate::metrics;
@@ -89,6 +91,13 @@ async fn finalize_now(
             return not_stored();
         }
     };
+    let (outcome, json) = match large_outcome::fit(ctx, run, outcome, json).await {
+        Ok(fitted) => fitted,
+        Err(err) => {
+            tracing::warn!(error = %err, "outcome not stored; handing the job back");
+            return not_stored();
+        }
+    };
     // Usage goes out first, pipelined with the outcome on the same connection: a worker
     // that dies after the outcome left has sent its usage too, and a redelivery answered
     // from the stored outcome has nothing left to bill. Both acks are awaited together.
@@ -103,6 +112,7 @@ async fn finalize_now(
             return not_stored();
         }
     };
+    request_blob::delete(ctx, run).await;
     tracing::info!(
         %status,
         attempts = outcome.attempts.len(),
@@ -160,6 +170,7 @@ async fn answer(
         Stored::Theirs(theirs) => {
             tracing::info!(ours = %ours.status, stored = %theirs.status, "another processing stored the outcome first");
             reply.finished(&theirs).await;
+            large_outcome::discard(ctx, run, ours).await;
         }
     }
     status
@@ -180,6 +191,7 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         response: finished.response.clone(),
         error: finished.error.clone(),
         partial: finished.partial.clone(),
+        body_blob: None,
         attempts: finished.attempts.clone(),
         usage: called.then_some(usage),
         cost: called.then_some(cost),

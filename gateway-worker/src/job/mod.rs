@@ -10,8 +10,10 @@ mod decode;
 mod disposition;
 mod execute;
 mod finalize;
+mod large_outcome;
 mod process;
 mod reply;
+mod request_blob;
 mod run;
 
 pub use decode::{Decoded, Delivery, Ready, Rejection, decode};

@@ -21,6 +21,7 @@ use super::execute::{
 };
 use super::finalize::{Finished, bill_handed_back, finalize, load_outcome};
 use super::reply::ReplySink;
+use super::request_blob;
 use super::run::JobRun;
 use llmq_runtime::budget::Reservation;
 use llmq_runtime::limits::{Admission, Demand};
@@ -49,9 +50,12 @@ pub async fn process(
         Decoded::Ready(ready) => ready,
         Decoded::Rejected(rejection) => return Box::pin(reject(ctx, message, rejection)).await,
     };
+    if let Err(later) = Box::pin(request_blob::resolve(ctx, &mut ready)).await {
+        return later;
+    }
     let model_label = ctx.model_label(&ready.job.model);
     metrics::job_received(model_label, ready.tier, ready.delivery > 1);
-    let subject_problem = ready.subject_problem.take();
+    let subject_problem = ready.problem.take();
     let payload_bytes = ready.payload_bytes;
     let mut run = JobRun::new(*ready, picked_at, started_at);
     let verdict = policy(ctx, &mut run, payload_bytes);

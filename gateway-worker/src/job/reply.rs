@@ -185,6 +185,7 @@ mod tests {
             response: None,
             error: None,
             partial: None,
+            body_blob: None,
             attempts: vec![],
             usage: None,
             cost: None,

@@ -118,6 +118,8 @@ pub struct Setup {
     pub limits: kv::Store,
     /// Tenants' spend per UTC day and month, a counter stream (see `llmq_runtime::budget`).
     pub spend: stream::Stream,
+    /// Chunks of requests too large for one message (see `llmq_runtime::blob`).
+    pub blobs: stream::Stream,
 }
 
 /// Streams and buckets; consumers are made per model with [`ensure_consumer`].
@@ -153,6 +155,7 @@ pub async fn ensure(
             ),
         )
         .await?,
+        blobs: ensure_stream(js, streams.blobs()).await?,
     })
 }
 
@@ -207,6 +210,30 @@ impl StreamConfigs<'_> {
                 self.subjects.results_stream(),
                 self.subjects.results_stream_subjects(),
                 self.config.results_max_age,
+            )
+        }
+    }
+
+    /// Request blobs: written by tenants under their own subjects, read by workers,
+    /// deleted once the job's outcome is stored. A chunk cannot be replaced (one message
+    /// per subject, discard new), the whole is bounded (`blobs_max_bytes`, discard new:
+    /// a full stream refuses new large requests at submit) and kept at most as long as a
+    /// job may wait. Answers too large for one message go beside their outcome in the
+    /// results stream instead, where no tenant may write, so a tenant filling this stream
+    /// cannot stop another tenant's answer from being stored.
+    fn blobs(&self) -> stream::Config {
+        stream::Config {
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            max_bytes: self.config.blobs_max_bytes,
+            description: Some(
+                "llmq request blobs: chunks of requests too large for one message".into(),
+            ),
+            ..self.file(
+                self.subjects.blobs_stream(),
+                self.subjects.blobs_stream_subjects(),
+                self.config.jobs_max_age,
             )
         }
     }

@@ -113,6 +113,17 @@ impl StreamAccumulator {
         &self.content
     }
 
+    /// Bytes of output held so far (text, reasoning, refusal, tool calls): what a
+    /// stream's answer will weigh.
+    pub fn held_bytes(&self) -> usize {
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+            .sum();
+        self.content.len() + self.reasoning.len() + self.refusal.len() + calls
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }

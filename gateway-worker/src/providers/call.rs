@@ -52,6 +52,9 @@ pub struct Upstream<'a> {
     pub client: &'a reqwest::Client,
     pub adapter: &'a dyn Adapter,
     pub timeouts: &'a Timeouts,
+    /// The most bytes of an answer (a whole body, or a stream's accumulated output) held
+    /// before the attempt fails with `response_too_large` (`worker.max_response_bytes`).
+    pub max_response_bytes: usize,
 }
 
 /// What an attempt produced, success or not.
@@ -135,13 +138,14 @@ async fn run(
     if !response.status().is_success() {
         return Err(error_response(upstream.adapter, status, response, &deadlines).await);
     }
+    let most = upstream.max_response_bytes;
     if !spec.stream {
-        let body = whole_body(response, &deadlines).await?;
+        let body = whole_body(response, &deadlines, most).await?;
         return upstream.adapter.parse_response(&body);
     }
     let decoder = upstream.adapter.stream_decoder();
     Feed::new(decoder, started, &mut *acc, sink, report)
-        .read(response, &deadlines)
+        .read(response, &deadlines, most)
         .await?;
     Ok(std::mem::take(acc).finish(spec.upstream_model))
 }
@@ -236,12 +240,43 @@ async fn error_response(
 async fn whole_body(
     response: reqwest::Response,
     deadlines: &Deadlines<'_>,
-) -> Result<bytes::Bytes, ProviderError> {
-    match timeout_at(deadlines.total, response.bytes()).await {
+    most: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > most as u64)
+    {
+        return Err(too_large(most));
+    }
+    match timeout_at(deadlines.total, read_within(response, most)).await {
         Err(_) => Err(deadlines.expired(TimeoutKind::Total)),
-        Ok(Err(err)) => Err(from_reqwest(&err, deadlines.timeouts)),
+        Ok(Err(err)) => Err(err.unwrap_or_else(|err| from_reqwest(&err, deadlines.timeouts))),
         Ok(Ok(body)) => Ok(body),
     }
+}
+
+/// The body, unless it is longer than `most` bytes (`Err(Ok(..))`) or fails to arrive
+/// (`Err(Err(..))`).
+async fn read_within(
+    mut response: reqwest::Response,
+    most: usize,
+) -> Result<Vec<u8>, Result<ProviderError, reqwest::Error>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Err)? {
+        if body.len() + chunk.len() > most {
+            return Err(Ok(too_large(most)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An answer longer than the worker reads: the attempt stops, the connection closes.
+fn too_large(most: usize) -> ProviderError {
+    ProviderError::new(
+        llmq_schemas::ErrorType::ResponseTooLarge,
+        format!("the answer is larger than {most} bytes (worker.max_response_bytes)"),
+    )
 }
 
 /// One stream's decoding state, and where its output goes.
@@ -283,6 +318,7 @@ impl<'a> Feed<'a> {
         &mut self,
         response: reqwest::Response,
         deadlines: &Deadlines<'_>,
+        most: usize,
     ) -> Result<(), ProviderError> {
         let mut body = response.bytes_stream();
         while !self.decoder.is_done() {
@@ -296,7 +332,14 @@ impl<'a> Feed<'a> {
                         err.without_url()
                     )));
                 }
-                Ok(Some(Ok(chunk))) => self.chunk(&chunk).await?,
+                Ok(Some(Ok(chunk))) => {
+                    self.chunk(&chunk).await?;
+                    // The answer held, not the stream's framing (a token's event is ~30
+                    // times its text); one event is bounded by the SSE parser.
+                    if self.acc.held_bytes() > most {
+                        return Err(too_large(most));
+                    }
+                }
             }
         }
         Ok(())

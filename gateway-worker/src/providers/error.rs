@@ -138,11 +138,15 @@ impl ProviderError {
     }
 
     /// Whether another deployment (or fallback model) may succeed where this one failed.
-    /// Request errors would fail everywhere; cancellation ends the job.
+    /// Request errors would fail everywhere; cancellation ends the job; an answer too
+    /// large to keep would be as large, and paid for again, elsewhere.
     pub fn allows_fallback(&self) -> bool {
         !matches!(
             self.class,
-            ErrorType::InvalidRequest | ErrorType::Cancelled | ErrorType::DeadlineExceeded
+            ErrorType::InvalidRequest
+                | ErrorType::Cancelled
+                | ErrorType::DeadlineExceeded
+                | ErrorType::ResponseTooLarge
         )
     }
 
@@ -247,6 +251,7 @@ mod tests {
             (InvalidRequest, false, false, false),
             (Cancelled, false, false, false),
             (DeadlineExceeded, false, false, false),
+            (ResponseTooLarge, false, false, false),
         ];
         for (class, retryable, fallback, counts) in cases {
             let err = ProviderError::new(class, "x");

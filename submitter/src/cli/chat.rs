@@ -169,7 +169,7 @@ async fn stream(
         match text.apply(&event) {
             TextUpdate::Appended(content) => {
                 write(content);
-                printed = true;
+                printed |= !content.is_empty();
             }
             TextUpdate::Gap { content, .. } => {
                 if !warned_gap {

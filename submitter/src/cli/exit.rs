@@ -181,6 +181,8 @@ fn client_exit(err: &ClientError) -> Exit {
         | ClientError::QueueFull { .. }
         | ClientError::Rejected { .. } => Exit::Rejected,
         ClientError::Decode { .. } => Exit::Unexpected,
+        ClientError::Blob { source, .. } if source.is_transient() => Exit::Unavailable,
+        ClientError::Blob { .. } => Exit::Unexpected,
     }
 }
 

@@ -147,12 +147,18 @@ impl Streaming {
                 ));
             }
         };
+        // What goes out is what `StreamText` accepts as the current text: a delta of an
+        // attempt or processing already superseded never does, and new text after output
+        // went out (a fallback, or the job processed again) ends the stream.
         let update = self.text.apply(&event);
-        if self.sent_output && matches!(update, TextUpdate::Restarted { .. }) {
+        let restarted_now = matches!(update, TextUpdate::Restarted { .. });
+        if self.sent_output && restarted_now {
             return self.fail(restarted());
         }
+        let current =
+            restarted_now || matches!(update, TextUpdate::Appended(_) | TextUpdate::Gap { .. });
         match event {
-            ReplyEvent::Delta(delta) if carries_output(&delta) => {
+            ReplyEvent::Delta(delta) if current && carries_output(&delta) => {
                 self.sent_output = true;
                 self.pending.push_back(data(&self.frame.delta(&delta)));
             }
@@ -243,8 +249,9 @@ fn restarted() -> ApiError {
         StatusCode::BAD_GATEWAY,
         "server_error",
         "stream_restarted",
-        "the provider failed after part of the answer was sent, and another deployment took \
-         over; the stream ends here rather than splice two answers (retry the request)",
+        "the answer was started again after part of it was sent (a provider failed and \
+         another deployment took over, or the job was processed again); the stream ends here \
+         rather than splice two answers (retry the request)",
     )
 }
 

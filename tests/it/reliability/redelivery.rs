@@ -115,6 +115,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
         response: None,
         error: None,
         partial: None,
+        body_blob: None,
         attempts: vec![],
         usage: None,
         cost: None,

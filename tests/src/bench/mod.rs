@@ -43,6 +43,7 @@ pub mod procstat;
 pub mod report;
 pub mod scale;
 pub mod setup;
+pub mod sizes;
 pub mod stats;
 pub mod stream;
 
@@ -65,13 +66,14 @@ pub enum Scenario {
     Policy,
     Limits,
     Durability,
+    Sizes,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 10] = [
+    pub const EACH: [Scenario; 11] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
@@ -82,6 +84,7 @@ impl Scenario {
         Scenario::Policy,
         Scenario::Limits,
         Scenario::Durability,
+        Scenario::Sizes,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -96,6 +99,7 @@ impl Scenario {
             Scenario::Policy => "policy",
             Scenario::Limits => "limits",
             Scenario::Durability => "durability",
+            Scenario::Sizes => "sizes",
             Scenario::All => "all",
         }
     }
@@ -297,6 +301,7 @@ pub async fn run_one(
         Scenario::Policy => policy::run(options, env, report).await,
         Scenario::Limits => limits::run(options, env, report).await,
         Scenario::Durability => durability::run(options, env, report).await,
+        Scenario::Sizes => sizes::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

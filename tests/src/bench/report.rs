@@ -227,6 +227,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<super::durability::DurabilityReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<super::sizes::SizesReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -247,6 +249,7 @@ impl Report {
             policy: None,
             limits: None,
             durability: None,
+            sizes: None,
             ratios: None,
             failures: Vec::new(),
         }

@@ -53,6 +53,9 @@ enum Command {
     /// What each broker guarantee costs: one server (default fsync), one server with
     /// `sync_interval: always`, three clustered servers with replicas = 3.
     Durability(Flags),
+    /// What a request over one message costs (2 MiB vs 1 KiB, on a 1 MiB server), and a
+    /// 4 MiB claim check by chunk size.
+    Sizes(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -217,6 +220,7 @@ fn main() -> ExitCode {
         Command::Policy(f) => (Scenario::Policy, f),
         Command::Limits(f) => (Scenario::Limits, f),
         Command::Durability(f) => (Scenario::Durability, f),
+        Command::Sizes(f) => (Scenario::Sizes, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
