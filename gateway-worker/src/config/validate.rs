@@ -62,6 +62,7 @@ fn jetstream(js: &JetStreamConfig, p: &mut Problems) {
     for (field, value) in [
         ("jetstream.jobs_max_msgs", js.jobs_max_msgs),
         ("jetstream.jobs_max_bytes", js.jobs_max_bytes),
+        ("jetstream.jobs_max_per_subject", js.jobs_max_per_subject),
     ] {
         p.check(
             value > 0 || value == -1,
@@ -80,6 +81,26 @@ fn jetstream(js: &JetStreamConfig, p: &mut Problems) {
         "jetstream.duplicate_window",
         js.duplicate_window,
         Duration::from_secs(1),
+    );
+    readers(js, p);
+}
+
+/// The bounds on tenants' consumers must leave room for llmq's own readers.
+fn readers(js: &JetStreamConfig, p: &mut Problems) {
+    let min = llmq_runtime::stream_guards::ReaderLimits::MIN_INACTIVE_THRESHOLD;
+    p.check(
+        js.reader_inactive_threshold >= min,
+        "jetstream.reader_inactive_threshold",
+        format!(
+            "must be at least {}: llmq's own readers (outcome waits, usage reports, the \
+             catalog) ask the server for that long",
+            humantime::format_duration(min)
+        ),
+    );
+    p.check(
+        js.reader_max_consumers >= 1,
+        "jetstream.reader_max_consumers",
+        "must be at least 1",
     );
 }
 
