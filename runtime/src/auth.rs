@@ -15,6 +15,9 @@
 //! (`CONSUMER.MSG.NEXT.<stream>.<name>`) cannot name a tenant: a tenant may pull from any
 //! consumer of the results and usage streams whose random name it knows, and only its own
 //! consumers' names ever reach it (listing and advisories are denied).
+//!
+//! What a permission cannot see (a message's headers, how many consumers a user made),
+//! the streams' own settings refuse: see `stream_guards`.
 
 use llmq_schemas::{Subjects, Tenant};
 

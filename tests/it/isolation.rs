@@ -63,6 +63,15 @@ async fn another_tenants_rollup_cannot_wipe_pending_cancels() {
         let answer = publish(&beta_js, "$KV.LLMQ_CANCEL.beta.x", headers, "{}".into()).await;
         attempts.push((headers, answer));
     }
+    // Nor can it fill the bucket with large values: a cancel request is small.
+    let large = publish(
+        &beta_js,
+        "$KV.LLMQ_CANCEL.beta.y",
+        &[],
+        vec![b'x'; 20_000].into(),
+    );
+    let large = large.await.expect_err("a cancel is at most 16 KiB");
+    assert!(large.to_string().contains("maximum"), "{large}");
     acme.cancel(j2, None).await.unwrap();
 
     secured.start_worker().await;

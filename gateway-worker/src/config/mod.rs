@@ -136,6 +136,10 @@ pub struct JetStreamConfig {
     /// How long a cancel request is remembered.
     #[serde(with = "humantime_serde")]
     pub cancel_ttl: Duration,
+    /// Bytes the cancel bucket holds at most, every tenant's cancels together (tenants
+    /// write it directly); when full, new cancels are refused until old ones age out.
+    /// -1: no limit.
+    pub cancel_max_bytes: i64,
     /// How often a worker refreshes its catalog entry.
     #[serde(with = "humantime_serde")]
     pub catalog_heartbeat: Duration,
@@ -161,6 +165,7 @@ impl Default for JetStreamConfig {
             reader_inactive_threshold: Duration::from_secs(60),
             reader_max_consumers: 10_000,
             cancel_ttl: Duration::from_secs(86_400),
+            cancel_max_bytes: 1024 * 1024 * 1024,
             catalog_heartbeat: Duration::from_secs(5),
         }
     }

@@ -159,6 +159,10 @@ pub async fn ensure(
     })
 }
 
+/// The largest cancel request a tenant may store (one is about 200 bytes, its reason
+/// included).
+const CANCEL_MAX_VALUE: i32 = 16 * 1024;
+
 /// A bucket tenants publish to (their cancels): no rollups, no purges.
 const TENANT_WRITABLE: Guards = Guards {
     tenant_writable: true,
@@ -278,12 +282,16 @@ impl StreamConfigs<'_> {
         }
     }
 
+    /// Tenants write here directly: its size is bounded (`cancel_max_bytes`, a cancel
+    /// request at most [`CANCEL_MAX_VALUE`]), and it refuses rollups ([`TENANT_WRITABLE`]).
     fn cancels(&self) -> kv::Config {
         kv::Config {
             bucket: self.subjects.cancel_bucket(),
             description: "llmq cancel requests, key <tenant>.<job id>".into(),
             history: 1,
             max_age: self.config.cancel_ttl,
+            max_bytes: self.config.cancel_max_bytes,
+            max_value_size: CANCEL_MAX_VALUE,
             storage: StorageType::File,
             num_replicas: self.config.replicas,
             ..Default::default()
@@ -339,6 +347,8 @@ async fn bucket_as_wanted(js: &Context, wanted: &kv::Config, guards: Guards) -> 
         && found.max_age == wanted.max_age
         && found.storage == wanted.storage
         && found.description.as_deref().unwrap_or_default() == wanted.description
+        && same_limit(found.max_bytes, wanted.max_bytes)
+        && same_limit(found.max_message_size.into(), wanted.max_value_size.into())
         && guards.hold(found);
     if !same {
         return None;
@@ -360,6 +370,11 @@ fn has_every_setting(found: &serde_json::Value, wanted: &serde_json::Value) -> b
 
 fn is_unlimited(value: &serde_json::Value) -> bool {
     matches!(value.as_i64(), Some(0 | -1))
+}
+
+/// A limit as the server shows it (-1 for none) against one as configured (0 or -1).
+fn same_limit(found: i64, wanted: i64) -> bool {
+    found == wanted || (found <= 0 && wanted <= 0)
 }
 
 fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<(), String> {
