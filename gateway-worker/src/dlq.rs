@@ -13,6 +13,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 use futures::StreamExt;
+use llmq_runtime::policy;
 use llmq_schemas::dlq::{
     HEADER_AT, HEADER_DELIVERIES, HEADER_DETAIL, HEADER_JOB_ID, HEADER_REASON, HEADER_STREAM_SEQ,
     HEADER_SUBJECT, HEADER_WORKER,
@@ -98,13 +99,31 @@ pub async fn dead_letter(
     Ok(())
 }
 
-/// Tells the producer, when the payload names a reply subject, where its job went.
-pub async fn notify_producer(ctx: &WorkerContext, payload: &[u8], reason: DlqReason, detail: &str) {
+/// Tells the producer, when the payload names a reply subject the job's tenant may be
+/// answered on (`policy::may_reply_to`, the rule for every event), where its job went.
+/// The tenant is the job subject's: a payload that cannot even be decoded still cannot
+/// make the worker write into another tenant's inbox.
+pub async fn notify_producer(
+    ctx: &WorkerContext,
+    subject: &str,
+    payload: &[u8],
+    reason: DlqReason,
+    detail: &str,
+) {
     let envelope = llmq_schemas::job::Envelope::sniff(payload);
     let (Some(job_id), Some(reply_to)) = (envelope.id, envelope.reply_to) else {
         return;
     };
-    if !ctx.subjects.is_safe_reply_to(&reply_to) {
+    let Ok(tenant) = ctx
+        .subjects
+        .parse_job_subject(subject)
+        .and_then(|s| s.tenant)
+    else {
+        return;
+    };
+    let lookup = ctx.registry.lookup(&tenant);
+    if !policy::may_reply_to(&ctx.subjects, &lookup, &tenant, &reply_to) {
+        tracing::info!(%job_id, tenant = %tenant, "dead-lettered job names a reply subject outside its tenant's inboxes; not notified");
         return;
     }
     let event = ReplyEvent::DeadLettered(DeadLettered {
@@ -143,7 +162,7 @@ pub async fn dead_letter_message(
     };
     match dead_letter(ctx, letter).await {
         Ok(()) => {
-            notify_producer(ctx, &message.payload, reason, &detail).await;
+            notify_producer(ctx, &message.subject, &message.payload, reason, &detail).await;
             true
         }
         Err(err) => {
@@ -206,6 +225,7 @@ pub async fn watch_max_deliveries(ctx: Arc<WorkerContext>, stop: CancellationTok
         if dead_letter(&ctx, letter).await.is_ok() {
             notify_producer(
                 &ctx,
+                &original.subject,
                 &original.payload,
                 DlqReason::MaxDeliveries,
                 "delivered too many times without an outcome",

@@ -15,6 +15,9 @@
 //! (`CONSUMER.MSG.NEXT.<stream>.<name>`) cannot name a tenant: a tenant may pull from any
 //! consumer of the results and usage streams whose random name it knows, and only its own
 //! consumers' names ever reach it (listing and advisories are denied).
+//!
+//! What a permission cannot see (a message's headers, how many consumers a user made),
+//! the streams' own settings refuse: see `stream_guards`.
 
 use llmq_schemas::{Subjects, Tenant};
 
@@ -84,7 +87,15 @@ fn worker(subjects: &Subjects) -> Permissions {
             // events in its own tenant's.
             format!("{}.>", Subjects::INBOX_ROOT),
         ],
-        subscribe: vec!["_INBOX.>".into()],
+        subscribe: vec![
+            "_INBOX.>".into(),
+            // The server's word that a job was delivered max_deliver times: the worker
+            // moves it to the dead letters (`dlq::watch_max_deliveries`).
+            format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+                subjects.jobs_stream()
+            ),
+        ],
     }
 }
 
@@ -95,6 +106,8 @@ fn edge(subjects: &Subjects) -> Permissions {
             format!("{prefix}.jobs.>"),
             format!("{prefix}.blobs.>"),
             format!("$KV.{}.>", subjects.cancel_bucket()),
+            // API keys with a rate (`keys create --rpm`): the key's window counters.
+            format!("$KV.{}.>", crate::limits::bucket_config(subjects, 1).bucket),
             "$JS.API.>".into(),
             "$JS.FC.>".into(),
         ],
@@ -111,6 +124,8 @@ fn tenant_permissions(subjects: &Subjects, tenant: &Tenant, extra: &[String]) ->
     let usage = subjects.usage_stream();
     let catalog = format!("KV_{}", subjects.catalog_bucket());
     let tenants = subjects.tenants_bucket();
+    let spend = crate::budget::spend_stream_config(subjects, 1, Default::default()).name;
+    let limits = crate::limits::bucket_config(subjects, 1).bucket;
     let publish = vec![
         // Jobs under its own tenant token, any model and tier.
         format!("{prefix}.jobs.*.*.{t}"),
@@ -129,6 +144,9 @@ fn tenant_permissions(subjects: &Subjects, tenant: &Tenant, extra: &[String]) ->
         format!("{api}.CONSUMER.MSG.NEXT.{usage}.*"),
         // Its own registry entry (the submitter's policy pre-check), no other.
         format!("{api}.DIRECT.GET.KV_{tenants}.$KV.{tenants}.{t}"),
+        // Its own budget (`submitter usage`): its spend counters, its reservations.
+        format!("{api}.DIRECT.GET.{spend}.{prefix}.spend.{t}.*"),
+        format!("{api}.DIRECT.GET.KV_{limits}.$KV.{limits}.budget.{t}"),
         // The model catalog: which models live workers serve, the same for everyone.
         format!("{api}.STREAM.INFO.{catalog}"),
         format!("{api}.CONSUMER.CREATE.{catalog}"),
@@ -215,6 +233,27 @@ mod tests {
             .filter(|s| s.contains("CREATE.LLMQ_") || s.contains("DIRECT.GET.LLMQ_"))
             .all(|s| s.contains(".acme."));
         assert!(every_pinned, "{:?}", p.publish);
+    }
+
+    #[test]
+    fn the_worker_hears_max_deliveries_and_the_edge_writes_key_limits() {
+        let subjects = Subjects::new("llmq").unwrap();
+        let worker = permissions(&subjects, &Role::Worker);
+        assert!(
+            worker
+                .subscribe
+                .contains(&"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.LLMQ_JOBS.*".to_owned())
+        );
+        assert!(
+            !worker
+                .subscribe
+                .iter()
+                .any(|s| s.starts_with("$JS.EVENT.ADVISORY.>")),
+            "no other advisory"
+        );
+        let edge = permissions(&subjects, &Role::Edge);
+        assert!(edge.publish.contains(&"$KV.LLMQ_LIMITS.>".to_owned()));
+        assert!(!edge.publish.contains(&"$KV.>".to_owned()));
     }
 
     #[test]

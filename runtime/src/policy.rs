@@ -172,11 +172,7 @@ fn reply_to(policy: &TenantPolicy, facts: JobFacts<'_>) -> Result<(), Denied> {
     let Some(reply_to) = facts.job.reply_to.as_deref() else {
         return Ok(());
     };
-    if reply_prefixes(facts.tenant, policy).iter().any(|prefix| {
-        reply_to
-            .strip_prefix(prefix.as_str())
-            .is_some_and(|rest| rest.starts_with('.'))
-    }) {
+    if under_any(reply_to, &reply_prefixes(facts.tenant, policy)) {
         return Ok(());
     }
     Err(Denied::new(
@@ -194,6 +190,34 @@ pub fn reply_prefixes(tenant: &Tenant, policy: &TenantPolicy) -> Vec<String> {
     let mut prefixes = vec![Subjects::tenant_inbox(tenant)];
     prefixes.extend(policy.entry.reply_prefixes.iter().cloned());
     prefixes
+}
+
+/// Whether `subject` lies under one of `prefixes`, by whole tokens.
+fn under_any(subject: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().any(|prefix| {
+        subject
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Whether a worker may send anything about a job of `tenant` (the tenant of the job's
+/// subject) to `reply_to`: its events, its final outcome, a dead-letter notice, whatever
+/// the job's fate. The one rule for every message a worker publishes to a subject a job
+/// names: a safe reply subject (literal, outside llmq's prefix and the `$` namespaces)
+/// and, where the registry is enforced, under the tenant's own inboxes (its entry's
+/// `reply_prefixes` too; only its default inbox when it has no readable entry). So a job,
+/// even one that cannot be decoded, cannot make a worker write into another tenant's inbox.
+pub fn may_reply_to(subjects: &Subjects, lookup: &Lookup, tenant: &Tenant, reply_to: &str) -> bool {
+    if !subjects.is_safe_reply_to(reply_to) {
+        return false;
+    }
+    let prefixes = match lookup {
+        Lookup::Open => return true,
+        Lookup::Known(policy) => reply_prefixes(tenant, policy),
+        Lookup::Unknown | Lookup::Invalid(_) => vec![Subjects::tenant_inbox(tenant)],
+    };
+    under_any(reply_to, &prefixes)
 }
 
 fn max_tokens(policy: &TenantPolicy, facts: JobFacts<'_>) -> Result<Option<Clamped>, Denied> {
@@ -333,6 +357,31 @@ mod tests {
             PolicyRule::InvalidTenantEntry
         );
         assert!(check_job(&Lookup::Open, &job("anything"), Tier::Batch, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn replies_go_only_to_safe_subjects_under_the_subject_tenants_inboxes() {
+        let subjects = Subjects::new("llmq").unwrap();
+        let acme = Tenant::parse("acme").unwrap();
+        let may =
+            |lookup: &Lookup, reply_to: &str| may_reply_to(&subjects, lookup, &acme, reply_to);
+        let known = known(entry());
+        assert!(may(&known, "_INBOX_llmq.acme.app.1"));
+        assert!(may(&known, "_INBOX_legacy.x"), "the entry's reply_prefixes");
+        assert!(!may(&known, "_INBOX_llmq.beta.app.1"));
+        assert!(!may(&known, "_INBOX_llmq.acmevil.1"));
+        assert!(
+            !may(&known, "_INBOX_llmq.acme.*"),
+            "a wildcard is never safe"
+        );
+        for lookup in [Lookup::Unknown, Lookup::Invalid("x".into())] {
+            assert!(may(&lookup, "_INBOX_llmq.acme.app.1"));
+            assert!(!may(&lookup, "_INBOX_legacy.x"));
+            assert!(!may(&lookup, "_INBOX_llmq.beta.app.1"));
+        }
+        assert!(may(&Lookup::Open, "anything.safe"));
+        assert!(!may(&Lookup::Open, "llmq.results.acme.x"));
+        assert!(!may(&Lookup::Open, "$JS.API.STREAM.DELETE.X"));
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //! connection errors are retried within a budget of attempts (a producer, who can tell
 //! its caller) or of time (a worker, who hands the job back after it). Refusals are not
 //! retried: a full stream must reach the caller as "full", never be dropped.
+//!
+//! A stream's duplicate window is stream-wide and any client may set any `Nats-Msg-Id`,
+//! so an id another tenant can guess is one it can use first, and the real message is
+//! then acknowledged as a duplicate and dropped. Ids a producer makes up from something
+//! guessable (a job id) go through [`private_msg_id`].
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -16,7 +22,25 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, Error as ApiError, ErrorCode};
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+
+/// A `Nats-Msg-Id` for `key` (a job id, a cancel, a replay) that no other process can
+/// guess: `<key>.<32 hex digits>`, the digits 128 bits of SHA-256 over a secret drawn once
+/// per process and the key. The same key gives the same id in this process, so a publish
+/// retried (by [`publish_durable`], or by a caller submitting the same job again after a
+/// timeout) is still deduplicated; another tenant, who cannot know the secret, cannot
+/// take the id first. The id reaches only the stream (workers and admins), never a tenant.
+pub fn private_msg_id(key: &str) -> String {
+    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+    let secret = SECRET.get_or_init(rand::random);
+    let digest = Sha256::new()
+        .chain_update(secret)
+        .chain_update(key.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{key}.{hex}")
+}
 
 /// How long a durable publish keeps retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +343,17 @@ mod tests {
         }
         let closed = PublishError::with_source(PublishErrorKind::Other, "channel closed");
         assert!(matches!(classify(closed, false), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn a_private_msg_id_is_stable_for_its_key_and_unguessable_from_it() {
+        let id = private_msg_id("0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69");
+        let (key, digits) = id.rsplit_once('.').unwrap();
+        assert_eq!(key, "0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69");
+        assert_eq!(digits.len(), 32);
+        assert!(digits.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(private_msg_id(key), id, "a retry reuses the id");
+        assert_ne!(private_msg_id("another"), private_msg_id("another2"));
     }
 
     #[test]

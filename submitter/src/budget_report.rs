@@ -5,9 +5,8 @@
 //! the live reservations of jobs in flight, so the figures are the fleet's own, not a
 //! sum this command makes.
 
-use llmq_runtime::budget::{
-    Periods, Spend, nano_usd, read_reserved, read_spend, spend_stream_config, usd,
-};
+use llmq_runtime::budget::{Periods, Spend, nano_usd, read_own_state, spend_stream_config, usd};
+use llmq_runtime::tenants::Lookup;
 use llmq_schemas::{BudgetPeriod, Enforce, Tenant, TenantBudget, Timestamp};
 use serde::Serialize;
 
@@ -33,41 +32,51 @@ pub struct BudgetStatus {
 impl Client {
     /// Every budget of this client's tenant (or of every tenant), with this day's and
     /// month's spend and what jobs in flight have reserved. Tenants without a budget are
-    /// left out.
+    /// left out. A tenant's own budget is read only through requests that name it (its
+    /// registry entry, its counters, its reservations), which its credentials allow;
+    /// every tenant's needs the whole registry (an admin).
     pub async fn budget_status(&self, all_tenants: bool) -> Result<Vec<BudgetStatus>, ClientError> {
-        let budgeted: Vec<(Tenant, TenantBudget)> = self
+        let budgeted = if all_tenants {
+            self.every_budget().await?
+        } else {
+            self.own_budget().await
+        };
+        let (js, subjects) = (&self.inner.js, &self.inner.subjects);
+        let spend = spend_stream_config(subjects, 1, Default::default()).name;
+        let periods = Periods::at(Timestamp::now());
+        let mut rows = Vec::new();
+        for (tenant, budget) in budgeted {
+            let read = read_own_state(js, subjects, &tenant, &periods);
+            let (spent, reserved) = self
+                .unless_denied(&[&spend], read)
+                .await
+                .map_err(|denied| ClientError::PermissionDenied {
+                    operation: "reading the budget",
+                    denied,
+                })?
+                .map_err(|err| ClientError::nats("reading the budget", err))?;
+            rows.extend(rows_of(&tenant, &budget, spent, reserved, &periods));
+        }
+        Ok(rows)
+    }
+
+    async fn every_budget(&self) -> Result<Vec<(Tenant, TenantBudget)>, ClientError> {
+        Ok(self
             .tenants()
             .await?
             .into_iter()
             .filter_map(|(id, entry)| Some((Tenant::parse(&id).ok()?, entry.ok()?.budget)))
-            .filter(|(id, budget)| !budget.is_empty() && (all_tenants || *id == self.inner.tenant))
-            .collect();
-        if budgeted.is_empty() {
-            return Ok(Vec::new());
+            .filter(|(_, budget)| !budget.is_empty())
+            .collect())
+    }
+
+    async fn own_budget(&self) -> Vec<(Tenant, TenantBudget)> {
+        match self.own_lookup().await {
+            Some(Lookup::Known(policy)) if !policy.entry.budget.is_empty() => {
+                vec![(self.inner.tenant.clone(), policy.entry.budget)]
+            }
+            _ => Vec::new(),
         }
-        let subjects = &self.inner.subjects;
-        let js = &self.inner.js;
-        let spend_name = spend_stream_config(subjects, 1, Default::default()).name;
-        let stream = js
-            .get_stream(&spend_name)
-            .await
-            .map_err(|err| ClientError::nats("opening the spend stream", err))?;
-        let bucket = js
-            .get_key_value(llmq_runtime::limits::bucket_config(subjects, 1).bucket)
-            .await
-            .map_err(|err| ClientError::nats("opening the limits bucket", err))?;
-        let periods = Periods::at(Timestamp::now());
-        let mut rows = Vec::new();
-        for (tenant, budget) in budgeted {
-            let spend = read_spend(&stream, subjects, &tenant, &periods)
-                .await
-                .map_err(|err| ClientError::nats("reading spend", err))?;
-            let reserved = read_reserved(&bucket, &tenant)
-                .await
-                .map_err(|err| ClientError::nats("reading reservations", err))?;
-            rows.extend(rows_of(&tenant, &budget, spend, reserved, &periods));
-        }
-        Ok(rows)
     }
 }
 

@@ -48,7 +48,12 @@ impl Client {
         })?;
         let bucket = self.inner.subjects.cancel_bucket();
         let subject = format!("$KV.{bucket}.{}", Subjects::cancel_key(tenant, job_id));
-        let msg_id = format!("cancel-{job_id}-{}", request.requested_at.unix_millis());
+        // Unguessable: a cancel id another tenant could publish first (to its own key;
+        // the duplicate window is bucket-wide) would make this cancel a dropped duplicate.
+        let msg_id = llmq_runtime::private_msg_id(&format!(
+            "cancel-{job_id}-{}",
+            request.requested_at.unix_millis()
+        ));
         let payload = Bytes::from(value);
         let published = self.publish(&subject, &msg_id, None, &payload);
         let ack = self

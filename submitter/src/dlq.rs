@@ -244,12 +244,14 @@ impl Client {
     }
 }
 
-/// `<job id>-replay-<dlq seq>`, or `dlq-<seq>-replay-<seq>` for a job without a readable id.
+/// `<job id>-replay-<dlq seq>.<private digits>`, or `dlq-<seq>-replay-<seq>.<...>` for a
+/// job without a readable id: unguessable, so that no tenant can publish it first and make
+/// the replay a dropped duplicate (after which the dead letter would be deleted).
 fn replay_msg_id(job_id: Option<JobId>, seq: u64) -> String {
-    match job_id {
+    llmq_runtime::private_msg_id(&match job_id {
         Some(id) => format!("{id}-replay-{seq}"),
         None => format!("dlq-{seq}-replay-{seq}"),
-    }
+    })
 }
 
 /// The original headers without the dead-letter ones and publish expectations, with
@@ -305,8 +307,10 @@ mod tests {
     #[test]
     fn replay_ids_are_unique_per_dead_letter() {
         let id = uuid::Uuid::now_v7();
-        assert_eq!(replay_msg_id(Some(id), 7), format!("{id}-replay-7"));
-        assert_eq!(replay_msg_id(None, 7), "dlq-7-replay-7");
+        let with_id = replay_msg_id(Some(id), 7);
+        assert!(with_id.starts_with(&format!("{id}-replay-7.")), "{with_id}");
+        assert!(replay_msg_id(None, 7).starts_with("dlq-7-replay-7."));
+        assert_ne!(replay_msg_id(Some(id), 8), with_id);
     }
 
     #[test]

@@ -57,6 +57,18 @@ pub enum SubmitError {
     /// The jobs stream is at its limits (discard-new): the job was refused, not queued.
     #[error("the job queue {stream} is full ({detail}); try again later")]
     QueueFull { stream: String, detail: String },
+    /// This tenant has as many jobs queued or running for the model and tier as the
+    /// fleet lets one tenant have (`jetstream.jobs_max_per_subject`): refused, not queued.
+    /// Other tenants are not affected.
+    #[error(
+        "tenant {tenant:?} has the most jobs one tenant may queue for model {model:?} in tier \
+         {tier} (the workers' jetstream.jobs_max_per_subject); try again when some have run"
+    )]
+    TenantQueueFull {
+        tenant: String,
+        model: String,
+        tier: Tier,
+    },
     #[error("{}", not_set_up_message(prefix, missing))]
     NotSetUp { prefix: String, missing: String },
     /// Any other PubAck error from the server.
@@ -96,6 +108,7 @@ impl SubmitError {
         matches!(
             self,
             SubmitError::QueueFull { .. }
+                | SubmitError::TenantQueueFull { .. }
                 | SubmitError::Timeout { .. }
                 | SubmitError::Connection { .. }
                 | SubmitError::NoWorkers { .. }

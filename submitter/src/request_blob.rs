@@ -81,7 +81,7 @@ impl Client {
                 PublishFailure::Full { detail } | PublishFailure::SubjectFull { detail } => {
                     SubmitError::QueueFull { stream, detail }
                 }
-                other => self.submit_error(other),
+                other => self.publish_error(other),
             },
             other => SubmitError::InvalidJob(format!("the request cannot be sent: {other}")),
         }

@@ -78,12 +78,13 @@ impl Client {
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
         self.check_policy(job, payload.len()).await?;
         let payload = self.fitted(job, payload).await?;
-        let msg_id = job.id.to_string();
+        // Not the job id: another tenant could publish it first (README, "Outcome guarantees").
+        let msg_id = llmq_runtime::private_msg_id(&job.id.to_string());
         let published = self.publish(&subject, &msg_id, None, &payload);
         let ack = self
             .unless_denied(&[&subject], published)
             .await?
-            .map_err(|failure| self.submit_error(failure))?;
+            .map_err(|failure| self.submit_error(failure, job))?;
         if ack.duplicate {
             tracing::debug!(job_id = %job.id, "job was already queued; JetStream dropped the copy");
         }
@@ -112,7 +113,20 @@ impl Client {
         publish_durable(&self.inner.js_publish, message).await
     }
 
-    pub(crate) fn submit_error(&self, failure: PublishFailure) -> SubmitError {
+    fn submit_error(&self, failure: PublishFailure, job: &Job) -> SubmitError {
+        match failure {
+            // A job subject is (model, tier, tenant): its limit is this tenant's quota.
+            PublishFailure::SubjectFull { .. } => SubmitError::TenantQueueFull {
+                tenant: self.inner.tenant.as_str().to_owned(),
+                model: job.model.clone(),
+                tier: job.tier,
+            },
+            other => self.publish_error(other),
+        }
+    }
+
+    /// A refused or failed publish of the job stream, whatever the job.
+    pub(crate) fn publish_error(&self, failure: PublishFailure) -> SubmitError {
         let subjects = &self.inner.subjects;
         match failure {
             PublishFailure::NoStream => SubmitError::NotSetUp {

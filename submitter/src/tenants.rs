@@ -100,7 +100,7 @@ impl Client {
     }
 
     /// This client's tenant's entry, cached for [`POLICY_CACHE`].
-    async fn own_lookup(&self) -> Option<Lookup> {
+    pub(crate) async fn own_lookup(&self) -> Option<Lookup> {
         let cache = &self.inner.policy;
         if let Some((read_at, lookup)) = cache.lock().await.as_ref()
             && read_at.elapsed() < POLICY_CACHE

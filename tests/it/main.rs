@@ -12,6 +12,7 @@ mod core;
 mod deploy;
 mod edge;
 mod harness_smoke;
+mod isolation;
 mod keys;
 mod limits;
 mod ops_limits;

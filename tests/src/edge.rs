@@ -10,12 +10,23 @@ use crate::worker::workspace_binary;
 /// Starts `submitter serve` on NATS at `nats_url` and waits until its `/readyz` answers
 /// 200; returns the child and the edge's base URL (`http://127.0.0.1:<port>`).
 pub async fn spawn_edge(nats_url: &str, http: &reqwest::Client) -> (tokio::process::Child, String) {
+    spawn_edge_with(nats_url, &[], http).await
+}
+
+/// [`spawn_edge`] with more connection options (`--nkey-file <edge.nk>`).
+pub async fn spawn_edge_with(
+    nats_url: &str,
+    options: &[&str],
+    http: &reqwest::Client,
+) -> (tokio::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free loopback port");
     let child = tokio::process::Command::new(workspace_binary("submitter"))
-        .args(["--url", nats_url, "serve", "--listen"])
+        .args(["--url", nats_url])
+        .args(options)
+        .args(["serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

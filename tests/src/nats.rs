@@ -179,6 +179,23 @@ impl TestNats {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
+
+    /// Every permission violation the log holds so far: a user denied a publish or a
+    /// subscription, whether or not its client noticed. The client is told `Permissions
+    /// Violation for Publish to "..."`; the server logs `Publish Violation - ... Subject
+    /// "..."` (or `Subscription Violation`).
+    pub fn permission_violations(&self) -> Vec<String> {
+        const SIGNS: [&str; 3] = [
+            "Publish Violation",
+            "Subscription Violation",
+            "Permissions Violation",
+        ];
+        self.log()
+            .lines()
+            .filter(|line| SIGNS.iter().any(|sign| line.contains(sign)))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for TestNats {

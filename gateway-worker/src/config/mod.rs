@@ -104,6 +104,10 @@ pub struct JetStreamConfig {
     /// tenant together; a full blob stream refuses new large requests (discard new). They
     /// are kept at most `jobs_max_age`.
     pub blobs_max_bytes: i64,
+    /// Jobs one tenant may have queued (or running) for one model and tier: one job
+    /// subject's most messages. A tenant at it is refused more for that model and tier;
+    /// other tenants are not. -1: no quota (only the queue's own limits).
+    pub jobs_max_per_subject: i64,
     #[serde(with = "humantime_serde")]
     pub jobs_max_age: Duration,
     #[serde(with = "humantime_serde")]
@@ -126,9 +130,20 @@ pub struct JetStreamConfig {
     /// queued jobs stay in the stream).
     #[serde(with = "humantime_serde")]
     pub consumer_inactive_threshold: Duration,
+    /// Consumers on the streams tenants read through consumers (results, usage, the
+    /// catalog): one unused this long is removed by the server, and none may ask to live
+    /// longer. At least 30 s (llmq's readers ask for 30 s).
+    #[serde(with = "humantime_serde")]
+    pub reader_inactive_threshold: Duration,
+    /// Most consumers each of those streams holds, all tenants' together.
+    pub reader_max_consumers: i32,
     /// How long a cancel request is remembered.
     #[serde(with = "humantime_serde")]
     pub cancel_ttl: Duration,
+    /// Bytes the cancel bucket holds at most, every tenant's cancels together (tenants
+    /// write it directly); when full, new cancels are refused until old ones age out.
+    /// -1: no limit.
+    pub cancel_max_bytes: i64,
     /// How often a worker refreshes its catalog entry.
     #[serde(with = "humantime_serde")]
     pub catalog_heartbeat: Duration,
@@ -142,6 +157,7 @@ impl Default for JetStreamConfig {
             jobs_max_msgs: 1_000_000,
             jobs_max_bytes: 4 * 1024 * 1024 * 1024,
             blobs_max_bytes: 2 * 1024 * 1024 * 1024,
+            jobs_max_per_subject: 100_000,
             jobs_max_age: Duration::from_secs(7 * 86_400),
             results_max_age: Duration::from_secs(7 * 86_400),
             usage_max_age: Duration::from_secs(35 * 86_400),
@@ -151,7 +167,10 @@ impl Default for JetStreamConfig {
             max_deliver: 5,
             max_ack_pending: 20_000,
             consumer_inactive_threshold: Duration::from_secs(3600),
+            reader_inactive_threshold: Duration::from_secs(60),
+            reader_max_consumers: 10_000,
             cancel_ttl: Duration::from_secs(86_400),
+            cancel_max_bytes: 1024 * 1024 * 1024,
             catalog_heartbeat: Duration::from_secs(5),
         }
     }

@@ -63,6 +63,8 @@ fn jetstream(js: &JetStreamConfig, p: &mut Problems) {
         ("jetstream.jobs_max_msgs", js.jobs_max_msgs),
         ("jetstream.jobs_max_bytes", js.jobs_max_bytes),
         ("jetstream.blobs_max_bytes", js.blobs_max_bytes),
+        ("jetstream.jobs_max_per_subject", js.jobs_max_per_subject),
+        ("jetstream.cancel_max_bytes", js.cancel_max_bytes),
     ] {
         p.check(
             value > 0 || value == -1,
@@ -81,6 +83,26 @@ fn jetstream(js: &JetStreamConfig, p: &mut Problems) {
         "jetstream.duplicate_window",
         js.duplicate_window,
         Duration::from_secs(1),
+    );
+    readers(js, p);
+}
+
+/// The bounds on tenants' consumers must leave room for llmq's own readers.
+fn readers(js: &JetStreamConfig, p: &mut Problems) {
+    let min = llmq_runtime::stream_guards::ReaderLimits::MIN_INACTIVE_THRESHOLD;
+    p.check(
+        js.reader_inactive_threshold >= min,
+        "jetstream.reader_inactive_threshold",
+        format!(
+            "must be at least {}: llmq's own readers (outcome waits, usage reports, the \
+             catalog) ask the server for that long",
+            humantime::format_duration(min)
+        ),
+    );
+    p.check(
+        js.reader_max_consumers >= 1,
+        "jetstream.reader_max_consumers",
+        "must be at least 1",
     );
 }
 
@@ -455,6 +477,34 @@ deployments = [{ provider = "p", model = "x" }]
             vec!["worker.key_reload_interval: must be at least 100ms".to_owned()]
         );
         config.worker.key_reload_interval = Duration::from_millis(100);
+        assert!(validate(&config).is_ok());
+    }
+
+    #[test]
+    fn the_bounds_on_tenants_leave_room_for_llmqs_own_readers() {
+        let mut config = crate::config::load_str(MINIMAL, None).unwrap();
+        config.jetstream.reader_inactive_threshold = Duration::from_secs(29);
+        config.jetstream.reader_max_consumers = 0;
+        config.jetstream.jobs_max_per_subject = 0;
+        let problems: Vec<String> = validate(&config)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let fields = [
+            "jetstream.jobs_max_per_subject: must be positive",
+            "jetstream.reader_inactive_threshold: must be at least 30s",
+            "jetstream.reader_max_consumers: must be at least 1",
+        ];
+        for field in fields {
+            assert!(
+                problems.iter().any(|p| p.starts_with(field)),
+                "{problems:?}"
+            );
+        }
+        config.jetstream.reader_inactive_threshold = Duration::from_secs(30);
+        config.jetstream.reader_max_consumers = 1;
+        config.jetstream.jobs_max_per_subject = -1;
         assert!(validate(&config).is_ok());
     }
 }

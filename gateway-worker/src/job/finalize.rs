@@ -337,7 +337,9 @@ async fn store_outcome(
     json: &Bytes,
 ) -> Result<Stored, NotStored> {
     let subject = ctx.subjects.result(tenant, outcome.job_id);
-    let msg_id = format!("outcome-{}", outcome.job_id);
+    // The tenant too: job ids are the producers', so another tenant's job with the same
+    // id must not make this outcome a duplicate (dropped) within the window.
+    let msg_id = format!("outcome-{tenant}.{}", outcome.job_id);
     let result = ctx
         .store(Store {
             stream: "results",

@@ -59,7 +59,7 @@ pub async fn process(
     let payload_bytes = ready.payload_bytes;
     let mut run = JobRun::new(*ready, picked_at, started_at);
     let verdict = policy(ctx, &mut run, payload_bytes);
-    let mut reply = reply_sink(ctx, &run, verdict.is_ok());
+    let mut reply = reply_sink(ctx, &run);
     if run.delivery > 1
         && let Some(answered) = Box::pin(answer_from_stored(ctx, &run, &mut reply)).await
     {
@@ -137,15 +137,16 @@ async fn reject(ctx: &WorkerContext, message: &Message, rejection: Rejection) ->
     }
 }
 
-/// Where the job's events go: its `reply_to`, when it is a subject the worker may publish
-/// to. A job the policy refused may name another tenant's inbox: it gets no events (its
-/// outcome is in the results stream).
-fn reply_sink(ctx: &WorkerContext, run: &JobRun, allowed: bool) -> ReplySink {
+/// Where the job's events go: its `reply_to`, when the one reply rule lets the worker
+/// publish there (`policy::may_reply_to`: safe, and under the tenant's own inboxes). A job
+/// that names another tenant's inbox gets no events (its outcome is in the results stream).
+fn reply_sink(ctx: &WorkerContext, run: &JobRun) -> ReplySink {
     let job = &run.job;
+    let lookup = ctx.registry.lookup(&run.tenant);
     let reply_to = job
         .reply_to
         .as_deref()
-        .filter(|subject| allowed && ctx.subjects.is_safe_reply_to(subject));
+        .filter(|subject| policy::may_reply_to(&ctx.subjects, &lookup, &run.tenant, subject));
     ReplySink::new(
         ctx.nats.clone(),
         reply_to,

@@ -11,6 +11,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
+use llmq_runtime::stream_guards::{Guards, ReaderLimits, guard_bucket};
 use llmq_schemas::{ModelName, Subjects, Tier};
 
 use crate::config::JetStreamConfig;
@@ -134,16 +135,18 @@ pub async fn ensure(
         results: ensure_stream(js, streams.results()).await?,
         usage: ensure_stream(js, streams.usage()).await?,
         dlq: ensure_stream(js, streams.dlq()).await?,
-        catalog: ensure_bucket(js, streams.catalog()).await?,
-        cancels: ensure_bucket(js, streams.cancels()).await?,
+        catalog: ensure_bucket(js, streams.catalog(), streams.readers()).await?,
+        cancels: ensure_bucket(js, streams.cancels(), TENANT_WRITABLE).await?,
         tenants: ensure_bucket(
             js,
             llmq_runtime::tenants::bucket_config(subjects, config.replicas),
+            Guards::default(),
         )
         .await?,
         limits: ensure_bucket(
             js,
             llmq_runtime::limits::bucket_config(subjects, config.replicas),
+            Guards::default(),
         )
         .await?,
         spend: ensure_stream(
@@ -159,6 +162,16 @@ pub async fn ensure(
     })
 }
 
+/// The largest cancel request a tenant may store (one is about 200 bytes, its reason
+/// included).
+const CANCEL_MAX_VALUE: i32 = 16 * 1024;
+
+/// A bucket tenants publish to (their cancels): no rollups, no purges.
+const TENANT_WRITABLE: Guards = Guards {
+    tenant_writable: true,
+    readers: None,
+};
+
 /// The configuration of each stream and bucket llmq uses.
 struct StreamConfigs<'a> {
     subjects: &'a Subjects,
@@ -166,6 +179,18 @@ struct StreamConfigs<'a> {
 }
 
 impl StreamConfigs<'_> {
+    /// For the streams tenants read through consumers of their own (results, usage, the
+    /// catalog): how many they hold, and how long an idle one lives.
+    fn readers(&self) -> Guards {
+        Guards {
+            tenant_writable: false,
+            readers: Some(ReaderLimits {
+                inactive_threshold: self.config.reader_inactive_threshold,
+                max_consumers: self.config.reader_max_consumers,
+            }),
+        }
+    }
+
     /// What every stream shares: file storage, replicas, direct gets.
     fn file(&self, name: String, subjects: Vec<String>, max_age: Duration) -> stream::Config {
         stream::Config {
@@ -180,6 +205,9 @@ impl StreamConfigs<'_> {
         }
     }
 
+    /// The queue. Tenants publish here, so it refuses rollups (the default) and, per job
+    /// subject (model, tier, tenant), more than `jobs_max_per_subject` jobs: one tenant's
+    /// backlog for a model cannot fill the queue for everyone.
     fn jobs(&self) -> stream::Config {
         let (subjects, config) = (self.subjects, self.config);
         stream::Config {
@@ -187,6 +215,8 @@ impl StreamConfigs<'_> {
             discard: DiscardPolicy::New,
             max_messages: config.jobs_max_msgs,
             max_bytes: config.jobs_max_bytes,
+            max_messages_per_subject: config.jobs_max_per_subject,
+            discard_new_per_subject: config.jobs_max_per_subject > 0,
             description: Some(
                 "llmq jobs: one message per job, removed when its outcome is stored".into(),
             ),
@@ -201,7 +231,7 @@ impl StreamConfigs<'_> {
     /// One outcome per job, enforced by the server: a second publish to a job's result
     /// subject is refused, whichever worker makes it.
     fn results(&self) -> stream::Config {
-        stream::Config {
+        let mut config = stream::Config {
             max_messages_per_subject: 1,
             discard: DiscardPolicy::New,
             discard_new_per_subject: true,
@@ -211,7 +241,9 @@ impl StreamConfigs<'_> {
                 self.subjects.results_stream_subjects(),
                 self.config.results_max_age,
             )
-        }
+        };
+        self.readers().apply(&mut config);
+        config
     }
 
     /// Request blobs: written by tenants under their own subjects, read by workers,
@@ -239,14 +271,16 @@ impl StreamConfigs<'_> {
     }
 
     fn usage(&self) -> stream::Config {
-        stream::Config {
+        let mut config = stream::Config {
             description: Some("llmq usage events: one per processing of a job".into()),
             ..self.file(
                 self.subjects.usage_stream(),
                 self.subjects.usage_stream_subjects(),
                 self.config.usage_max_age,
             )
-        }
+        };
+        self.readers().apply(&mut config);
+        config
     }
 
     fn dlq(&self) -> stream::Config {
@@ -275,12 +309,16 @@ impl StreamConfigs<'_> {
         }
     }
 
+    /// Tenants write here directly: its size is bounded (`cancel_max_bytes`, a cancel
+    /// request at most [`CANCEL_MAX_VALUE`]), and it refuses rollups ([`TENANT_WRITABLE`]).
     fn cancels(&self) -> kv::Config {
         kv::Config {
             bucket: self.subjects.cancel_bucket(),
             description: "llmq cancel requests, key <tenant>.<job id>".into(),
             history: 1,
             max_age: self.config.cancel_ttl,
+            max_bytes: self.config.cancel_max_bytes,
+            max_value_size: CANCEL_MAX_VALUE,
             storage: StorageType::File,
             num_replicas: self.config.replicas,
             ..Default::default()
@@ -327,15 +365,18 @@ async fn already_as_wanted(js: &Context, wanted: &stream::Config) -> Option<stre
 }
 
 /// The bucket, when its stream has the settings llmq gives it (replicas, history, age,
-/// description); else `None`, and the bucket is created or updated.
-async fn bucket_as_wanted(js: &Context, wanted: &kv::Config) -> Option<kv::Store> {
+/// description, its guards); else `None`, and the bucket is created or updated.
+async fn bucket_as_wanted(js: &Context, wanted: &kv::Config, guards: Guards) -> Option<kv::Store> {
     let stream = js.get_stream(format!("KV_{}", wanted.bucket)).await.ok()?;
     let found = &stream.cached_info().config;
     let same = found.num_replicas == wanted.num_replicas.max(1)
         && found.max_messages_per_subject == wanted.history.max(1)
         && found.max_age == wanted.max_age
         && found.storage == wanted.storage
-        && found.description.as_deref().unwrap_or_default() == wanted.description;
+        && found.description.as_deref().unwrap_or_default() == wanted.description
+        && same_limit(found.max_bytes, wanted.max_bytes)
+        && same_limit(found.max_message_size.into(), wanted.max_value_size.into())
+        && guards.hold(found);
     if !same {
         return None;
     }
@@ -358,6 +399,11 @@ fn is_unlimited(value: &serde_json::Value) -> bool {
     matches!(value.as_i64(), Some(0 | -1))
 }
 
+/// A limit as the server shows it (-1 for none) against one as configured (0 or -1).
+fn same_limit(found: i64, wanted: i64) -> bool {
+    found == wanted || (found <= 0 && wanted <= 0)
+}
+
 fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<(), String> {
     if found.retention != wanted.retention || found.storage != wanted.storage {
         return Err(format!(
@@ -369,16 +415,29 @@ fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<()
     Ok(())
 }
 
-async fn ensure_bucket(js: &Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+/// Creates or updates the bucket, then gives its stream `guards` (a bucket is created
+/// with rollups allowed and no consumer limits: `kv::Config` has no say in them).
+async fn ensure_bucket(
+    js: &Context,
+    config: kv::Config,
+    guards: Guards,
+) -> Result<kv::Store, SetupError> {
     let bucket = config.bucket.clone();
-    if let Some(store) = bucket_as_wanted(js, &config).await {
+    if let Some(store) = bucket_as_wanted(js, &config, guards).await {
         return Ok(store);
     }
     let mut last = String::new();
     for _ in 0..3 {
-        match js.create_or_update_key_value(config.clone()).await {
+        let created = match js.create_or_update_key_value(config.clone()).await {
+            Ok(store) => guard_bucket(js, &bucket, guards)
+                .await
+                .map(|()| store)
+                .map_err(|e| e.message),
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
             Ok(store) => return Ok(store),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = e,
         }
         if is_transient(&last) {
             break;

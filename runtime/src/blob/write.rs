@@ -71,9 +71,12 @@ async fn publish(
     payload: &Bytes,
     options: WriteOptions<'_>,
 ) -> Result<(), BlobError> {
+    // Not the subject itself: any client may set any message id, and one who knew a
+    // chunk's subject could otherwise take its id first.
+    let msg_id = crate::private_msg_id(subject);
     let message = Durable {
         subject,
-        msg_id: subject,
+        msg_id: &msg_id,
         headers: None,
         payload,
         budget: options.budget,

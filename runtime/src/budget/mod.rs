@@ -9,9 +9,12 @@
 //! lease, in the limits bucket, changed by compare-and-set; a killed worker's share stops
 //! counting when its lease ends.
 
+mod own;
 mod period;
 mod reserve;
 mod spend;
+
+pub use own::read_own_state;
 
 pub use period::{Periods, period_end};
 pub use reserve::{

@@ -179,7 +179,7 @@ impl Budgets {
         Arc::clone(tenants.entry(tenant.as_str().to_owned()).or_default())
     }
 
-    fn key(tenant: &Tenant) -> String {
+    pub(crate) fn key(tenant: &Tenant) -> String {
         format!("budget.{tenant}")
     }
 

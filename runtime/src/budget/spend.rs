@@ -48,6 +48,8 @@ pub fn spend_stream_config(
         max_messages_per_subject: MAX_INCREMENTS_PER_SUBJECT,
         max_age: KEEP,
         duplicate_window: duplicate_window.min(KEEP),
+        // A tenant reads its own totals by direct get, which a permission can pin.
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -114,7 +116,7 @@ async fn read_total(stream: &stream::Stream, subject: &str) -> Result<u64, Budge
 }
 
 /// A counter message's body: `{"val":"123"}`.
-fn parse_total(subject: &str, payload: &[u8]) -> Result<u64, BudgetError> {
+pub(crate) fn parse_total(subject: &str, payload: &[u8]) -> Result<u64, BudgetError> {
     #[derive(serde::Deserialize)]
     struct Counter {
         val: String,

@@ -155,6 +155,7 @@ fn submit_exit(err: &SubmitError) -> Exit {
         | SubmitError::UnknownModel { .. }
         | SubmitError::NoWorkers { .. }
         | SubmitError::QueueFull { .. }
+        | SubmitError::TenantQueueFull { .. }
         | SubmitError::Rejected { .. }
         | SubmitError::AlreadyWaiting { .. }
         | SubmitError::PolicyDenied { .. } => Exit::Rejected,
@@ -224,6 +225,12 @@ mod tests {
             detail: "maximum messages exceeded".into(),
         });
         assert_eq!(full.exit(), Exit::Rejected);
+        let quota = CliError::from(SubmitError::TenantQueueFull {
+            tenant: "beta".into(),
+            model: "chat".into(),
+            tier: Tier::Interactive,
+        });
+        assert_eq!(quota.exit(), Exit::Rejected);
         let no_workers = CliError::from(SubmitError::NoWorkers {
             prefix: "llmq".into(),
         });

@@ -167,6 +167,15 @@ impl From<&SubmitError> for ApiError {
             SubmitError::NoWorkers { .. } | SubmitError::QueueFull { .. } => {
                 Self::unavailable(message).retry_after(Some(Duration::from_secs(1)))
             }
+            // The tenant's own quota, as OpenAI answers a client over its limits: 429,
+            // which the SDKs retry after Retry-After.
+            SubmitError::TenantQueueFull { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                message,
+            )
+            .retry_after(Some(Duration::from_secs(1))),
             _ => Self::unavailable(message),
         }
     }
@@ -287,6 +296,16 @@ mod tests {
         });
         assert_eq!(no_workers.status.as_u16(), 503);
         assert!(no_workers.retry_after.is_some());
+        let quota = ApiError::from(&SubmitError::TenantQueueFull {
+            tenant: "beta".into(),
+            model: "chat".into(),
+            tier: llmq_schemas::Tier::Interactive,
+        });
+        assert_eq!(
+            (quota.status.as_u16(), quota.code),
+            (429, "rate_limit_exceeded")
+        );
+        assert!(quota.retry_after.is_some());
         let body = ApiError::from(KeyRefusal::Revoked).body();
         assert_eq!(body["error"]["code"], "invalid_api_key");
         assert_eq!(body["error"]["type"], "invalid_request_error");
