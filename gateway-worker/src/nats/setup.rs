@@ -130,35 +130,28 @@ pub async fn ensure(
     config: &JetStreamConfig,
 ) -> Result<Setup, SetupError> {
     let streams = StreamConfigs { subjects, config };
+    let tenants = llmq_runtime::tenants::bucket_config(subjects, config.replicas);
+    let limits = llmq_runtime::limits::bucket_config(subjects, config.replicas);
+    let spend = llmq_runtime::budget::spend_stream_config(
+        subjects,
+        config.replicas,
+        config.duplicate_window,
+    );
+    // Each set-up boxed: ten of them inline made this future's poll frame a quarter of a
+    // MiB in a debug build (a thread's stack is 2 MiB).
+    let stream = |config| Box::pin(ensure_stream(js, config));
+    let bucket = |config, guards| Box::pin(ensure_bucket(js, config, guards));
     Ok(Setup {
-        jobs: ensure_stream(js, streams.jobs()).await?,
-        results: ensure_stream(js, streams.results()).await?,
-        usage: ensure_stream(js, streams.usage()).await?,
-        dlq: ensure_stream(js, streams.dlq()).await?,
-        catalog: ensure_bucket(js, streams.catalog(), streams.readers()).await?,
-        cancels: ensure_bucket(js, streams.cancels(), TENANT_WRITABLE).await?,
-        tenants: ensure_bucket(
-            js,
-            llmq_runtime::tenants::bucket_config(subjects, config.replicas),
-            Guards::default(),
-        )
-        .await?,
-        limits: ensure_bucket(
-            js,
-            llmq_runtime::limits::bucket_config(subjects, config.replicas),
-            Guards::default(),
-        )
-        .await?,
-        spend: ensure_stream(
-            js,
-            llmq_runtime::budget::spend_stream_config(
-                subjects,
-                config.replicas,
-                config.duplicate_window,
-            ),
-        )
-        .await?,
-        blobs: ensure_stream(js, streams.blobs()).await?,
+        jobs: stream(streams.jobs()).await?,
+        results: stream(streams.results()).await?,
+        usage: stream(streams.usage()).await?,
+        dlq: stream(streams.dlq()).await?,
+        catalog: bucket(streams.catalog(), streams.readers()).await?,
+        cancels: bucket(streams.cancels(), TENANT_WRITABLE).await?,
+        tenants: bucket(tenants, Guards::default()).await?,
+        limits: bucket(limits, Guards::default()).await?,
+        spend: stream(spend).await?,
+        blobs: stream(streams.blobs()).await?,
     })
 }
 
