@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use gateway_worker::config;
 use gateway_worker::{RunError, RunningWorker};
+use llmq_runtime::signals::{Signal, Signals};
 
 /// The llmq gateway worker: holds provider keys, runs chat-completion jobs from NATS
 /// JetStream, streams results back.
@@ -149,11 +150,14 @@ async fn serve(
     // Start-up may wait for the broker for minutes: SIGTERM ends it too.
     let worker = tokio::select! {
         started = RunningWorker::start(config) => started?,
-        () = signals.shutdown() => return Ok(()),
+        () = signals.shutdown() => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
     };
     loop {
         let asked = tokio::select! {
-            asked = signals.next() => asked,
+            asked = signals.next() => asked.into(),
             () = watch.changed() => Asked::ReloadConfig,
         };
         match asked {
@@ -243,90 +247,11 @@ enum Asked {
     Shutdown,
 }
 
-/// The signals the worker answers, listened to from start-up on. A signal that cannot be
-/// listened to is warned about and never arrives.
-#[derive(Debug)]
-struct Signals {
-    #[cfg(unix)]
-    interrupt: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    terminate: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    hangup: Option<tokio::signal::unix::Signal>,
-}
-
-#[cfg(unix)]
-impl Signals {
-    fn listen() -> Signals {
-        use tokio::signal::unix::SignalKind;
-        Signals {
-            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
-            terminate: listen(SignalKind::terminate(), "SIGTERM"),
-            hangup: listen(SignalKind::hangup(), "SIGHUP"),
+impl From<Signal> for Asked {
+    fn from(signal: Signal) -> Asked {
+        match signal {
+            Signal::Reload => Asked::Reload,
+            Signal::Shutdown => Asked::Shutdown,
         }
-    }
-
-    async fn next(&mut self) -> Asked {
-        tokio::select! {
-            Some(()) = received(&mut self.interrupt) => {
-                tracing::info!("SIGINT received");
-                Asked::Shutdown
-            }
-            Some(()) = received(&mut self.terminate) => {
-                tracing::info!("SIGTERM received");
-                Asked::Shutdown
-            }
-            Some(()) = received(&mut self.hangup) => {
-                tracing::info!("SIGHUP received");
-                Asked::Reload
-            }
-            else => Asked::Shutdown,
-        }
-    }
-}
-
-impl Signals {
-    /// Waits for SIGINT or SIGTERM; a SIGHUP before the worker runs has nothing to re-read.
-    async fn shutdown(&mut self) {
-        while self.next().await != Asked::Shutdown {}
-        tracing::info!("stopped while starting");
-    }
-}
-
-#[cfg(unix)]
-fn listen(
-    kind: tokio::signal::unix::SignalKind,
-    name: &str,
-) -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(kind) {
-        Ok(signal) => Some(signal),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for {name}");
-            None
-        }
-    }
-}
-
-/// The next delivery of `signal`; never, when it is not listened to.
-#[cfg(unix)]
-async fn received(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(not(unix))]
-impl Signals {
-    fn listen() -> Signals {
-        Signals {}
-    }
-
-    async fn next(&mut self) -> Asked {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-        Asked::Shutdown
     }
 }

@@ -20,6 +20,7 @@ mod nats_options;
 pub mod policy;
 mod problems;
 pub mod publish;
+pub mod signals;
 pub mod stream_guards;
 pub mod tenants;
 

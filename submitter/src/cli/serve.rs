@@ -40,19 +40,7 @@ pub async fn run(args: ServeArgs, options: ClientOptions) -> Result<Exit, CliErr
         .await
         .map_err(|err| CliError::Usage(err.to_string()))?;
     eprintln!("edge listening on http://{}", started.addr());
-    shutdown_signal().await;
+    llmq_runtime::signals::shutdown().await;
     started.stop().await;
     Ok(Exit::Success)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
