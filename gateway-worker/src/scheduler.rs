@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
+use llmq_runtime::backoff::{Backoff, Delays};
 use llmq_schemas::{ModelName, Tier};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -120,7 +121,7 @@ pub async fn consume(
     jobs: JobTasks,
     stops: Stops,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = PULL_BACKOFF.delays();
     let ctx = live.current();
     let Some(puller) = start_puller(&ctx, &model, tier, consumer, &stops, &mut backoff).await
     else {
@@ -140,28 +141,7 @@ pub async fn consume(
 }
 
 /// Growing waits between failed pulls: 100 ms doubling to 5 s, reset on success.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(100))
-    }
-
-    /// Waits out the current delay and doubles it; false if `stop` fired meanwhile.
-    async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = stop.cancelled() => false,
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::new();
-    }
-}
+const PULL_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 async fn start_puller(
     ctx: &WorkerContext,
@@ -169,7 +149,7 @@ async fn start_puller(
     tier: Tier,
     consumer: PullConsumer,
     stops: &Stops,
-    backoff: &mut Backoff,
+    backoff: &mut Delays,
 ) -> Option<Puller> {
     loop {
         match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
@@ -192,7 +172,7 @@ struct Consumer {
     jobs: JobTasks,
     stops: Stops,
     puller: Puller,
-    backoff: Backoff,
+    backoff: Delays,
 }
 
 impl Consumer {
@@ -392,5 +372,31 @@ async fn keep_alive(message: &Message, every: Duration) {
         if let Err(err) = message.ack_with(AckKind::Progress).await {
             tracing::debug!(error = %err, "in-progress ack not sent");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_pulls_wait_100_ms_doubling_to_5_s_and_start_over_after_a_success() {
+        let stop = CancellationToken::new();
+        let mut backoff = PULL_BACKOFF.delays();
+        let start = tokio::time::Instant::now();
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            let before = tokio::time::Instant::now();
+            assert!(backoff.wait(&stop).await);
+            waited.push(before.elapsed().as_millis());
+        }
+        assert_eq!(waited, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        let before = tokio::time::Instant::now();
+        assert!(backoff.wait(&stop).await);
+        assert_eq!(before.elapsed(), Duration::from_millis(100));
+        stop.cancel();
+        assert!(!backoff.wait(&stop).await, "a stop ends the wait");
+        assert_eq!(start.elapsed(), Duration::from_millis(16_400));
     }
 }
