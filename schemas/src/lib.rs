@@ -21,9 +21,10 @@ pub mod request;
 pub mod subject;
 pub mod tenant;
 pub mod timestamp;
+pub mod timings;
 pub mod usage;
 
-pub use blob::{BlobRef, OutcomeBody};
+pub use blob::BlobRef;
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};
 pub use completion::{ChatCompletion, Choice, CompletionUsage, ResponseMessage};
@@ -33,7 +34,7 @@ pub use event::{DeadLettered, Delta, ReplyEvent, Restart, Started};
 pub use job::{Job, JobId, Tier};
 pub use limits::LimitSpec;
 pub use outcome::{
-    Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeStatus, Partial, Timings,
+    Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeBody, OutcomeStatus, Partial, Timings,
 };
 pub use request::{
     ChatRequest, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Stop,
