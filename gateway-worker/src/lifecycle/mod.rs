@@ -97,7 +97,8 @@ impl WatchedKeys {
     /// replaces them.
     fn start(ctx: &WorkerContext, tasks: &Tasks) -> WatchedKeys {
         let stop = tasks.background.child_token();
-        let files = KeyFiles::watched(ctx, &tasks.services, stop.clone());
+        let key_of = |name: &str| ctx.router.provider(name).map(|p| p.key.clone());
+        let files = KeyFiles::watched(&ctx.config, key_of, &tasks.services, stop.clone());
         WatchedKeys { files, stop }
     }
 }
