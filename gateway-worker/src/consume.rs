@@ -113,7 +113,7 @@ pub struct JobTasks {
 
 /// Runs one consumer loop for `model` until `stops.fetching`, or until the live config
 /// no longer has the model.
-pub async fn consume(
+pub async fn consumer_loop(
     live: Arc<Live>,
     model: ModelName,
     tier: Tier,
@@ -137,7 +137,7 @@ pub async fn consume(
         puller,
         backoff,
     };
-    consumer.run().await;
+    consumer.pull_until_stopped().await;
 }
 
 /// Growing waits between failed pulls: 100 ms doubling to 5 s, reset on success.
@@ -176,7 +176,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    async fn run(&mut self) {
+    async fn pull_until_stopped(&mut self) {
         // Jobs the server said were still queued after the last one it delivered.
         let mut queued: u64 = 0;
         while self.wait_for_room().await {
@@ -311,7 +311,7 @@ impl Consumer {
 
     /// Runs the job on `ctx`, the context as it is now, to its end.
     fn spawn(&self, ctx: Arc<WorkerContext>, message: Message, route: Arc<ModelRoute>, slot: Slot) {
-        let job = run_job(ctx, message, route, slot, self.stops.hard.clone());
+        let job = job_task(ctx, message, route, slot, self.stops.hard.clone());
         self.jobs.all.spawn(self.jobs.model.track_future(job));
     }
 }
@@ -345,7 +345,9 @@ async fn provider_room(model: &ModelRoute) {
     let (_permit, _, _) = futures::future::select_all(waits).await;
 }
 
-async fn run_job(
+/// One job's task: processes it, keeping it alive with in-progress acks, applies the
+/// disposition, and gives its slot back.
+async fn job_task(
     ctx: Arc<WorkerContext>,
     message: Message,
     model: Arc<ModelRoute>,
