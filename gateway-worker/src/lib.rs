@@ -6,7 +6,7 @@
 //! drain it the same way; [`run`] is start, wait for the shutdown signal, drain.
 
 pub mod admin;
-pub mod budget;
+pub mod budget_metrics;
 pub mod cancel;
 pub mod catalog;
 pub mod config;

@@ -228,7 +228,10 @@ async fn announce(live: &Arc<Live>, tasks: &Tasks) -> Timestamp {
         tasks.stops.fetching.clone(),
         tasks.stops.hard.clone(),
     ));
-    services.spawn(crate::budget::report(Arc::clone(&ctx), background.clone()));
+    services.spawn(crate::budget_metrics::report(
+        Arc::clone(&ctx),
+        background.clone(),
+    ));
     services.spawn(crate::queue_gauges::run(
         Arc::clone(live),
         background.clone(),

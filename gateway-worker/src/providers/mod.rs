@@ -32,7 +32,7 @@ use std::fmt;
 use llmq_schemas::{ChatCompletion, ChatRequest, ToolCallDelta, Usage};
 use reqwest::header::HeaderMap;
 
-pub use call::{AttemptReport, DeltaSink, execute};
+pub use call::{AttemptReport, DeltaSink, call};
 pub use error::{ProviderError, TimeoutKind};
 pub use sse::SseEvent;
 
