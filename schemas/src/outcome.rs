@@ -80,7 +80,7 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<Partial>,
     /// Set when the outcome would not fit in one NATS message: `response`, `partial` and
-    /// `metadata` are then absent here and held, as an [`OutcomeBody`](crate::OutcomeBody)
+    /// `metadata` are then absent here and held, as an [`OutcomeBody`]
     /// JSON object, by this blob under the outcome's own subject
     /// (`<prefix>.results.<tenant>.<job id>.<id>.<n>`). The submitter library reads it
     /// back, so its callers get the whole outcome.
