@@ -80,10 +80,12 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<Partial>,
     /// Set when the outcome would not fit in one NATS message: `response`, `partial` and
-    /// `metadata` are then absent here and held, as an [`OutcomeBody`]
+    /// `metadata` are then absent here and held, as an [`OutcomeBody`](crate::OutcomeBody)
     /// JSON object, by this blob under the outcome's own subject
     /// (`<prefix>.results.<tenant>.<job id>.<id>.<n>`). The submitter library reads it
     /// back, so its callers get the whole outcome.
+    // The explicit target is kept: this text is also the field's JSON Schema description.
+    #[allow(rustdoc::redundant_explicit_links)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_blob: Option<BlobRef>,
     /// Every provider call made for the job, in order.

@@ -273,23 +273,7 @@ impl AttemptLoop<'_> {
         if let Some(admission) = admission {
             admission.reconcile(report.usage.map_or(0, |(usage, _)| usage.total_tokens));
         }
-        metrics::attempt(
-            &provider.name,
-            report.result.as_ref().err().map(|e| e.class),
-            report.latency.as_secs_f64(),
-            report.ttft.map(|t| t.as_secs_f64()),
-        );
-        self.bill(candidate, n, &report);
-        self.attempts.push(Attempt {
-            error: report.result.as_ref().err().map(|e| e.class),
-            error_message: report.result.as_ref().err().map(|e| e.message.clone()),
-            http_status: report.http_status,
-            latency_ms: millis(report.latency),
-            ttft_ms: report.ttft.map(millis),
-            usage: report.usage.map(|(usage, _)| usage),
-            warnings: report.warnings.clone(),
-            ..attempt_record(candidate, route, n)
-        });
+        self.record(candidate, route, n, &report);
         match report.result {
             Ok(completion) => {
                 Some(self.succeeded(candidate, completion, report.latency, report.ttft))
@@ -305,6 +289,34 @@ impl AttemptLoop<'_> {
                 None
             }
         }
+    }
+
+    /// Counts attempt `n`, bills what it used, and adds it to the outcome's attempts.
+    fn record(
+        &mut self,
+        candidate: &Candidate,
+        route: AttemptRoute,
+        n: u32,
+        report: &AttemptReport,
+    ) {
+        let error = report.result.as_ref().err();
+        metrics::attempt(
+            &candidate.deployment.provider.name,
+            error.map(|e| e.class),
+            report.latency.as_secs_f64(),
+            report.ttft.map(|t| t.as_secs_f64()),
+        );
+        self.bill(candidate, n, report);
+        self.attempts.push(Attempt {
+            error: error.map(|e| e.class),
+            error_message: error.map(|e| e.message.clone()),
+            http_status: report.http_status,
+            latency_ms: millis(report.latency),
+            ttft_ms: report.ttft.map(millis),
+            usage: report.usage.map(|(usage, _)| usage),
+            warnings: report.warnings.clone(),
+            ..attempt_record(candidate, route, n)
+        });
     }
 
     /// A request slot at the provider, unless the job is cancelled or expires first.
