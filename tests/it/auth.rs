@@ -391,8 +391,16 @@ async fn dead_letters_reach_their_tenant_by_both_paths(secured: &Secured) {
 
 /// `submitter limits`, `status`, `dlq list`, `usage --all-tenants` and `tenants list`.
 async fn the_admin_reads_every_report(secured: &Secured) {
-    let limits = assert_ok(&secured.cli("admin", &["limits"]).await);
-    assert!(limits.contains("tenant acme"), "{limits}");
+    // Workers publish what they enforce when it changes: under load, a moment after start.
+    eventually(
+        Duration::from_secs(10),
+        "the fleet's limits to list acme",
+        || async {
+            let limits = assert_ok(&secured.cli("admin", &["limits"]).await);
+            limits.contains("tenant acme").then_some(())
+        },
+    )
+    .await;
     assert_ok(&secured.cli("admin", &["status"]).await);
     let letters = assert_ok(&secured.cli("admin", &["dlq", "list"]).await);
     assert!(letters.contains("max_deliveries"), "{letters}");
