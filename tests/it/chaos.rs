@@ -290,7 +290,8 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
                 }
             }
             OutcomeStatus::Failed => {
-                // Only a run of retryable faults on every deployment may fail a job.
+                // Only a run of retryable faults on every deployment (or the cooldowns they
+                // caused) may fail a job.
                 let error = outcome.error.as_ref().unwrap();
                 println!(
                     "chaos: job {} failed: {:?} after {:?}",
@@ -311,6 +312,9 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
                             | llmq_schemas::ErrorType::Network
                             | llmq_schemas::ErrorType::Timeout
                             | llmq_schemas::ErrorType::MalformedResponse
+                            // Every deployment cooling down after such faults: an
+                            // interactive job is not held for the cooldown.
+                            | llmq_schemas::ErrorType::Unavailable
                     ),
                     "job {} failed with {error:?}",
                     job.id
