@@ -2,7 +2,7 @@
 
 use clap::Args;
 use llmq_schemas::Timestamp;
-use llmq_submitter::{BudgetStatus, Client, ClientOptions, UsageQuery, UsageRow};
+use llmq_submitter::{BudgetStatus, ClientOptions, Operator, UsageQuery, UsageRow};
 
 use super::print::{note, out, out_json};
 use super::table::{Align, Table};
@@ -29,10 +29,9 @@ pub struct UsageArgs {
     pub json: bool,
 }
 
-pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
-    let report = client
+pub async fn run(args: UsageArgs, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
+    let report = operator
         .usage_report(UsageQuery {
             since: args.since,
             until: args.until,
@@ -41,7 +40,7 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             by_label: args.by.clone(),
         })
         .await?;
-    let budgets = budgets(&client, args.all_tenants).await;
+    let budgets = budgets(&operator, args.all_tenants).await;
     if args.json {
         let mut json = serde_json::to_value(&report).map_err(|source| CliError::Json {
             what: "formatting JSON",
@@ -121,8 +120,8 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
 }
 
 /// The tenants' budgets as the fleet counts them (empty, with a note, if unreadable).
-async fn budgets(client: &Client, all_tenants: bool) -> Vec<BudgetStatus> {
-    client
+async fn budgets(operator: &Operator, all_tenants: bool) -> Vec<BudgetStatus> {
+    operator
         .budget_status(all_tenants)
         .await
         .unwrap_or_else(|err| {
