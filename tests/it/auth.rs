@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Event, ServerError};
 use futures::StreamExt;
 use llmq_schemas::{JobId, OutcomeStatus};
-use llmq_submitter::{Client, ClientOptions, NatsOptions, SubmitError};
+use llmq_submitter::{Client, ClientOptions, NatsOptions, Operator, SubmitError};
 use llmq_tests::mock::{MockOptions, ModelBehavior};
 use llmq_tests::nats::NatsOptions as ServerOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually};
@@ -172,6 +172,18 @@ impl Secured {
             ..ClientOptions::for_tenant(tenant)
         };
         Client::connect(options).await.unwrap()
+    }
+
+    /// An operator as `user`, reporting on `tenant` by default.
+    pub async fn operator(&self, user: &str, tenant: &str) -> Operator {
+        let options = ClientOptions {
+            nats: NatsOptions {
+                nkey_file: Some(self.key(user).into()),
+                ..NatsOptions::with_url(self.stack.nats.url())
+            },
+            ..ClientOptions::for_tenant(tenant)
+        };
+        Operator::connect(options).await.unwrap()
     }
 
     /// A raw connection as `tenant-<tenant>` (with its inbox prefix, so that JetStream
@@ -375,7 +387,7 @@ async fn dead_letters_reach_their_tenant_by_both_paths(secured: &Secured) {
         .publish(subject, advisory.to_string().into())
         .await
         .unwrap();
-    let reader = secured.client("admin", "acme").await;
+    let reader = secured.operator("admin", "acme").await;
     eventually(Duration::from_secs(10), "the max-deliveries letter", || {
         let reader = reader.clone();
         async move {

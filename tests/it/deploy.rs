@@ -588,7 +588,7 @@ fn names_read() -> BTreeSet<String> {
 
 /// Tenant `acme` (models `chat` and `broken`) and a key for it.
 async fn acme_key(stack: &Stack) -> String {
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let registry = parse_registry("[tenants.acme]\nmodels = [\"chat\", \"broken\"]\n").unwrap();
     let changes = admin.tenants_diff(&registry, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();

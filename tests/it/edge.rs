@@ -64,7 +64,7 @@ impl EdgeStack {
             ..Default::default()
         };
         let stack = Stack::start_with(mock, Default::default()).await;
-        let admin = stack.client().await;
+        let admin = stack.operator().await;
         let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\", \
                         \"broken\", \"fragile\", \"stalling\", \"org/chat-1.5\"]\n\
                         max_wait = \"200ms\"\n\

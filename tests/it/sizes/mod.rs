@@ -92,7 +92,7 @@ async fn blobs_deleted(stack: &Stack) {
 /// `acme`, who may use `chat`. Returns the child, its URL and the key.
 async fn edge(stack: &Stack, http: &reqwest::Client) -> (tokio::process::Child, String, String) {
     gateway_worker::providers::http_client::install_crypto_provider();
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let registry = parse_registry("[tenants.acme]\nmodels = [\"chat\"]\n").unwrap();
     let changes = admin.tenants_diff(&registry, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();

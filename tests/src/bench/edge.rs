@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use llmq_runtime::api_keys::ApiKeyEntry;
+use llmq_submitter::Operator;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -531,8 +532,7 @@ async fn make_key(llmq: &Llmq) -> anyhow::Result<String> {
         name: Some("bench".into()),
         ..ApiKeyEntry::template()
     };
-    let key = llmq
-        .client
+    let key = Operator::from_client(&llmq.client)
         .create_api_key("default", template)
         .await
         .context("create the bench's API key")?;

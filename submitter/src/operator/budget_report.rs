@@ -10,7 +10,7 @@ use llmq_runtime::tenants::Lookup;
 use llmq_schemas::{BudgetPeriod, Enforce, Tenant, TenantBudget, Timestamp};
 use serde::Serialize;
 
-use crate::client::Client;
+use super::Operator;
 use crate::error::ClientError;
 
 /// One tenant's budget for one period, and where it stands.
@@ -29,8 +29,8 @@ pub struct BudgetStatus {
     pub over: bool,
 }
 
-impl Client {
-    /// Every budget of this client's tenant (or of every tenant), with this day's and
+impl Operator {
+    /// Every budget of the operator's tenant (or of every tenant), with this day's and
     /// month's spend and what jobs in flight have reserved. Tenants without a budget are
     /// left out. A tenant's own budget is read only through requests that name it (its
     /// registry entry, its counters, its reservations), which its credentials allow;
@@ -41,13 +41,14 @@ impl Client {
         } else {
             self.own_budget().await
         };
-        let (js, subjects) = (&self.inner.js, &self.inner.subjects);
+        let (js, subjects) = (self.session.js(), self.session.subjects());
         let spend = spend_stream_config(subjects, 1, Default::default()).name;
         let periods = Periods::at(Timestamp::now());
         let mut rows = Vec::new();
         for (tenant, budget) in budgeted {
             let read = read_own_state(js, subjects, &tenant, &periods);
             let (spent, reserved) = self
+                .session
                 .unless_denied(&[&spend], read)
                 .await
                 .map_err(|denied| ClientError::PermissionDenied {
@@ -71,9 +72,9 @@ impl Client {
     }
 
     async fn own_budget(&self) -> Vec<(Tenant, TenantBudget)> {
-        match self.own_lookup().await {
+        match self.session.own_entry().await {
             Some(Lookup::Known(policy)) if !policy.entry.budget.is_empty() => {
-                vec![(self.inner.tenant.clone(), policy.entry.budget)]
+                vec![(self.session.tenant().clone(), policy.entry.budget)]
             }
             _ => Vec::new(),
         }

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use llmq_schemas::{CancelRequest, JobId, OutcomeStatus, PROTOCOL_VERSION, Subjects, Timestamp};
 
-use crate::client::Client;
+use super::Client;
 use crate::error::ClientError;
 
 /// What a cancel did.
@@ -34,7 +34,7 @@ impl Client {
         if let Some(outcome) = self.get_outcome(job_id).await? {
             return Ok(CancelStatus::AlreadyFinished(outcome.status));
         }
-        let tenant = &self.inner.tenant;
+        let tenant = self.tenant();
         let request = CancelRequest {
             v: PROTOCOL_VERSION,
             job_id,
@@ -46,7 +46,7 @@ impl Client {
             what: "a cancel request".into(),
             source,
         })?;
-        let bucket = self.inner.subjects.cancel_bucket();
+        let bucket = self.subjects().cancel_bucket();
         let subject = format!("$KV.{bucket}.{}", Subjects::cancel_key(tenant, job_id));
         // Unguessable: a cancel id another tenant could publish first (to its own key;
         // the duplicate window is bucket-wide) would make this cancel a dropped duplicate.
@@ -55,8 +55,13 @@ impl Client {
             request.requested_at.unix_millis()
         ));
         let payload = Bytes::from(value);
-        let published = self.publish(&subject, &msg_id, None, &payload);
+        let published = self
+            .inner
+            .session
+            .publish(&subject, &msg_id, None, &payload);
         let ack = self
+            .inner
+            .session
             .unless_denied(&[&bucket], published)
             .await
             .map_err(|denied| ClientError::PermissionDenied {
@@ -73,7 +78,7 @@ impl Client {
         use llmq_runtime::PublishFailure;
         match failure {
             PublishFailure::NoStream => {
-                ClientError::not_set_up(self.inner.subjects.prefix(), format!("KV bucket {bucket}"))
+                ClientError::not_set_up(self.subjects().prefix(), format!("KV bucket {bucket}"))
             }
             PublishFailure::Timeout { attempts } => ClientError::PublishTimeout { attempts },
             PublishFailure::Rejected { code, description } => {

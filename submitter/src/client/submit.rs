@@ -5,14 +5,13 @@
 //! a job refused later sits in the queue or the dead-letter stream instead of failing
 //! where the caller can still act on it.
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use llmq_schemas::{Job, JobId, ModelName, PROTOCOL_VERSION, Timestamp};
 
-use crate::client::Client;
+use super::Client;
+use super::JobHandle;
 use crate::error::SubmitError;
-use crate::handle::JobHandle;
-use llmq_runtime::{Budget, Durable, PublishFailure, publish_durable};
+use llmq_runtime::PublishFailure;
 
 impl Client {
     /// Publishes `job` and returns a handle that receives its events.
@@ -36,7 +35,7 @@ impl Client {
     pub async fn submit_detached(&self, mut job: Job) -> Result<JobId, SubmitError> {
         let model = self.prepare(&mut job).await?;
         if let Some(reply_to) = &job.reply_to
-            && !self.inner.subjects.is_safe_reply_to(reply_to)
+            && !self.subjects().is_safe_reply_to(reply_to)
         {
             return Err(SubmitError::InvalidJob(format!(
                 "reply_to {reply_to:?} is not a literal subject outside llmq's and the system's \
@@ -62,7 +61,7 @@ impl Client {
             )));
         }
         job.submitted_at.get_or_insert_with(Timestamp::now);
-        if self.inner.options.check_catalog {
+        if self.options().check_catalog {
             self.check_model(&job.model, job.tier).await?;
         }
         Ok(model)
@@ -71,8 +70,7 @@ impl Client {
     /// Publishes the job, its request as a blob first when the job would not fit in one
     /// message (see `request_blob.rs`).
     async fn publish_job(&self, model: &ModelName, job: &mut Job) -> Result<(), SubmitError> {
-        let inner = &self.inner;
-        let subject = inner.subjects.job(model, job.tier, &inner.tenant);
+        let subject = self.subjects().job(model, job.tier, self.tenant());
         let payload = serde_json::to_vec(job)
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
@@ -80,8 +78,13 @@ impl Client {
         let payload = self.fitted(job, payload).await?;
         // Not the job id: another tenant could publish it first (README, "Outcome guarantees").
         let msg_id = llmq_runtime::private_msg_id(&job.id.to_string());
-        let published = self.publish(&subject, &msg_id, None, &payload);
+        let published = self
+            .inner
+            .session
+            .publish(&subject, &msg_id, None, &payload);
         let ack = self
+            .inner
+            .session
             .unless_denied(&[&subject], published)
             .await?
             .map_err(|failure| self.submit_error(failure, job))?;
@@ -91,33 +94,11 @@ impl Client {
         Ok(())
     }
 
-    /// Publishes durably within the client's retry budget (`publish_retries`): a producer
-    /// reports a missing stream at once (llmq is not set up) rather than waiting for it.
-    pub(crate) async fn publish(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        headers: Option<&HeaderMap>,
-        payload: &Bytes,
-    ) -> Result<async_nats::jetstream::publish::PublishAck, PublishFailure> {
-        let message = Durable {
-            subject,
-            msg_id,
-            headers,
-            payload,
-            budget: Budget::Attempts(self.inner.options.publish_retries.saturating_add(1)),
-            missing_stream_is_transient: false,
-            missing_stream_grace: self.inner.options.missing_stream_grace,
-            on_retry: None,
-        };
-        publish_durable(&self.inner.js_publish, message).await
-    }
-
     fn submit_error(&self, failure: PublishFailure, job: &Job) -> SubmitError {
         match failure {
             // A job subject is (model, tier, tenant): its limit is this tenant's quota.
             PublishFailure::SubjectFull { .. } => SubmitError::TenantQueueFull {
-                tenant: self.inner.tenant.as_str().to_owned(),
+                tenant: self.tenant().as_str().to_owned(),
                 model: job.model.clone(),
                 tier: job.tier,
             },
@@ -126,8 +107,8 @@ impl Client {
     }
 
     /// A refused or failed publish of the job stream, whatever the job.
-    pub(crate) fn publish_error(&self, failure: PublishFailure) -> SubmitError {
-        let subjects = &self.inner.subjects;
+    pub(super) fn publish_error(&self, failure: PublishFailure) -> SubmitError {
+        let subjects = self.subjects();
         match failure {
             PublishFailure::NoStream => SubmitError::NotSetUp {
                 prefix: subjects.prefix().to_owned(),

@@ -13,7 +13,8 @@ use llmq_schemas::{JobId, Outcome, ReplyEvent};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::client::Client;
+use super::Client;
+use crate::connect::ConnectionEvents;
 use crate::error::{SubmitError, WaitError};
 
 /// A submitted job's events and outcome. Dropping it stops listening.
@@ -37,16 +38,17 @@ enum Wake {
 }
 
 impl JobHandle {
-    pub(crate) fn register(client: Client, job_id: JobId) -> Result<JobHandle, SubmitError> {
+    pub(super) fn register(client: Client, job_id: JobId) -> Result<JobHandle, SubmitError> {
         let events = client
             .inner
             .inbox
             .register(job_id)
             .map_err(|_| SubmitError::AlreadyWaiting { job_id })?;
-        let connects = client.inner.connects.clone().map(|mut rx| {
-            rx.mark_unchanged();
-            rx
-        });
+        let connects = client
+            .inner
+            .session
+            .events()
+            .map(ConnectionEvents::subscribe);
         Ok(JobHandle {
             job_id,
             client,
@@ -158,8 +160,7 @@ impl JobHandle {
     async fn wake(&mut self) -> Wake {
         let period = self
             .client
-            .inner
-            .options
+            .options()
             .results_poll_interval
             .max(Duration::from_millis(1));
         let poll = self.poll.get_or_insert_with(|| {

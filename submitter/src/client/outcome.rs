@@ -5,7 +5,7 @@
 //! any replica. Waiting for one that is not there yet uses an ordered consumer on that
 //! subject (deliver last per subject), which delivers the stored one at once or the next
 //! one as it is stored, and survives reconnects, without polling. The consumer is named
-//! (see [`consumer_name`]), so that its creation request names its filter and a tenant's
+//! (see `session::consumer_name`), so that its creation request names its filter and a tenant's
 //! NATS permissions can pin it to the tenant's own outcomes. An outcome too large for one
 //! message names a blob beside it (`body_blob`), read back here by direct gets under the
 //! same subject prefix, so callers always get the whole outcome.
@@ -20,16 +20,19 @@ use llmq_runtime::blob::{self, MISSING_CHUNK_WAIT};
 use llmq_schemas::{JobId, Outcome, OutcomeBody};
 use tokio::time::Instant;
 
-use crate::client::Client;
+use super::Client;
 use crate::error::{ClientError, WaitError};
+use crate::session::consumer_name;
 
 impl Client {
     /// The job's outcome, if one is stored.
     pub async fn get_outcome(&self, job_id: JobId) -> Result<Option<Outcome>, ClientError> {
         let subject = self.result_subject(job_id);
         let stream = self.results_stream().await?;
-        let name = self.inner.subjects.results_stream();
+        let name = self.subjects().results_stream();
         let got = self
+            .inner
+            .session
             .unless_denied(&[&name], stream.direct_get_last_for_subject(subject))
             .await
             .map_err(|denied| ClientError::PermissionDenied {
@@ -59,8 +62,9 @@ impl Client {
     /// Waits up to `timeout` for the job's outcome, returning at once if it is stored.
     ///
     /// A dead-lettered job has no outcome (so that a replay can still produce one), and
-    /// this wait runs out its timeout: [`Client::dlq_list`] finds the dead letter, as
-    /// `submitter result` does. A live [`crate::JobHandle`] is told at once instead.
+    /// this wait runs out its timeout: [`Operator::dlq_list`](crate::Operator::dlq_list)
+    /// finds the dead letter, as `submitter result` does. A live [`crate::JobHandle`] is
+    /// told at once instead.
     pub async fn wait_outcome(
         &self,
         job_id: JobId,
@@ -79,8 +83,10 @@ impl Client {
         if let Some(outcome) = self.get_outcome(job_id).await? {
             return Ok(outcome);
         }
-        let name = self.inner.subjects.results_stream();
-        self.unless_denied(&[&name], self.watch_stored_outcome(job_id))
+        let name = self.subjects().results_stream();
+        self.inner
+            .session
+            .unless_denied(&[&name], self.watch_stored_outcome(job_id))
             .await
             .map_err(|denied| ClientError::PermissionDenied {
                 operation: "watching the results stream",
@@ -99,8 +105,10 @@ impl Client {
             })
             .await
             .map_err(|err| {
-                let name = self.inner.subjects.results_stream();
-                self.consumer_error(err, &name, "watching the results stream")
+                let name = self.subjects().results_stream();
+                self.inner
+                    .session
+                    .consumer_error(err, &name, "watching the results stream")
             })?;
         let mut messages = consumer
             .messages()
@@ -119,19 +127,17 @@ impl Client {
     /// The whole outcome: when the stored one was too large for one message, its body
     /// (`response`, `partial`, `metadata`) read back from the blob beside it, digest
     /// checked. Callers never see a `body_blob`.
-    pub(crate) async fn with_body(&self, mut outcome: Outcome) -> Result<Outcome, ClientError> {
+    pub(super) async fn with_body(&self, mut outcome: Outcome) -> Result<Outcome, ClientError> {
         let Some(blob) = outcome.body_blob.take() else {
             return Ok(outcome);
         };
         let job_id = outcome.job_id;
-        let stream = self.inner.subjects.results_stream();
-        let base = self
-            .inner
-            .subjects
-            .outcome_blobs(&self.inner.tenant, job_id);
-        let read = blob::read(&self.inner.js, &stream, &base, &blob, MISSING_CHUNK_WAIT);
+        let session = &self.inner.session;
+        let stream = session.subjects().results_stream();
+        let base = session.subjects().outcome_blobs(session.tenant(), job_id);
+        let read = blob::read(session.js(), &stream, &base, &blob, MISSING_CHUNK_WAIT);
         let what = || format!("reading the body of job {job_id}'s outcome");
-        let bytes = self
+        let bytes = session
             .unless_denied(&[&stream], read)
             .await
             .map_err(|denied| ClientError::PermissionDenied {
@@ -153,48 +159,25 @@ impl Client {
         Ok(outcome)
     }
 
-    pub(crate) fn result_subject(&self, job_id: JobId) -> String {
-        self.inner.subjects.result(&self.inner.tenant, job_id)
+    fn result_subject(&self, job_id: JobId) -> String {
+        self.subjects().result(self.tenant(), job_id)
     }
 
     async fn results_stream(&self) -> Result<Stream<()>, ClientError> {
         self.inner
-            .js
-            .get_stream_no_info(self.inner.subjects.results_stream())
+            .session
+            .js()
+            .get_stream_no_info(self.subjects().results_stream())
             .await
             .map_err(|err| ClientError::nats("opening the results stream", err))
     }
 
     fn results_missing(&self) -> ClientError {
         ClientError::not_set_up(
-            self.inner.subjects.prefix(),
-            format!("stream {}", self.inner.subjects.results_stream()),
+            self.subjects().prefix(),
+            format!("stream {}", self.subjects().results_stream()),
         )
     }
-
-    /// Maps a consumer-creation error, telling a missing stream apart.
-    pub(crate) fn consumer_error(
-        &self,
-        err: async_nats::jetstream::stream::ConsumerError,
-        stream: &str,
-        operation: &'static str,
-    ) -> ClientError {
-        use async_nats::jetstream::stream::ConsumerErrorKind;
-        match err.kind() {
-            ConsumerErrorKind::JetStream(api) if crate::error::is_stream_not_found(&api) => {
-                ClientError::not_set_up(self.inner.subjects.prefix(), format!("stream {stream}"))
-            }
-            ConsumerErrorKind::TimedOut => ClientError::Timeout { operation },
-            _ => ClientError::nats(operation, err),
-        }
-    }
-}
-
-/// A fresh name for an ordered consumer: random, so that no other connection can guess it
-/// (permissions cannot pin pulling by tenant), and a name at all, so that the creation
-/// request carries the filter in its subject.
-pub(crate) fn consumer_name() -> String {
-    format!("llmq_{}", uuid::Uuid::new_v4().simple())
 }
 
 fn decode_outcome(payload: &[u8], job_id: JobId) -> Result<Outcome, ClientError> {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use llmq_schemas::{CatalogEntry, ModelName, Subjects, Tier, Timestamp};
 use serde::Serialize;
 
-use crate::client::Client;
+use super::Operator;
+use crate::catalog::is_live;
 use crate::error::ClientError;
-use crate::is_live;
 
 /// The whole picture at one instant.
 #[derive(Debug, Clone, Serialize)]
@@ -59,10 +59,10 @@ pub struct StreamStatus {
     pub replicas: Vec<(String, bool, u64)>,
 }
 
-impl Client {
+impl Operator {
     /// Reads the status (admin permissions).
     pub async fn status(&self) -> Result<Status, ClientError> {
-        let catalog = self.catalog().await?;
+        let catalog = self.session.catalog().await?;
         let mut queues = Vec::new();
         for (model, tier) in served(&catalog) {
             if let Some(queue) = self.queue_status(&model, tier).await? {
@@ -83,14 +83,14 @@ impl Client {
         model: &str,
         tier: Tier,
     ) -> Result<Option<QueueStatus>, ClientError> {
-        let subjects = &self.inner.subjects;
+        let subjects = self.session.subjects();
         let Ok(name) = ModelName::parse(model) else {
             return Ok(None);
         };
         let consumer = Subjects::consumer_name(&name, tier);
         let stream = self
-            .inner
-            .js
+            .session
+            .js()
             .get_stream_no_info(subjects.jobs_stream())
             .await
             .map_err(|err| ClientError::nats("opening the job stream", err))?;
@@ -129,7 +129,7 @@ impl Client {
     }
 
     async fn stream_statuses(&self) -> Result<Vec<StreamStatus>, ClientError> {
-        let subjects = &self.inner.subjects;
+        let subjects = self.session.subjects();
         let names = [
             subjects.jobs_stream(),
             subjects.results_stream(),
@@ -138,7 +138,7 @@ impl Client {
         ];
         let mut statuses = Vec::new();
         for name in names {
-            let Ok(mut stream) = self.inner.js.get_stream(&name).await else {
+            let Ok(mut stream) = self.session.js().get_stream(&name).await else {
                 continue;
             };
             let info = stream

@@ -10,13 +10,13 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::{
-    DeleteMessageErrorKind, LastRawMessageErrorKind, RawMessageError,
+    DeleteMessageErrorKind, LastRawMessageErrorKind, RawMessageError, Stream,
 };
 use bytes::Bytes;
 use llmq_schemas::{DlqReason, HEADER_MSG_ID, JobId, Timestamp, dlq};
 use serde::Serialize;
 
-use crate::client::Client;
+use super::Operator;
 use crate::error::{ClientError, is_stream_not_found};
 use crate::read_stream::ReadRange;
 use llmq_runtime::PublishFailure;
@@ -95,10 +95,10 @@ pub struct ReplayResult {
     pub msg_id: String,
 }
 
-impl Client {
+impl Operator {
     /// Every dead letter, oldest first.
     pub async fn dlq_list(&self) -> Result<Vec<DlqEntry>, ClientError> {
-        let subjects = &self.inner.subjects;
+        let subjects = self.session.subjects();
         let mut entries = Vec::new();
         // No filter: the stream holds only dead letters.
         let range = ReadRange {
@@ -106,27 +106,27 @@ impl Client {
             deliver_policy: DeliverPolicy::All,
             until: None,
         };
-        self.read_stream(&subjects.dlq_stream(), range, |stored| {
-            entries.push(DlqEntry::from_parts(
-                stored.sequence,
-                stored.message.subject.to_string(),
-                Timestamp::from(stored.published),
-                stored.message.headers,
-                stored.message.payload,
-            ));
-        })
-        .await?;
+        self.session
+            .read_stream(&subjects.dlq_stream(), range, |stored| {
+                entries.push(DlqEntry::from_parts(
+                    stored.sequence,
+                    stored.message.subject.to_string(),
+                    Timestamp::from(stored.published),
+                    stored.message.headers,
+                    stored.message.payload,
+                ));
+            })
+            .await?;
         Ok(entries)
     }
 
     /// Publishes dead letter `seq` back to its original subject and deletes it from the
     /// dead-letter stream.
     pub async fn dlq_replay(&self, seq: u64) -> Result<ReplayResult, ClientError> {
-        let subjects = &self.inner.subjects;
         let stream = self
-            .inner
-            .js
-            .get_stream_no_info(subjects.dlq_stream())
+            .session
+            .js()
+            .get_stream_no_info(self.session.subjects().dlq_stream())
             .await
             .map_err(|err| ClientError::nats("opening the dead-letter stream", err))?;
         let message = stream
@@ -140,6 +140,27 @@ impl Client {
             Some(message.headers),
             message.payload,
         );
+        let subject = self.replay_subject(&entry)?;
+        let msg_id = replay_msg_id(entry.job_id, seq);
+        let headers = replay_headers(&entry.headers);
+        let ack = self
+            .session
+            .publish(&subject, &msg_id, Some(&headers), &entry.payload)
+            .await
+            .map_err(|failure| self.replay_error(failure))?;
+        delete_replayed(&stream, seq).await?;
+        Ok(ReplayResult {
+            dlq_seq: seq,
+            job_id: entry.job_id,
+            subject,
+            jobs_seq: ack.sequence,
+            msg_id,
+        })
+    }
+
+    /// Where a replay publishes `entry`: its original subject, if that is a job subject.
+    fn replay_subject(&self, entry: &DlqEntry) -> Result<String, ClientError> {
+        let seq = entry.seq;
         let subject =
             entry
                 .original_subject
@@ -148,33 +169,13 @@ impl Client {
                     seq,
                     reason: format!("no {} header", dlq::HEADER_SUBJECT),
                 })?;
-        if let Err(err) = subjects.parse_job_subject(&subject) {
-            return Err(ClientError::InvalidDlqEntry {
+        match self.session.subjects().parse_job_subject(&subject) {
+            Ok(_) => Ok(subject),
+            Err(err) => Err(ClientError::InvalidDlqEntry {
                 seq,
                 reason: format!("its original subject is not a job subject: {err}"),
-            });
+            }),
         }
-        let msg_id = replay_msg_id(entry.job_id, seq);
-        let headers = replay_headers(&entry.headers);
-        let ack = self
-            .publish(&subject, &msg_id, Some(&headers), &entry.payload)
-            .await
-            .map_err(|failure| self.replay_error(failure))?;
-        match stream.delete_message(seq).await {
-            Ok(_) => {}
-            // Replayed concurrently by someone else, who deleted it first.
-            Err(err) if matches!(err.kind(), DeleteMessageErrorKind::JetStream(_)) => {
-                tracing::warn!(seq, error = %err, "dead letter was replayed but could not be deleted");
-            }
-            Err(err) => return Err(ClientError::nats("deleting the replayed dead letter", err)),
-        }
-        Ok(ReplayResult {
-            dlq_seq: seq,
-            job_id: entry.job_id,
-            subject,
-            jobs_seq: ack.sequence,
-            msg_id,
-        })
     }
 
     /// Replays every dead letter, oldest first. Dead letters that cannot be replayed (no
@@ -201,8 +202,8 @@ impl Client {
             },
             LastRawMessageErrorKind::JetStream(api) if is_stream_not_found(&api) => {
                 ClientError::not_set_up(
-                    self.inner.subjects.prefix(),
-                    format!("stream {}", self.inner.subjects.dlq_stream()),
+                    self.session.subjects().prefix(),
+                    format!("stream {}", self.session.subjects().dlq_stream()),
                 )
             }
             LastRawMessageErrorKind::JetStream(api)
@@ -217,7 +218,7 @@ impl Client {
     }
 
     fn replay_error(&self, failure: PublishFailure) -> ClientError {
-        let subjects = &self.inner.subjects;
+        let subjects = self.session.subjects();
         match failure {
             PublishFailure::NoStream => ClientError::not_set_up(
                 subjects.prefix(),
@@ -244,6 +245,19 @@ impl Client {
     }
 }
 
+/// Deletes a replayed dead letter; one replayed concurrently by someone else, who deleted
+/// it first, is left to them.
+async fn delete_replayed(stream: &Stream<()>, seq: u64) -> Result<(), ClientError> {
+    match stream.delete_message(seq).await {
+        Ok(_) => Ok(()),
+        Err(err) if matches!(err.kind(), DeleteMessageErrorKind::JetStream(_)) => {
+            tracing::warn!(seq, error = %err, "dead letter was replayed but could not be deleted");
+            Ok(())
+        }
+        Err(err) => Err(ClientError::nats("deleting the replayed dead letter", err)),
+    }
+}
+
 /// `<job id>-replay-<dlq seq>.<private digits>`, or `dlq-<seq>-replay-<seq>.<...>` for a
 /// job without a readable id: unguessable, so that no tenant can publish it first and make
 /// the replay a dropped duplicate (after which the dead letter would be deleted).
@@ -254,8 +268,6 @@ fn replay_msg_id(job_id: Option<JobId>, seq: u64) -> String {
     })
 }
 
-/// The original headers without the dead-letter ones and publish expectations, with
-/// `msg_id` as the message id.
 /// The original headers without the dead-letter ones and the old message id (the replay
 /// gets its own).
 fn replay_headers(original: &HeaderMap) -> HeaderMap {

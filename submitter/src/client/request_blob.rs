@@ -11,7 +11,7 @@ use llmq_runtime::blob::{self, BlobError, Sizes, WriteOptions};
 use llmq_runtime::{Budget, PublishFailure};
 use llmq_schemas::{BlobRef, ChatRequest, Job};
 
-use crate::client::Client;
+use super::Client;
 use crate::error::SubmitError;
 
 /// Room a blob reference takes in the job, generously.
@@ -20,8 +20,8 @@ const REFERENCE_BYTES: usize = 256;
 impl Client {
     /// The job's JSON as published: `inline` when it fits in one message, else the job
     /// with its request moved into a blob (written here).
-    pub(crate) async fn fitted(&self, job: &mut Job, inline: Bytes) -> Result<Bytes, SubmitError> {
-        let sizes = Sizes::of(&self.inner.nats);
+    pub(super) async fn fitted(&self, job: &mut Job, inline: Bytes) -> Result<Bytes, SubmitError> {
+        let sizes = Sizes::of(self.nats());
         if inline.len() <= sizes.inline_max {
             return Ok(inline);
         }
@@ -56,26 +56,28 @@ impl Client {
     }
 
     async fn write_blob(&self, bytes: Bytes, chunk: usize) -> Result<BlobRef, SubmitError> {
-        let inner = &self.inner;
-        let base = inner.subjects.request_blobs(&inner.tenant);
+        let session = &self.inner.session;
+        let base = session.subjects().request_blobs(session.tenant());
         let options = WriteOptions {
-            budget: Budget::Attempts(inner.options.publish_retries.saturating_add(1)),
+            budget: Budget::Attempts(session.options().publish_retries.saturating_add(1)),
             missing_stream_is_transient: false,
-            missing_stream_grace: inner.options.missing_stream_grace,
+            missing_stream_grace: session.options().missing_stream_grace,
             on_retry: None,
         };
-        let written = blob::write(&inner.js_publish, &base, bytes, chunk, options);
-        self.unless_denied(&[&base], written)
+        let written = blob::write(session.js_publish(), &base, bytes, chunk, options);
+        self.inner
+            .session
+            .unless_denied(&[&base], written)
             .await?
             .map_err(|err| self.blob_error(err))
     }
 
     fn blob_error(&self, err: BlobError) -> SubmitError {
-        let stream = self.inner.subjects.blobs_stream();
+        let stream = self.subjects().blobs_stream();
         match err {
             BlobError::Write { source, .. } => match source {
                 PublishFailure::NoStream => SubmitError::NotSetUp {
-                    prefix: self.inner.subjects.prefix().to_owned(),
+                    prefix: self.subjects().prefix().to_owned(),
                     missing: format!("stream {stream}"),
                 },
                 PublishFailure::Full { detail } | PublishFailure::SubjectFull { detail } => {

@@ -11,7 +11,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use llmq_schemas::{Cost, JobId, Tenant, Timestamp, UsageEvent, UsageSource, UsageStatus};
 use serde::Serialize;
 
-use crate::client::Client;
+use super::Operator;
 use crate::error::ClientError;
 use crate::read_stream::ReadRange;
 
@@ -22,7 +22,7 @@ pub struct UsageQuery {
     pub since: Timestamp,
     /// Events stored up to this instant; `None`: up to now.
     pub until: Option<Timestamp>,
-    /// `None`: this client's tenant.
+    /// `None`: the operator's tenant ([`Operator::tenant`](crate::Operator::tenant)).
     pub tenant: Option<Tenant>,
     /// Every tenant (overrides `tenant`).
     pub all_tenants: bool,
@@ -32,7 +32,7 @@ pub struct UsageQuery {
 }
 
 impl UsageQuery {
-    /// This client's tenant, over the last `window`.
+    /// The operator's tenant, over the last `window`.
     pub fn last(window: std::time::Duration) -> Self {
         let since = Timestamp::from_unix_millis(
             Timestamp::now()
@@ -105,14 +105,14 @@ pub struct UsageReport {
     pub undecodable: u64,
 }
 
-impl Client {
+impl Operator {
     /// Reads the usage stream over the query's window and sums it per (tenant, model).
     pub async fn usage_report(&self, query: UsageQuery) -> Result<UsageReport, ClientError> {
-        let subjects = &self.inner.subjects;
+        let subjects = self.session.subjects();
         let tenant = match (&query.tenant, query.all_tenants) {
             (_, true) => None,
             (Some(tenant), false) => Some(tenant.clone()),
-            (None, false) => Some(self.inner.tenant.clone()),
+            (None, false) => Some(self.session.tenant().clone()),
         };
         let until = query.until.unwrap_or_else(Timestamp::now);
         let range = ReadRange {
@@ -123,7 +123,7 @@ impl Client {
             until: Some(until.as_offset()),
         };
         let mut sum = Aggregator::by_label(query.by_label.clone());
-        self.read_stream(&subjects.usage_stream(), range, |stored| {
+        self.session.read_stream(&subjects.usage_stream(), range, |stored| {
             match serde_json::from_slice::<UsageEvent>(&stored.message.payload) {
                 Ok(event) => sum.add(&event),
                 Err(err) => {

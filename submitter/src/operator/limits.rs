@@ -3,15 +3,15 @@
 
 use llmq_runtime::limits::{self, FleetStatus};
 
-use crate::client::Client;
+use super::Operator;
 use crate::error::ClientError;
 
-impl Client {
+impl Operator {
     /// Every limited scope live workers enforce (with holdings, the current window's
     /// counters and who waits) and every pause in force.
     pub async fn limits(&self) -> Result<FleetStatus, ClientError> {
-        let name = limits::bucket_config(&self.inner.subjects, 1).bucket;
-        let bucket = self.bucket(&name).await?;
+        let name = limits::bucket_config(self.session.subjects(), 1).bucket;
+        let bucket = self.session.bucket(&name).await?;
         limits::read_status(&bucket)
             .await
             .map_err(|err| ClientError::Nats {
