@@ -29,7 +29,6 @@ mod client;
 mod connect;
 mod denied;
 mod dlq;
-pub mod edge;
 mod error;
 mod handle;
 mod inbox;
