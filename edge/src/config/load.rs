@@ -103,8 +103,8 @@ mod tests {
     fn the_cli_variables_still_point_the_edge_at_nats_and_the_workers_own_are_left_alone() {
         let vars = env(&[
             ("LLMQ__NATS__URL", "nats://n:4222"),
-            ("LLMQ__NATS__USER", "u"),
-            ("LLMQ__NATS__PASSWORD", "p"),
+            ("LLMQ__NATS__USER", "1000"),
+            ("LLMQ__NATS__PASSWORD", "12345"),
             ("LLMQ__NATS__CREDS_FILE", "/c.creds"),
             ("LLMQ__NATS__TLS__REQUIRED", "true"),
             ("LLMQ__NATS__CONNECT_TIMEOUT", "2s"),
@@ -119,8 +119,12 @@ mod tests {
         let config = load_text("", Some(&vars), &Overrides::default()).unwrap();
         let nats = &config.nats;
         assert_eq!(nats.url, "nats://n:4222");
-        assert_eq!(nats.user.as_deref(), Some("u"));
-        assert!(nats.password.is_some());
+        assert_eq!(nats.user.as_deref(), Some("1000"), "digits stay text");
+        let password = nats
+            .password
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret);
+        assert_eq!(password, Some("12345"));
         assert!(nats.token.is_none(), "set to nothing is unset");
         assert_eq!(nats.creds_file.as_deref(), Some(Path::new("/c.creds")));
         assert!(nats.tls.required);
