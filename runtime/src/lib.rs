@@ -13,6 +13,8 @@ pub mod auth;
 pub mod blob;
 pub mod buckets;
 pub mod budget;
+#[cfg(feature = "server")]
+pub mod config_file;
 mod connect;
 pub mod limits;
 pub mod live;
@@ -22,6 +24,8 @@ mod problems;
 pub mod publish;
 pub mod signals;
 pub mod stream_guards;
+#[cfg(feature = "server")]
+pub mod telemetry;
 pub mod tenants;
 
 pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};

@@ -14,7 +14,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::completion::ChatCompletion;
+use crate::openai::ChatCompletion;
 use crate::outcome::Partial;
 
 /// The most chunks one blob may have: with 1 MiB messages, 4 GiB; far above any request

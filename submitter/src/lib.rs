@@ -37,7 +37,6 @@ mod catalog;
 mod client;
 mod connect;
 mod denied;
-pub mod edge;
 mod error;
 mod operator;
 mod options;

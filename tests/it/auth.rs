@@ -434,12 +434,10 @@ async fn a_key_with_a_rate_is_served_by_the_edge(secured: &Secured) {
         .await;
     let key = assert_ok(&created).trim().to_owned();
     let http = reqwest::Client::new();
-    let (mut edge, url) = llmq_tests::edge::spawn_edge_with(
-        &secured.stack.nats.url(),
-        &["--nkey-file", &secured.key("edge")],
-        &http,
-    )
-    .await;
+    let mut config = llmq_tests::edge::edge_config(&secured.stack.nats.url());
+    config.nats.nkey_file = Some(secured.key("edge").into());
+    let edge = llmq_tests::edge::spawn_edge_with(config).await;
+    let url = edge.url().to_owned();
     for stream in [false, true] {
         let body = serde_json::json!({"model": "chat", "stream": stream,
             "messages": [{"role": "user", "content": "hi"}]});
@@ -456,7 +454,7 @@ async fn a_key_with_a_rate_is_served_by_the_edge(secured: &Secured) {
         let expected = if stream { "[DONE]" } else { "chat.completion" };
         assert!(body.contains(expected), "{body}");
     }
-    let _ = edge.kill().await;
+    edge.stop().await;
 }
 
 /// A raw connection that reports each permission error the server sends it.

@@ -1,4 +1,4 @@
-//! `edge`: the HTTP edge (`submitter serve`) against calling the upstream yourself.
+//! `edge`: the HTTP edge (`llmq-edge`) against calling the upstream yourself.
 //!
 //! An application that speaks OpenAI's API can call its provider directly or call llmq's
 //! edge instead; this scenario prices that choice. The same pooled reqwest client
@@ -636,8 +636,8 @@ fn facts(options: &Options, spec: MockSpec, worker: WorkerSpec) -> Facts {
         )
         .add(
             "processes",
-            "edge: own process (bench __edge: llmq_submitter::edge on a 2-thread runtime, as \
-             submitter serve); worker: bench __worker; mock: bench __mock; nats-server: own \
+            "edge: own process (bench __edge: llmq_edge on a 2-thread runtime, as \
+             llmq-edge); worker: bench __worker; mock: bench __mock; nats-server: own \
              process; HTTP client: this process",
         )
         .add(

@@ -421,7 +421,7 @@ impl MockChild {
 
 // ---- the HTTP edge as a child process --------------------------------------------------
 
-/// `bench __edge`: the HTTP edge (`llmq_submitter::edge`) in its own process, so its CPU
+/// `bench __edge`: the HTTP edge (`llmq_edge`) in its own process, so its CPU
 /// and RSS are its own.
 #[derive(Debug)]
 pub struct EdgeChild {

@@ -28,13 +28,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use llmq_schemas::{Delta, Outcome, OutcomeStatus, ReplyEvent, Started, Timestamp};
-use serde_json::Value;
+use llmq_submitter::{JobHandle, StreamText, TextUpdate, WaitError};
+use serde::Serialize;
 
-use super::chat::{Asked, CancelOnDrop, insert};
-use super::error::{ApiError, from_job_error};
+use super::cancel::CancelOnDrop;
+use super::chat_job::Asked;
+use super::headers::insert;
 use super::sse::ChunkFrame;
-use super::{EdgeState, metrics};
-use crate::{JobHandle, StreamText, TextUpdate, WaitError};
+use crate::api_error::{ApiError, from_job_error};
+use crate::metrics::OpenStream;
+use crate::state::EdgeState;
 
 /// How long past the job's own deadline the head waits for its outcome to arrive.
 const HEAD_GRACE: Duration = Duration::from_secs(5);
@@ -49,10 +52,11 @@ pub(super) async fn respond(
     asked: &Asked,
 ) -> Result<Response, ApiError> {
     let job_id = handle.job_id();
-    let mut streaming = Streaming::new(handle, cancel, model, asked.include_usage);
+    let open = state.metrics.open_stream();
+    let mut streaming = Streaming::new(handle, cancel, model, asked.include_usage, open);
     let wait = asked.timeout + HEAD_GRACE;
     match tokio::time::timeout(wait, streaming.until_output()).await {
-        Ok(Ok(())) => Ok(streaming.into_response(state.options.keep_alive)),
+        Ok(Ok(())) => Ok(streaming.into_response(state.http.keep_alive)),
         Ok(Err(error)) => Err(error.for_job(job_id)),
         Err(_) => Err(ApiError::from(&WaitError::Timeout { waited: wait }).for_job(job_id)),
     }
@@ -75,11 +79,17 @@ struct Streaming {
     started: Option<Started>,
     pending: VecDeque<Event>,
     done: bool,
-    _open: metrics::OpenStream,
+    _open: OpenStream,
 }
 
 impl Streaming {
-    fn new(handle: JobHandle, cancel: CancelOnDrop, model: String, include_usage: bool) -> Self {
+    fn new(
+        handle: JobHandle,
+        cancel: CancelOnDrop,
+        model: String,
+        include_usage: bool,
+        open: OpenStream,
+    ) -> Self {
         let frame = ChunkFrame {
             id: format!("chatcmpl-{}", handle.job_id().simple()),
             created: Timestamp::now().unix_millis() / 1000,
@@ -98,7 +108,7 @@ impl Streaming {
             started: None,
             pending,
             done: false,
-            _open: metrics::OpenStream::new(),
+            _open: open,
         }
     }
 
@@ -267,6 +277,10 @@ fn incomplete(outcome: &Outcome) -> ApiError {
     )
 }
 
-fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
+/// One SSE `data:` event holding `chunk` as JSON.
+fn data(chunk: &impl Serialize) -> Event {
+    Event::default().json_data(chunk).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "a chunk could not be written as JSON");
+        Event::default().comment("unwritable chunk")
+    })
 }

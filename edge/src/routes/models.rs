@@ -11,25 +11,29 @@ use axum::response::{IntoResponse, Response};
 use llmq_runtime::api_keys::ApiKeyEntry;
 use llmq_runtime::tenants::Lookup;
 use llmq_schemas::Tenant;
-use serde_json::{Value, json};
+use llmq_schemas::openai::{Model, ModelList};
 
-use super::error::ApiError;
-use super::{EdgeState, auth};
-use crate::is_live;
+use llmq_submitter::is_live;
 
-pub async fn list(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Response {
+use crate::api_error::ApiError;
+use crate::auth;
+use crate::state::EdgeState;
+
+pub(super) async fn list(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Response {
     let started = std::time::Instant::now();
     let response = match models(&state, &headers).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
-    super::metrics::request("models", response.status(), started.elapsed());
+    state
+        .metrics
+        .request("models", response.status(), started.elapsed());
     response
 }
 
 /// `models.retrieve`: the model object, or 404 `model_not_found`. The id is the rest of
 /// the path (a `{*id}` route), so ids with `/` work percent-encoded or not.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<Arc<EdgeState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -39,21 +43,27 @@ pub async fn retrieve(
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
-    super::metrics::request("models", response.status(), started.elapsed());
+    state
+        .metrics
+        .request("models", response.status(), started.elapsed());
     response
 }
 
 async fn models(state: &EdgeState, headers: &HeaderMap) -> Result<Response, ApiError> {
     let key = authenticate(state, headers)?;
-    let data: Vec<_> = usable(state, &key).await?.iter().map(object).collect();
-    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+    let data = usable(state, &key)
+        .await?
+        .into_iter()
+        .map(Model::served)
+        .collect();
+    Ok(axum::Json(ModelList::new(data)).into_response())
 }
 
 async fn model(state: &EdgeState, headers: &HeaderMap, id: &str) -> Result<Response, ApiError> {
     let key = authenticate(state, headers)?;
     let usable = usable(state, &key).await?;
     if usable.contains(id) {
-        return Ok(axum::Json(object(&id.to_owned())).into_response());
+        return Ok(axum::Json(Model::served(id)).into_response());
     }
     let usable: Vec<String> = usable.into_iter().collect();
     Err(ApiError::model_not_found(id, &usable))
@@ -61,17 +71,13 @@ async fn model(state: &EdgeState, headers: &HeaderMap, id: &str) -> Result<Respo
 
 fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Arc<ApiKeyEntry>, ApiError> {
     auth::authenticate(&state.keys, headers).map_err(|refusal| {
-        super::metrics::auth_failure(refusal);
+        state.metrics.auth_failure(refusal);
         ApiError::from(refusal)
     })
 }
 
-fn object(id: &String) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "llmq"})
-}
-
 /// The models a live worker serves that `key` (and its tenant) may use, sorted.
-pub async fn usable(state: &EdgeState, key: &ApiKeyEntry) -> Result<BTreeSet<String>, ApiError> {
+async fn usable(state: &EdgeState, key: &ApiKeyEntry) -> Result<BTreeSet<String>, ApiError> {
     let client = state.client_for(&key.tenant).await?;
     let catalog = client.catalog().await.map_err(|err| ApiError::from(&err))?;
     Ok(catalog
@@ -83,7 +89,7 @@ pub async fn usable(state: &EdgeState, key: &ApiKeyEntry) -> Result<BTreeSet<Str
 }
 
 /// Whether `key` and its tenant's policy allow `model`.
-pub fn allows(state: &EdgeState, key: &ApiKeyEntry, model: &str) -> bool {
+pub(super) fn allows(state: &EdgeState, key: &ApiKeyEntry, model: &str) -> bool {
     if !key.allows_model(model) {
         return false;
     }

@@ -1,7 +1,7 @@
 //! Every failure as OpenAI's error JSON, with the status an OpenAI SDK maps to the right
 //! exception class (and retries, for 429 and 5xx), and the headers a caller correlates it
 //! by: `x-llmq-job-id` once a job exists (`x-request-id` is set for every answer by
-//! [`super::request_id`]), `Retry-After` and `retry-after-ms` (which the SDKs prefer) when
+//! [`crate::request_id`]), `Retry-After` and `retry-after-ms` (which the SDKs prefer) when
 //! trying again later may succeed.
 
 use std::time::Duration;
@@ -9,10 +9,9 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llmq_runtime::api_keys::KeyRefusal;
+use llmq_schemas::openai::ErrorBody;
 use llmq_schemas::{ErrorType, JobError, JobId};
-use serde_json::json;
-
-use crate::error::{ClientError, SubmitError, WaitError};
+use llmq_submitter::{ClientError, SubmitError, WaitError};
 
 const RETRY_AFTER_MS: header::HeaderName = header::HeaderName::from_static("retry-after-ms");
 const JOB_ID: header::HeaderName = header::HeaderName::from_static("x-llmq-job-id");
@@ -115,8 +114,8 @@ impl ApiError {
     }
 
     /// The JSON body, as OpenAI sends it.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.message.clone(), self.kind, self.code)
     }
 }
 
@@ -307,7 +306,7 @@ mod tests {
         );
         assert!(quota.retry_after.is_some());
         let body = ApiError::from(KeyRefusal::Revoked).body();
-        assert_eq!(body["error"]["code"], "invalid_api_key");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body.error.code.as_deref(), Some("invalid_api_key"));
+        assert_eq!(body.error.kind, "invalid_request_error");
     }
 }

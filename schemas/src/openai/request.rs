@@ -1,4 +1,4 @@
-//! The OpenAI chat-completions request body, as producers already write it.
+//! The OpenAI chat-completions request body a job carries, as producers already write it.
 //!
 //! Fields llmq reads or translates for other providers are typed; every other field is
 //! kept in `extra` and forwarded untouched to OpenAI-compatible upstreams, so a producer

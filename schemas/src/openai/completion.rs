@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::request::ToolCall;
+use super::request::ToolCall;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatCompletion {
@@ -155,7 +155,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::request::FunctionCall;
+    use crate::openai::request::FunctionCall;
 
     fn call() -> ToolCall {
         ToolCall {
