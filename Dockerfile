@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# llmq's binaries in one image: gateway-worker, submitter (CLI and `submitter serve`, the
-# HTTP edge) and mock-provider (for the compose file's demo profile). The compose file
-# picks the binary per service with `command:`.
+# llmq's binaries in one image: gateway-worker, submitter (the CLI), llmq-edge (the HTTP
+# edge) and mock-provider (for the compose file's demo profile). The compose file picks the
+# binary per service with `command:`.
 #
 # Stage 1 builds the dependencies from the manifests and empty sources, so that layer is
 # cached until Cargo.toml or Cargo.lock change; stage 2 builds llmq itself; the runtime
@@ -18,30 +18,33 @@ COPY schemas/Cargo.toml schemas/
 COPY runtime/Cargo.toml runtime/
 COPY gateway-worker/Cargo.toml gateway-worker/
 COPY submitter/Cargo.toml submitter/
+COPY edge/Cargo.toml edge/
 COPY tests/Cargo.toml tests/
 RUN set -eu; \
-    for crate in schemas runtime gateway-worker submitter tests; do \
+    for crate in schemas runtime gateway-worker submitter edge tests; do \
       mkdir -p "$crate/src" && echo '' > "$crate/src/lib.rs"; \
     done; \
-    for bin in gateway-worker/src/main.rs submitter/src/main.rs \
+    for bin in gateway-worker/src/main.rs submitter/src/main.rs edge/src/main.rs \
                tests/src/bin/mock-provider.rs tests/src/bin/bench.rs tests/it/main.rs; do \
       mkdir -p "$(dirname "$bin")" && echo 'fn main() {}' > "$bin"; \
     done; \
     cargo build --release --locked \
-      --bin gateway-worker --bin submitter --bin mock-provider; \
-    rm -rf schemas/src runtime/src gateway-worker/src submitter/src tests/src tests/it
+      --bin gateway-worker --bin submitter --bin llmq-edge --bin mock-provider; \
+    rm -rf schemas/src runtime/src gateway-worker/src submitter/src edge/src tests/src tests/it
 # llmq itself.
 COPY schemas schemas
 COPY runtime runtime
 COPY gateway-worker gateway-worker
 COPY submitter submitter
+COPY edge edge
 COPY tests tests
 # Touch the sources so cargo rebuilds them over the stubs (COPY keeps the host's mtimes).
-RUN find schemas runtime gateway-worker submitter tests -name '*.rs' -exec touch {} + && \
+RUN find schemas runtime gateway-worker submitter edge tests -name '*.rs' -exec touch {} + && \
     cargo build --release --locked \
-      --bin gateway-worker --bin submitter --bin mock-provider && \
+      --bin gateway-worker --bin submitter --bin llmq-edge --bin mock-provider && \
     mkdir -p /out && \
-    cp target/release/gateway-worker target/release/submitter target/release/mock-provider /out/
+    cp target/release/gateway-worker target/release/submitter target/release/llmq-edge \
+       target/release/mock-provider /out/
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates: TLS to the providers; curl: the healthchecks.

@@ -14,6 +14,8 @@ pub mod backoff;
 pub mod blob;
 pub mod buckets;
 pub mod budget;
+#[cfg(feature = "server")]
+pub mod config_file;
 mod connect;
 pub mod limits;
 pub mod live;
@@ -23,6 +25,8 @@ mod problems;
 pub mod publish;
 pub mod signals;
 pub mod stream_guards;
+#[cfg(feature = "server")]
+pub mod telemetry;
 pub mod tenants;
 
 pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};

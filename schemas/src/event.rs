@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::dlq::DlqReason;
 use crate::error::ErrorType;
 use crate::job::JobId;
+use crate::openai::ToolCallDelta;
 use crate::outcome::Outcome;
-use crate::request::ToolCallDelta;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::blob::BlobRef;
-use crate::request::ChatRequest;
+use crate::openai::ChatRequest;
 use crate::timestamp::Timestamp;
 
 /// A job id: a UUID, v7 when the submitter makes it (time-ordered, so ids sort by

@@ -9,15 +9,14 @@
 pub mod blob;
 pub mod cancel;
 pub mod catalog;
-pub mod completion;
 pub mod dlq;
 pub mod error;
 pub mod event;
 pub mod job;
 pub mod json_schema;
 pub mod limits;
+pub mod openai;
 pub mod outcome;
-pub mod request;
 pub mod subject;
 pub mod tenant;
 pub mod timestamp;
@@ -27,18 +26,21 @@ pub mod usage;
 pub use blob::BlobRef;
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};
-pub use completion::{ChatCompletion, Choice, CompletionUsage, ResponseMessage};
 pub use dlq::DlqReason;
 pub use error::{ErrorType, JobError};
 pub use event::{DeadLettered, Delta, ReplyEvent, Restart, Started};
 pub use job::{Job, JobId, Tier};
 pub use limits::LimitSpec;
+pub use openai::{
+    ChatCompletion, ChatRequest, Choice, CompletionUsage, Content, ContentPart, FunctionCall,
+    FunctionDef, ImageUrl, Message, ResponseMessage, Role, Stop, Tool, ToolCall, ToolCallDelta,
+    ToolChoice,
+};
+/// The OpenAI request and completion modules under their older paths
+/// (`llmq_schemas::request::Message`, `llmq_schemas::completion::...`).
+pub use openai::{completion, request};
 pub use outcome::{
     Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeBody, OutcomeStatus, Partial, Timings,
-};
-pub use request::{
-    ChatRequest, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Stop,
-    Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
 pub use subject::{ModelName, SubjectError, Subjects, Tenant};
 pub use tenant::{

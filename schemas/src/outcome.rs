@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::blob::BlobRef;
-use crate::completion::ChatCompletion;
 use crate::error::{ErrorType, JobError};
 use crate::job::{JobId, Tier};
-use crate::request::ToolCall;
+use crate::openai::ChatCompletion;
+use crate::openai::ToolCall;
 use crate::tenant::Clamped;
 pub use crate::timings::Timings;
 use crate::usage::{Cost, Usage, UsageStatus};

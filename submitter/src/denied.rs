@@ -6,11 +6,9 @@
 //! so the user reads "permission denied for publish to ..." instead of a timeout, and a
 //! read that is denied is an error, never an empty answer.
 
-use std::future::Future;
-
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::client::Client;
+use crate::connect::ConnectionEvents;
 
 /// The server refused this connection an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,35 +21,33 @@ pub struct Denied {
     pub message: String,
 }
 
-impl Client {
-    /// Runs `call`, unless the server denies an operation on a subject containing one of
-    /// `about` first (or already did, on this connection, for the inbox).
-    pub(crate) async fn unless_denied<T>(
-        &self,
-        about: &[&str],
-        call: impl Future<Output = T>,
-    ) -> Result<T, Denied> {
-        let Some(events) = &self.inner.events else {
-            return Ok(call.await);
-        };
-        let inbox = self.inner.options.effective_inbox_prefix();
-        let concerns = |message: &str| {
-            about.iter().any(|part| message.contains(part)) || message.contains(inbox.as_str())
-        };
-        let (recent, mut later) = events.denials();
-        if let Some(message) = recent.into_iter().find(|m| concerns(m)) {
-            return Err(Denied { message });
-        }
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                done = &mut call => return Ok(done),
-                denial = later.recv() => match denial {
-                    Ok(message) if concerns(&message) => return Err(Denied { message }),
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return Ok(call.await),
-                },
-            }
+/// Runs `call`, unless the server denies an operation on a subject containing one of
+/// `about` (or `inbox`, the connection's inbox prefix) first, or already did on this
+/// connection. Without `events` nothing is watched: the call runs as it is.
+pub(crate) async fn unless_denied<T>(
+    events: Option<&ConnectionEvents>,
+    inbox: &str,
+    about: &[&str],
+    call: impl Future<Output = T>,
+) -> Result<T, Denied> {
+    let Some(events) = events else {
+        return Ok(call.await);
+    };
+    let concerns =
+        |message: &str| about.iter().any(|part| message.contains(part)) || message.contains(inbox);
+    let (recent, mut later) = events.denials();
+    if let Some(message) = recent.into_iter().find(|m| concerns(m)) {
+        return Err(Denied { message });
+    }
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            done = &mut call => return Ok(done),
+            denial = later.recv() => match denial {
+                Ok(message) if concerns(&message) => return Err(Denied { message }),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Ok(call.await),
+            },
         }
     }
 }

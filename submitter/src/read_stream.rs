@@ -10,12 +10,17 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+};
 use futures::StreamExt;
 use time::OffsetDateTime;
 
-use crate::client::Client;
 use crate::error::ClientError;
+use crate::session::{Session, consumer_name};
+
+const OPERATION: &str = "reading a stream";
 
 /// One stored message, as a reader sees it.
 #[derive(Debug)]
@@ -34,7 +39,7 @@ pub(crate) struct ReadRange {
     pub(crate) until: Option<OffsetDateTime>,
 }
 
-impl Client {
+impl Session {
     /// Calls `each` on every message in `range` of `stream`, in stream order.
     pub(crate) async fn read_stream(
         &self,
@@ -45,7 +50,7 @@ impl Client {
         self.unless_denied(&[stream], self.read_stream_unguarded(stream, range, each))
             .await
             .map_err(|denied| ClientError::PermissionDenied {
-                operation: "reading a stream",
+                operation: OPERATION,
                 denied,
             })?
     }
@@ -56,66 +61,83 @@ impl Client {
         range: ReadRange,
         mut each: impl FnMut(Stored),
     ) -> Result<(), ClientError> {
-        let operation = "reading a stream";
-        let handle = self
-            .inner
-            .js
-            .get_stream_no_info(stream)
-            .await
-            .map_err(|err| ClientError::nats(operation, err))?;
-        let consumer = handle
-            .create_consumer(pull::OrderedConfig {
-                name: Some(crate::outcome::consumer_name()),
-                filter_subject: range.filter_subject,
-                deliver_policy: range.deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| self.consumer_error(err, stream, operation))?;
-        if consumer.cached_info().num_pending == 0 {
+        let until = range.until;
+        let Some(mut messages) = self.ordered_messages(stream, range).await? else {
             return Ok(());
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|err| ClientError::nats(operation, err))?;
+        };
         // Messages deleted after the consumer started would leave it waiting forever for
         // a pending count that never reaches zero; silence this long means done.
         let idle = self
-            .inner
-            .options
+            .options()
             .nats
             .request_timeout
             .max(Duration::from_secs(1));
         loop {
-            let next = match tokio::time::timeout(idle, messages.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tracing::debug!(stream, "no more messages within {idle:?}; stopping");
-                    return Ok(());
-                }
+            let Ok(next) = tokio::time::timeout(idle, messages.next()).await else {
+                tracing::debug!(stream, "no more messages within {idle:?}; stopping");
+                return Ok(());
             };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(err)) => return Err(ClientError::nats(operation, err)),
-                None => return Ok(()),
+            let Some((stored, pending)) = stored(next)? else {
+                return Ok(());
             };
-            let info = message
-                .info()
-                .map_err(|err| ClientError::nats(operation, err.to_string()))?;
-            let (sequence, published, pending) =
-                (info.stream_sequence, info.published, info.pending);
-            if range.until.is_some_and(|until| published > until) {
+            if until.is_some_and(|until| stored.published > until) {
                 return Ok(());
             }
-            each(Stored {
-                sequence,
-                published,
-                message: message.message,
-            });
+            each(stored);
             if pending == 0 {
                 return Ok(());
             }
         }
     }
+
+    /// An ordered consumer's messages over `range`; `None` when nothing is pending.
+    async fn ordered_messages(
+        &self,
+        stream: &str,
+        range: ReadRange,
+    ) -> Result<Option<pull::Ordered>, ClientError> {
+        let handle = self
+            .js()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|err| ClientError::nats(OPERATION, err))?;
+        let consumer = handle
+            .create_consumer(pull::OrderedConfig {
+                name: Some(consumer_name()),
+                filter_subject: range.filter_subject,
+                deliver_policy: range.deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| self.consumer_error(err, stream, OPERATION))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(None);
+        }
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ClientError::nats(OPERATION, err))?;
+        Ok(Some(messages))
+    }
+}
+
+/// The delivered message and how many are still pending; `None` when the consumer ended.
+fn stored(
+    next: Option<Result<jetstream::Message, pull::OrderedError>>,
+) -> Result<Option<(Stored, u64)>, ClientError> {
+    let message = match next {
+        Some(Ok(message)) => message,
+        Some(Err(err)) => return Err(ClientError::nats(OPERATION, err)),
+        None => return Ok(None),
+    };
+    let info = message
+        .info()
+        .map_err(|err| ClientError::nats(OPERATION, err.to_string()))?;
+    let (sequence, published, pending) = (info.stream_sequence, info.published, info.pending);
+    let stored = Stored {
+        sequence,
+        published,
+        message: message.message,
+    };
+    Ok(Some((stored, pending)))
 }

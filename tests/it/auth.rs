@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Event, ServerError};
 use futures::StreamExt;
 use llmq_schemas::{JobId, OutcomeStatus};
-use llmq_submitter::{Client, ClientOptions, NatsOptions, SubmitError};
+use llmq_submitter::{Client, ClientOptions, NatsOptions, Operator, SubmitError};
 use llmq_tests::mock::{MockOptions, ModelBehavior};
 use llmq_tests::nats::NatsOptions as ServerOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually};
@@ -172,6 +172,18 @@ impl Secured {
             ..ClientOptions::for_tenant(tenant)
         };
         Client::connect(options).await.unwrap()
+    }
+
+    /// An operator as `user`, reporting on `tenant` by default.
+    pub async fn operator(&self, user: &str, tenant: &str) -> Operator {
+        let options = ClientOptions {
+            nats: NatsOptions {
+                nkey_file: Some(self.key(user).into()),
+                ..NatsOptions::with_url(self.stack.nats.url())
+            },
+            ..ClientOptions::for_tenant(tenant)
+        };
+        Operator::connect(options).await.unwrap()
     }
 
     /// A raw connection as `tenant-<tenant>` (with its inbox prefix, so that JetStream
@@ -375,7 +387,7 @@ async fn dead_letters_reach_their_tenant_by_both_paths(secured: &Secured) {
         .publish(subject, advisory.to_string().into())
         .await
         .unwrap();
-    let reader = secured.client("admin", "acme").await;
+    let reader = secured.operator("admin", "acme").await;
     eventually(Duration::from_secs(10), "the max-deliveries letter", || {
         let reader = reader.clone();
         async move {
@@ -391,8 +403,16 @@ async fn dead_letters_reach_their_tenant_by_both_paths(secured: &Secured) {
 
 /// `submitter limits`, `status`, `dlq list`, `usage --all-tenants` and `tenants list`.
 async fn the_admin_reads_every_report(secured: &Secured) {
-    let limits = assert_ok(&secured.cli("admin", &["limits"]).await);
-    assert!(limits.contains("tenant acme"), "{limits}");
+    // Workers publish what they enforce when it changes: under load, a moment after start.
+    eventually(
+        Duration::from_secs(10),
+        "the fleet's limits to list acme",
+        || async {
+            let limits = assert_ok(&secured.cli("admin", &["limits"]).await);
+            limits.contains("tenant acme").then_some(())
+        },
+    )
+    .await;
     assert_ok(&secured.cli("admin", &["status"]).await);
     let letters = assert_ok(&secured.cli("admin", &["dlq", "list"]).await);
     assert!(letters.contains("max_deliveries"), "{letters}");
@@ -414,12 +434,10 @@ async fn a_key_with_a_rate_is_served_by_the_edge(secured: &Secured) {
         .await;
     let key = assert_ok(&created).trim().to_owned();
     let http = reqwest::Client::new();
-    let (mut edge, url) = llmq_tests::edge::spawn_edge_with(
-        &secured.stack.nats.url(),
-        &["--nkey-file", &secured.key("edge")],
-        &http,
-    )
-    .await;
+    let mut config = llmq_tests::edge::edge_config(&secured.stack.nats.url());
+    config.nats.nkey_file = Some(secured.key("edge").into());
+    let edge = llmq_tests::edge::spawn_edge_with(config).await;
+    let url = edge.url().to_owned();
     for stream in [false, true] {
         let body = serde_json::json!({"model": "chat", "stream": stream,
             "messages": [{"role": "user", "content": "hi"}]});
@@ -436,7 +454,7 @@ async fn a_key_with_a_rate_is_served_by_the_edge(secured: &Secured) {
         let expected = if stream { "[DONE]" } else { "chat.completion" };
         assert!(body.contains(expected), "{body}");
     }
-    let _ = edge.kill().await;
+    edge.stop().await;
 }
 
 /// A raw connection that reports each permission error the server sends it.

@@ -13,7 +13,7 @@ use llmq_schemas::{
     BudgetPeriod, ErrorType, Job, OutcomeStatus, PolicyRule, Subjects, Tenant, Timestamp,
     UsageEvent,
 };
-use llmq_submitter::{Client, ClientOptions};
+use llmq_submitter::{Client, ClientOptions, Operator};
 use llmq_tests::mock::MockOptions;
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, run_job};
@@ -51,7 +51,7 @@ output = {PRICE:.1}
 }
 
 async fn apply(stack: &Stack, text: &str) {
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let entries = parse_registry(text).unwrap();
     let changes = admin.tenants_diff(&entries, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();
@@ -276,7 +276,10 @@ async fn a_soft_budget_lets_jobs_run_and_flags_their_usage_events_and_metrics() 
     assert!(has("llmq_budget_limit_usd{"), "{served:#?}");
     assert!(has("llmq_budget_over_events_total{"), "{served:#?}");
     // `submitter usage` shows the month's spend against the budget.
-    let status = client.budget_status(false).await.unwrap();
+    let status = Operator::from_client(&client)
+        .budget_status(false)
+        .await
+        .unwrap();
     assert_eq!(status.len(), 1, "{status:?}");
     assert_eq!(status[0].period, BudgetPeriod::Month);
     assert!((status[0].spent_usd - 0.085).abs() < 1e-9, "{status:?}");

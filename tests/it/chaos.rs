@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use llmq_schemas::{AttemptRoute, Job, Outcome, OutcomeStatus, ReplyEvent, UsageEvent};
-use llmq_submitter::{Client, StreamText};
+use llmq_submitter::{Client, Operator, StreamText};
 use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, RandomFaults, RetryHint, mock_text};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, two_mock_providers};
@@ -290,7 +290,8 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
                 }
             }
             OutcomeStatus::Failed => {
-                // Only a run of retryable faults on every deployment may fail a job.
+                // Only a run of retryable faults on every deployment (or the cooldowns they
+                // caused) may fail a job.
                 let error = outcome.error.as_ref().unwrap();
                 println!(
                     "chaos: job {} failed: {:?} after {:?}",
@@ -311,6 +312,9 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
                             | llmq_schemas::ErrorType::Network
                             | llmq_schemas::ErrorType::Timeout
                             | llmq_schemas::ErrorType::MalformedResponse
+                            // Every deployment cooling down after such faults: an
+                            // interactive job is not held for the cooldown.
+                            | llmq_schemas::ErrorType::Unavailable
                     ),
                     "job {} failed with {error:?}",
                     job.id
@@ -401,7 +405,10 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
 async fn where_are(stack: &Stack, client: &Client, missing: &[(Job, String)]) -> String {
     let js = async_nats::jetstream::new(stack.nats.client().await);
     let mut report = format!("{} job(s) without an outcome:\n", missing.len());
-    let letters = client.dlq_list().await.unwrap_or_default();
+    let letters = Operator::from_client(client)
+        .dlq_list()
+        .await
+        .unwrap_or_default();
     for (job, error) in missing {
         let stored = client
             .get_outcome(job.id)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use llmq_schemas::{ErrorType, Job, OutcomeStatus, ReplyEvent, UsageEvent, UsageSource};
-use llmq_submitter::{ClientOptions, SubmitError};
+use llmq_submitter::{ClientOptions, Operator, SubmitError};
 use llmq_tests::mock::{MockOptions, mock_text, prompt_tokens_for};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually, run_job};
@@ -322,10 +322,11 @@ async fn a_malformed_payload_is_dead_lettered_and_the_next_job_still_succeeds() 
     .unwrap();
 
     let client = stack.client().await;
+    let operator = Operator::from_client(&client);
     let letters = eventually(Duration::from_secs(20), "the dead letter", || {
-        let client = client.clone();
+        let operator = operator.clone();
         async move {
-            client
+            operator
                 .dlq_list()
                 .await
                 .ok()

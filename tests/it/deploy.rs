@@ -328,7 +328,7 @@ fn the_prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests() {
 fn the_dockerfile_builds_every_binary_compose_runs_from_sources_it_sends() {
     let root = workspace_root();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    for binary in ["gateway-worker", "submitter", "mock-provider"] {
+    for binary in ["gateway-worker", "submitter", "llmq-edge", "mock-provider"] {
         assert!(dockerfile.contains(&format!("--bin {binary}")), "{binary}");
         assert!(
             dockerfile.contains(&format!("target/release/{binary}")),
@@ -588,7 +588,7 @@ fn names_read() -> BTreeSet<String> {
 
 /// Tenant `acme` (models `chat` and `broken`) and a key for it.
 async fn acme_key(stack: &Stack) -> String {
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let registry = parse_registry("[tenants.acme]\nmodels = [\"chat\", \"broken\"]\n").unwrap();
     let changes = admin.tenants_diff(&registry, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();
@@ -787,7 +787,8 @@ async fn every_metric_the_dashboard_reads_is_exported_live_and_prometheus_answer
     let key = acme_key(&stack).await;
     let worker = metrics_worker(&stack).await;
     let http = reqwest::Client::new();
-    let (_edge, edge_url) = llmq_tests::edge::spawn_edge(&stack.nats.url(), &http).await;
+    let edge = llmq_tests::edge::spawn_edge(&stack.nats.url()).await;
+    let edge_url = edge.url().to_owned();
     let edge_addr = edge_url.trim_start_matches("http://").to_owned();
     let targets = [
         ("llmq-worker", worker.admin_addr().to_string()),

@@ -1,24 +1,26 @@
-//! The HTTP edge as a client sees it: a real `submitter serve` process, a real worker and
-//! the mock, spoken to over HTTP with OpenAI's request and answer formats.
+//! The HTTP edge as a client sees it: a real edge (in-process, as `llmq-edge` starts it;
+//! the binary itself at the end), a real worker and the mock, spoken to over HTTP with
+//! OpenAI's request and answer formats.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use llmq_runtime::tenants::parse_registry;
+use llmq_tests::edge::{Captured, TestEdge, capture_logs, edge_config};
 use llmq_tests::stack::{Stack, eventually};
 use llmq_tests::worker::{TestWorker, workspace_binary};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 /// A stack with a worker (models `chat`, `unlisted`, and ones whose upstream misbehaves),
-/// tenant `acme` allowed `chat`, `ghost-*` and those, a key for acme, and an edge process.
-/// The worker makes one call per job on a 5xx and cools a deployment down (for 3 s) only
-/// on a 401, 404 or 429, so each test controls what the mock sees.
+/// tenant `acme` allowed `chat`, `ghost-*` and those, a key for acme, and an edge (its
+/// log, at debug, captured). The worker makes one call per job on a 5xx and cools a
+/// deployment down (for 3 s) only on a 401, 404 or 429, so each test controls what the
+/// mock sees.
 struct EdgeStack {
     stack: Stack,
     worker: Option<TestWorker>,
-    edge: tokio::process::Child,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    edge: TestEdge,
+    stderr: Captured,
+    _logging: tracing::subscriber::DefaultGuard,
     url: String,
     key: String,
     http: reqwest::Client,
@@ -64,7 +66,7 @@ impl EdgeStack {
             ..Default::default()
         };
         let stack = Stack::start_with(mock, Default::default()).await;
-        let admin = stack.client().await;
+        let admin = stack.operator().await;
         let registry = "[tenants.acme]\nmodels = [\"chat\", \"ghost-*\", \"limited\", \"slow\", \"flaky\", \
                         \"broken\", \"fragile\", \"stalling\", \"org/chat-1.5\"]\n\
                         max_wait = \"200ms\"\n\
@@ -95,66 +97,29 @@ impl EdgeStack {
             .set("cooldown", "duration", "\"3s\"");
         let worker = stack.worker(&setup).await;
         let key = create_key(&stack, &[]).await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut edge = tokio::process::Command::new(workspace_binary("submitter"))
-            .args(["--url", &stack.nats.url(), "serve", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args([
-                "--max-body-bytes",
-                "65536",
-                "--keep-alive",
-                "1s",
-                "--read-timeout",
-                "1s",
-            ])
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut lines = tokio::io::BufReader::new(edge.stderr.take().unwrap()).lines();
-        let log = std::sync::Arc::clone(&stderr);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let url = format!("http://127.0.0.1:{port}");
+        let (stderr, logging) = capture_logs();
+        let mut config = edge_config(&stack.nats.url());
+        config.http.max_body_bytes = 65536;
+        config.http.keep_alive = Duration::from_secs(1);
+        config.http.read_timeout = Duration::from_secs(1);
+        let edge = TestEdge::start(config).await;
+        let url = edge.url().to_owned();
         let http = reqwest::Client::new();
-        let probe = format!("{url}/readyz");
-        eventually(Duration::from_secs(20), "the edge is ready", || {
-            let http = http.clone();
-            let probe = probe.clone();
-            async move {
-                let ok = http
-                    .get(&probe)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                ok.then_some(())
-            }
-        })
-        .await;
         EdgeStack {
             stack,
             worker: Some(worker),
             edge,
             stderr,
+            _logging: logging,
             url,
             key,
             http,
         }
     }
 
-    /// Another edge process on the same NATS: edges share nothing else.
-    async fn another_edge(&self) -> (tokio::process::Child, String) {
-        llmq_tests::edge::spawn_edge(&self.stack.nats.url(), &self.http).await
+    /// Another edge on the same NATS: edges share nothing else.
+    async fn another_edge(&self) -> TestEdge {
+        llmq_tests::edge::spawn_edge(&self.stack.nats.url()).await
     }
 
     /// A chat request to the edge at `url`.
@@ -181,7 +146,7 @@ impl EdgeStack {
     }
 
     async fn stop(mut self) {
-        let _ = self.edge.kill().await;
+        self.edge.stop().await;
         if let Some(worker) = self.worker.take() {
             worker.stop().await;
         }
@@ -477,7 +442,7 @@ async fn bad_input_and_refusals_are_openais_errors_with_the_statuses_sdks_expect
         metrics.contains("llmq_edge_auth_failures_total"),
         "{metrics}"
     );
-    let log = edge.stderr.lock().unwrap().clone();
+    let log = edge.stderr.text();
     assert!(
         !log.contains(&edge.key[5..]),
         "a key reached the edge's log"
@@ -492,7 +457,8 @@ async fn a_revoked_key_is_refused_by_every_running_edge_within_seconds() {
         edge.chat(Some(&edge.key), hello("chat")).await.status(),
         200
     );
-    let (mut second, second_url) = edge.another_edge().await;
+    let second = edge.another_edge().await;
+    let second_url = second.url().to_owned();
     assert_eq!(
         edge.chat_at(&second_url, &edge.key).await,
         200,
@@ -520,7 +486,7 @@ async fn a_revoked_key_is_refused_by_every_running_edge_within_seconds() {
         || async { (edge.chat_at(&second_url, &edge.key).await == 401).then_some(()) },
     )
     .await;
-    let _ = second.kill().await;
+    second.stop().await;
     println!(
         "edge: a revoked key was refused after {:?}",
         revoked_at.elapsed()
@@ -925,7 +891,7 @@ async fn an_api_key_appears_nowhere_but_in_its_request_header() {
         seen.push_str(&stream_text(&js, stream).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // the edge's last log lines
-    seen.push_str(&edge.stderr.lock().unwrap());
+    seen.push_str(&edge.stderr.text());
     assert!(
         seen.contains("debug") || seen.contains("DEBUG"),
         "the edge logged at debug"
@@ -1251,4 +1217,92 @@ async fn every_answer_carries_its_ids_and_every_route_answers_in_openais_shape()
     let anonymous = edge.http.get(url("/v1/models/chat")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     edge.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_request_fields_reach_an_openai_compatible_provider_untouched() {
+    let edge = EdgeStack::start().await;
+    let body = json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "keep my fields", "x_vendor": {"a": 1}}],
+        "reasoning_effort": "low",
+        "logit_bias": {"50256": -100},
+        "user": "u-42",
+        "stream_options": {"include_usage": true}
+    });
+    assert_eq!(edge.chat(Some(&edge.key), body).await.status(), 200);
+    let sent = edge
+        .stack
+        .mock
+        .requests()
+        .into_iter()
+        .find(|request| request.prompt == "keep my fields")
+        .expect("the provider got the request");
+    assert_eq!(sent.body["reasoning_effort"], "low");
+    assert_eq!(sent.body["logit_bias"], json!({"50256": -100}));
+    assert_eq!(sent.body["user"], "u-42");
+    assert_eq!(sent.body["messages"][0]["x_vendor"], json!({"a": 1}));
+    assert_eq!(sent.body["model"], "mock-model", "the job's model decides");
+    edge.stop().await;
+}
+
+/// `llmq-edge` as operators run it: a config it cannot use is exit 2 naming the field, an
+/// unreachable NATS exit 4 (the CLI's codes), and SIGTERM lets the request in flight
+/// finish before the process exits 0.
+#[tokio::test]
+async fn the_binary_exits_with_the_clis_codes_and_drains_on_sigterm() {
+    use llmq_tests::edge::{EdgeProcess, run_edge_binary};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[http]\nmax_body_bytes = 0\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = run_edge_binary(&[], &["--config", config, "--check-config"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("http.max_body_bytes"), "{stderr}");
+    let vars = [("LLMQ__HTTP__MAX_BODY_BYTES", "65536")];
+    let out = run_edge_binary(&vars, &["--config", config, "--check-config"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("max_body_bytes 65536"), "{stdout}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("nats://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let vars = [
+        ("LLMQ__NATS__URL", nowhere.as_str()),
+        ("LLMQ__NATS__CONNECT_TIMEOUT", "1s"),
+    ];
+    let out = run_edge_binary(&vars, &["--listen", "127.0.0.1:0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+
+    let stack = Stack::with_slow_mock(Duration::from_millis(1500)).await;
+    let worker = stack.worker(&stack.simple_setup()).await;
+    let key = create_key_for(&stack, "default", &[]).await;
+    let url = stack.nats.url();
+    let vars = [("LLMQ__NATS__URL", url.as_str())];
+    let mut edge = EdgeProcess::spawn(&vars, &["--listen", "127.0.0.1:0"]).await;
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", edge.url))
+        .bearer_auth(&key)
+        .json(&hello("chat"))
+        .send();
+    let in_flight = tokio::spawn(request);
+    eventually(
+        Duration::from_secs(10),
+        "the request at the provider",
+        || {
+            let called = !stack.mock.requests().is_empty();
+            async move { called.then_some(()) }
+        },
+    )
+    .await;
+    let status = edge.terminate(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{}", edge.log());
+    let answered = in_flight.await.unwrap().expect("the request was answered");
+    assert_eq!(answered.status(), 200, "the request in flight finished");
+    assert!(edge.log().contains("edge stopped"), "{}", edge.log());
+    worker.stop().await;
 }

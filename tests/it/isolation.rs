@@ -151,7 +151,7 @@ async fn a_dead_lettered_job_cannot_write_into_another_tenants_inbox() {
         "nothing reached acme's inbox from beta's jobs"
     );
     let letters = secured
-        .client("admin", "acme")
+        .operator("admin", "acme")
         .await
         .dlq_list()
         .await

@@ -28,7 +28,7 @@ deployments = [{{ provider = "mock", model = "m", limits = {{ {deployment_limits
 }
 
 async fn apply(stack: &Stack, text: &str) {
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let entries = parse_registry(text).unwrap();
     let changes = admin.tenants_diff(&entries, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();

@@ -206,7 +206,7 @@ async fn submitter_limits_shows_each_limit_its_use_who_waits_and_the_pauses() {
     // 2 calls per 4 s: after two calls, the deployment pauses and jobs queue up behind
     // the tenant's concurrency and the pause.
     let stack = stack_with_quota(2, Duration::from_secs(4)).await;
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let registry = "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nconcurrency = 2\nrpm = 100\nwindow = \"10s\"\n";
     let changes = admin
         .tenants_diff(&parse_registry(registry).unwrap(), true)

@@ -6,7 +6,7 @@ use llmq_schemas::{
     AttemptRoute, AttemptWarning, ChatRequest, Cost, ErrorType, Job, OutcomeStatus, ReplyEvent,
     Usage, UsageEvent, UsageSource,
 };
-use llmq_submitter::UsageQuery;
+use llmq_submitter::{Operator, UsageQuery};
 use llmq_tests::mock::{
     Fault, MockOptions, ModelBehavior, REFUSAL_OUTPUT_TOKENS, ScriptedFault, WireFormat, mock_text,
     prompt_tokens_for,
@@ -346,7 +346,7 @@ async fn the_usage_report_sums_tokens_and_cost_per_tenant_and_model() {
         expected.add(&outcome.usage.unwrap());
         cost += usd(outcome.cost.as_ref().unwrap());
     }
-    let report = client
+    let report = Operator::from_client(&client)
         .usage_report(UsageQuery::last(Duration::from_secs(300)))
         .await
         .unwrap();

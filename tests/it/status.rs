@@ -23,7 +23,7 @@ async fn status_shows_queued_jobs_their_age_workers_and_dead_letters() {
         .unwrap()
         .await
         .unwrap();
-    let dead = stack.client().await;
+    let dead = stack.operator().await;
     llmq_tests::stack::eventually(Duration::from_secs(10), "the dead letter", || {
         let dead = dead.clone();
         async move { dead.dlq_list().await.ok().filter(|l| !l.is_empty()) }

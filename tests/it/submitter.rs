@@ -18,7 +18,7 @@ use llmq_schemas::{
     ReplyEvent, Subjects, Tenant, Tier, Timestamp, UsageEvent, dlq,
 };
 use llmq_submitter::{
-    CancelStatus, Client, ClientError, ClientOptions, JobHandle, NatsOptions, StreamText,
+    CancelStatus, Client, ClientError, ClientOptions, JobHandle, NatsOptions, Operator, StreamText,
     SubmitError, UsageQuery, WaitError,
 };
 use llmq_tests::nats::{NatsOptions as ServerOptions, TestNats};
@@ -692,7 +692,8 @@ async fn dead_letters_are_listed_and_replayed_with_the_original_bytes() {
     let worker = FakeWorker::setup(&server, "sub-dlq", Setup::default()).await;
     worker.announce("w1", MODELS).await;
     let client = client(&server, "sub-dlq").await;
-    assert!(client.dlq_list().await.unwrap().is_empty());
+    let operator = Operator::from_client(&client);
+    assert!(operator.dlq_list().await.unwrap().is_empty());
 
     let first = job("gpt-4.1", "one");
     let second = job("chat-fast", "two");
@@ -704,7 +705,7 @@ async fn dead_letters_are_listed_and_replayed_with_the_original_bytes() {
     let second_seq = worker.dead_letter(&taken[1].1, "undecodable").await;
     assert_eq!(worker.stream_messages("SUB_DLQ_JOBS").await, 0);
 
-    let entries = client.dlq_list().await.unwrap();
+    let entries = operator.dlq_list().await.unwrap();
     assert_eq!(entries.len(), 2);
     let entry = &entries[0];
     assert_eq!(entry.seq, first_seq);
@@ -721,7 +722,7 @@ async fn dead_letters_are_listed_and_replayed_with_the_original_bytes() {
     assert_eq!(entry.payload, original_payload);
     assert_eq!(entry.subject, "sub-dlq.dlq.gpt-4_2e1");
 
-    let replayed = client.dlq_replay(first_seq).await.unwrap();
+    let replayed = operator.dlq_replay(first_seq).await.unwrap();
     assert_eq!(replayed.job_id, Some(first.id));
     assert!(
         replayed
@@ -745,20 +746,20 @@ async fn dead_letters_are_listed_and_replayed_with_the_original_bytes() {
     assert!(headers.get(dlq::HEADER_REASON).is_none());
     assert!(headers.get(dlq::HEADER_SUBJECT).is_none());
     message.double_ack().await.unwrap();
-    let left = client.dlq_list().await.unwrap();
+    let left = operator.dlq_list().await.unwrap();
     assert_eq!(
         left.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![second_seq]
     );
 
     assert!(matches!(
-        client.dlq_replay(first_seq).await,
+        operator.dlq_replay(first_seq).await,
         Err(ClientError::NotFound { .. })
     ));
-    let all = client.dlq_replay_all().await.unwrap();
+    let all = operator.dlq_replay_all().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].job_id, Some(second.id));
-    assert!(client.dlq_list().await.unwrap().is_empty());
+    assert!(operator.dlq_list().await.unwrap().is_empty());
     assert_eq!(worker.stream_messages("SUB_DLQ_JOBS").await, 1);
 }
 
@@ -766,7 +767,7 @@ async fn dead_letters_are_listed_and_replayed_with_the_original_bytes() {
 async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
     let server = TestNats::start().await;
     let worker = FakeWorker::setup(&server, "sub-usage", Setup::default()).await;
-    let client = client(&server, "sub-usage").await;
+    let operator = Operator::from_client(&client(&server, "sub-usage").await);
 
     // Before the window.
     worker
@@ -796,7 +797,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
         .publish_usage(&usage_event("other", "chat-fast", 100, 100, priced(2.0)))
         .await;
 
-    let report = client
+    let report = operator
         .usage_report(UsageQuery {
             since,
             until: None,
@@ -822,7 +823,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
     assert!((report.total.cost_usd - 1.75).abs() < 1e-9);
     assert!(report.total.has_unknown_prices());
 
-    let everyone = client
+    let everyone = operator
         .usage_report(UsageQuery {
             since,
             until: None,
@@ -836,7 +837,7 @@ async fn the_usage_report_sums_per_tenant_and_model_and_flags_unknown_prices() {
     assert_eq!(everyone.total.prompt_tokens, 123);
     assert!((everyone.total.cost_usd - 3.75).abs() < 1e-9);
 
-    let empty = client
+    let empty = operator
         .usage_report(UsageQuery {
             since: Timestamp::now().plus(Duration::from_secs(3600)),
             until: None,
@@ -873,10 +874,13 @@ async fn without_a_worker_setup_every_call_says_llmq_is_not_set_up() {
     assert!(not_set_up(&client.get_outcome(id).await.unwrap_err()));
     assert!(not_set_up(&client.cancel(id, None).await.unwrap_err()));
     assert!(not_set_up(&client.catalog().await.unwrap_err()));
-    assert!(not_set_up(&client.dlq_list().await.unwrap_err()));
-    assert!(not_set_up(&client.dlq_replay(1).await.unwrap_err()));
+    let operator = Operator::connect(options(&server, "sub-none", "acme"))
+        .await
+        .unwrap();
+    assert!(not_set_up(&operator.dlq_list().await.unwrap_err()));
+    assert!(not_set_up(&operator.dlq_replay(1).await.unwrap_err()));
     assert!(not_set_up(
-        &client
+        &operator
             .usage_report(UsageQuery::last(Duration::from_secs(60)))
             .await
             .unwrap_err()

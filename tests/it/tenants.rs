@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use llmq_runtime::tenants::{Lookup, Mode, Registry, parse_registry};
 use llmq_schemas::{ErrorType, Job, Outcome, OutcomeStatus, PolicyRule, Tenant, Tier};
-use llmq_submitter::{Client, ClientOptions, SubmitError};
+use llmq_submitter::{ClientOptions, Operator, SubmitError};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually, run_job};
 use llmq_tests::worker::{WorkerProcess, WorkerSetup, openai_mock_provider, workspace_binary};
@@ -46,7 +46,7 @@ fn tenant_client_options(tenant: &str) -> ClientOptions {
 }
 
 async fn apply(stack: &Stack, text: &str) {
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let entries = parse_registry(text).unwrap();
     let changes = admin.tenants_diff(&entries, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();
@@ -107,9 +107,9 @@ async fn a_registry_file_is_applied_whole_or_not_at_all() {
         stderr.contains("tenants.beta.max_request_bytes"),
         "{stderr}"
     );
-    let client = stack.client().await;
+    let admin = stack.operator().await;
     assert!(
-        client.tenants().await.unwrap().is_empty(),
+        admin.tenants().await.unwrap().is_empty(),
         "acme was not applied alone"
     );
 
@@ -363,7 +363,7 @@ async fn a_registry_change_reaches_every_running_worker_within_seconds() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // Removing a tenant takes effect the same way.
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     admin.remove_tenant("beta").await.unwrap();
     eventually(Duration::from_secs(5), "beta refused again", || {
         let beta = beta.clone();
@@ -480,7 +480,7 @@ async fn a_registry_keeps_what_it_saw_while_the_broker_is_away() {
     ));
     stack.nats.restart().await;
     // Back: a change made afterwards arrives.
-    let admin: Client = stack.client().await;
+    let admin: Operator = stack.operator().await;
     admin.remove_tenant("acme").await.unwrap();
     eventually(Duration::from_secs(15), "the removal to arrive", || {
         let gone = matches!(registry.lookup(&acme), Lookup::Unknown);

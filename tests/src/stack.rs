@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use llmq_schemas::{ChatRequest, Job, JobId, Outcome, UsageEvent};
-use llmq_submitter::{Client, ClientOptions, NatsOptions};
+use llmq_submitter::{Client, ClientOptions, NatsOptions, Operator};
 
 use crate::mock::{MockOptions, MockProvider};
 use crate::nats::{NatsOptions as ServerOptions, TestNats};
@@ -72,6 +72,17 @@ impl Stack {
     /// A producer for tenant `default`.
     pub async fn client(&self) -> Client {
         self.client_with(ClientOptions::default()).await
+    }
+
+    /// An operator (registry, keys, dead letters, reports) as tenant `default`.
+    pub async fn operator(&self) -> Operator {
+        let options = ClientOptions {
+            nats: NatsOptions::with_url(self.nats.url()),
+            ..ClientOptions::default()
+        };
+        Operator::connect(options)
+            .await
+            .unwrap_or_else(|err| panic!("operator cannot connect: {err}"))
     }
 
     /// Every usage event stored for `job_id`, in stream order.

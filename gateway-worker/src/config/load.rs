@@ -5,34 +5,14 @@
 //! checked on a machine that does not hold the keys. The environment is read once into
 //! an [`Env`], so tests hand in their own instead of mutating the process's.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use llmq_runtime::Problems;
+use llmq_runtime::config_file;
 
 use super::{ApiKey, Config, KeySource, validate};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Syntax, unknown keys, wrong types: the message names the key.
-    #[error("{0}")]
-    Parse(String),
-    /// One line per problem, each starting with the field's path.
-    #[error(transparent)]
-    Invalid(Problems),
-}
-
-/// Environment variables overriding the file: `LLMQ__SECTION__KEY`.
-pub const ENV_PREFIX: &str = "LLMQ";
-
-/// A snapshot of environment variables: the `LLMQ__` overlay and `api_key_env` keys are
-/// read from it.
-pub type Env = BTreeMap<String, String>;
+pub use llmq_runtime::config_file::{ConfigError, Env, process_env};
 
 /// Whether loading reads the provider keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +21,6 @@ pub enum Keys {
     Read,
     /// Read none: check only that each provider that needs one names where it is.
     Skip,
-}
-
-/// The process's environment (variables that are not UTF-8 are left out).
-pub fn process_env() -> Env {
-    std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .collect()
 }
 
 /// Loads `path` (TOML) with `LLMQ__` environment overrides, validates, reads every key.
@@ -62,10 +35,7 @@ pub fn check(path: &Path) -> Result<Config, ConfigError> {
 
 /// Loads `path` with the overlay and keys from `env`.
 pub fn load_file(path: &Path, env: &Env, keys: Keys) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = config_file::read(path)?;
     load_text(&text, path.parent(), Some(env), keys)
 }
 
@@ -83,22 +53,16 @@ fn load_text(
     env: Option<&Env>,
     keys: Keys,
 ) -> Result<Config, ConfigError> {
-    let file = config::File::from_str(text, config::FileFormat::Toml);
-    let mut builder = config::Config::builder().add_source(file.clone());
-    if let Some(env) = env {
-        let names = file_names(file)?;
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(overlay(env, &names))),
-        );
-    }
-    let mut config: Config = builder
-        .build()
-        .and_then(config::Config::try_deserialize)
-        .map_err(|err| ConfigError::Parse(err.to_string()))?;
+    let overlay = match env {
+        Some(env) => {
+            let names = file_names(text)?;
+            Some(config_file::overlay(env, |var| {
+                Some(rename_dashed(var, &names))
+            }))
+        }
+        None => None,
+    };
+    let mut config: Config = config_file::parse(text, overlay)?;
     anchor_key_files(&mut config, base_dir);
     let mut problems = validate(&config).err().unwrap_or_default();
     if keys == Keys::Read {
@@ -126,11 +90,9 @@ struct FileNames {
     models: Vec<String>,
 }
 
-fn file_names(
-    file: config::File<config::FileSourceString, config::FileFormat>,
-) -> Result<FileNames, ConfigError> {
+fn file_names(text: &str) -> Result<FileNames, ConfigError> {
     let parsed = config::Config::builder()
-        .add_source(file)
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()
         .map_err(|err| ConfigError::Parse(err.to_string()))?;
     let keys = |table: &str| -> Vec<String> {
@@ -145,18 +107,10 @@ fn file_names(
     })
 }
 
-/// The `LLMQ__` variables of `env`, with `_` standing for `-` in provider and model names:
-/// bash cannot export `LLMQ__PROVIDERS__AZURE-EU__BASE_URL`, so
-/// `LLMQ__PROVIDERS__AZURE_EU__BASE_URL` reaches `providers.azure-eu` when the file has
-/// no provider `azure_eu`.
-fn overlay(env: &Env, names: &FileNames) -> HashMap<String, String> {
-    let prefix = format!("{ENV_PREFIX}__");
-    env.iter()
-        .filter(|(name, _)| name.to_ascii_uppercase().starts_with(&prefix))
-        .map(|(name, value)| (rename_dashed(name, names), value.clone()))
-        .collect()
-}
-
+/// The `LLMQ__` variables are the overlay, with `_` standing for `-` in provider and model
+/// names: bash cannot export `LLMQ__PROVIDERS__AZURE-EU__BASE_URL`, so
+/// `LLMQ__PROVIDERS__AZURE_EU__BASE_URL` reaches `providers.azure-eu` when the file has no
+/// provider `azure_eu` ([`rename_dashed`]).
 /// `LLMQ__PROVIDERS__AZURE_EU__X` -> `LLMQ__PROVIDERS__azure-eu__X` when only the dashed
 /// name exists in the file; any other variable unchanged.
 fn rename_dashed(var: &str, names: &FileNames) -> String {

@@ -415,20 +415,14 @@ async fn ensure_bucket(
     config: kv::Config,
     guards: Guards,
 ) -> Result<kv::Store, SetupError> {
-    let bucket = config.bucket.clone();
-    if let Some(store) = bucket_as_wanted(js, &config, guards).await {
-        return Ok(store);
-    }
     let mut last = String::new();
     for _ in 0..3 {
-        let created = match js.create_or_update_key_value(config.clone()).await {
-            Ok(store) => guard_bucket(js, &bucket, guards)
-                .await
-                .map(|()| store)
-                .map_err(|e| e.message),
-            Err(e) => Err(e.to_string()),
-        };
-        match created {
+        // Looked at every round: another worker starting at the same instant may have set
+        // the bucket up meanwhile.
+        if let Some(store) = bucket_as_wanted(js, &config, guards).await {
+            return Ok(store);
+        }
+        match put_bucket(js, &config, guards).await {
             Ok(store) => return Ok(store),
             Err(e) => last = e,
         }
@@ -442,9 +436,43 @@ async fn ensure_bucket(
         }
     }
     Err(SetupError::Bucket {
-        bucket,
+        bucket: config.bucket,
         message: last,
     })
+}
+
+/// Creates the bucket with its guards, or updates the one there in place. Not the KV
+/// create-or-update: it sends the KV defaults (rollups and purges allowed), and the server
+/// refuses to take a guard back.
+async fn put_bucket(
+    js: &Context,
+    config: &kv::Config,
+    guards: Guards,
+) -> Result<kv::Store, String> {
+    let Ok(stream) = js.get_stream(format!("KV_{}", config.bucket)).await else {
+        js.create_key_value(config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        guard_bucket(js, &config.bucket, guards)
+            .await
+            .map_err(|e| e.message)?;
+        return js
+            .get_key_value(&config.bucket)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let mut wanted = stream.cached_info().config.clone();
+    wanted.num_replicas = config.num_replicas.max(1);
+    wanted.max_messages_per_subject = config.history.max(1);
+    wanted.max_age = config.max_age;
+    wanted.description = Some(config.description.clone());
+    wanted.max_bytes = config.max_bytes;
+    wanted.max_message_size = config.max_value_size;
+    guards.apply(&mut wanted);
+    js.update_stream(wanted).await.map_err(|e| e.to_string())?;
+    js.get_key_value(&config.bucket)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The durable pull consumer for one (model, tier), shared by every worker.

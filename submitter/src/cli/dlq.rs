@@ -1,7 +1,7 @@
 //! `submitter dlq`: what was dead-lettered and why, and putting it back.
 
 use clap::{ArgGroup, Args, Subcommand};
-use llmq_submitter::{Client, ClientOptions, DlqEntry};
+use llmq_submitter::{ClientOptions, DlqEntry, Operator};
 
 use super::print::{note, out, out_json, out_line};
 use super::table::{Align, Table};
@@ -29,13 +29,12 @@ pub struct ReplayArgs {
     pub all: bool,
 }
 
-pub async fn run(command: DlqCommand, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
+pub async fn run(command: DlqCommand, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
     match command {
-        DlqCommand::List { json } => list(&client, json).await,
+        DlqCommand::List { json } => list(&operator, json).await,
         DlqCommand::Replay(ReplayArgs { seq: Some(seq), .. }) => {
-            let result = client.dlq_replay(seq).await?;
+            let result = operator.dlq_replay(seq).await?;
             out_line(format!(
                 "replayed dead letter {} as {} (jobs stream seq {})",
                 result.dlq_seq, result.subject, result.jobs_seq
@@ -43,14 +42,14 @@ pub async fn run(command: DlqCommand, mut options: ClientOptions) -> Result<Exit
             Ok(Exit::Success)
         }
         DlqCommand::Replay(ReplayArgs { seq: None, .. }) => {
-            let results = client.dlq_replay_all().await?;
+            let results = operator.dlq_replay_all().await?;
             for result in &results {
                 out_line(format!(
                     "replayed dead letter {} as {} (jobs stream seq {})",
                     result.dlq_seq, result.subject, result.jobs_seq
                 ))?;
             }
-            let left = client.dlq_list().await?.len();
+            let left = operator.dlq_list().await?.len();
             note(format!(
                 "{} replayed; {left} left in the dead-letter stream",
                 results.len()
@@ -60,8 +59,8 @@ pub async fn run(command: DlqCommand, mut options: ClientOptions) -> Result<Exit
     }
 }
 
-async fn list(client: &Client, json: bool) -> Result<Exit, CliError> {
-    let entries = client.dlq_list().await?;
+async fn list(operator: &Operator, json: bool) -> Result<Exit, CliError> {
+    let entries = operator.dlq_list().await?;
     if json {
         out_json(&entries)?;
         return Ok(Exit::Success);

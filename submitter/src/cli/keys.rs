@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use llmq_runtime::api_keys::ApiKeyEntry;
 use llmq_schemas::Timestamp;
-use llmq_submitter::{Client, ClientOptions};
+use llmq_submitter::{ClientOptions, Operator};
 use secrecy::ExposeSecret;
 
 use super::print::{note, out, out_json, out_line};
@@ -56,14 +56,13 @@ pub struct RevokeArgs {
     pub id: String,
 }
 
-pub async fn run(command: KeysCommand, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
+pub async fn run(command: KeysCommand, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
     match command {
-        KeysCommand::Create(args) => create(&client, args).await,
-        KeysCommand::List(args) => list(&client, &args).await,
+        KeysCommand::Create(args) => create(&operator, args).await,
+        KeysCommand::List(args) => list(&operator, &args).await,
         KeysCommand::Revoke(args) => {
-            let entry = client.revoke_api_key(&args.id).await?;
+            let entry = operator.revoke_api_key(&args.id).await?;
             note(format!(
                 "revoked key {} of tenant {}",
                 entry.id, entry.tenant
@@ -73,7 +72,7 @@ pub async fn run(command: KeysCommand, mut options: ClientOptions) -> Result<Exi
     }
 }
 
-async fn create(client: &Client, args: CreateArgs) -> Result<Exit, CliError> {
+async fn create(operator: &Operator, args: CreateArgs) -> Result<Exit, CliError> {
     let template = ApiKeyEntry {
         name: args.name,
         models: args.models,
@@ -81,7 +80,7 @@ async fn create(client: &Client, args: CreateArgs) -> Result<Exit, CliError> {
         expires_at: args.expires_in.map(|ttl| Timestamp::now().plus(ttl)),
         ..ApiKeyEntry::template()
     };
-    let key = client.create_api_key(&args.tenant, template).await?;
+    let key = operator.create_api_key(&args.tenant, template).await?;
     out_line(key.key.expose_secret())?;
     note(format!(
         "key {} for tenant {}: shown once, stored only as a hash; keep it in your secret store",
@@ -90,8 +89,8 @@ async fn create(client: &Client, args: CreateArgs) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
-async fn list(client: &Client, args: &ListArgs) -> Result<Exit, CliError> {
-    let entries = client.api_keys().await?;
+async fn list(operator: &Operator, args: &ListArgs) -> Result<Exit, CliError> {
+    let entries = operator.api_keys().await?;
     if args.json {
         let readable: Vec<&ApiKeyEntry> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
         out_json(&readable)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use llmq_runtime::limits::{FleetStatus, Pause, Scope, ScopeStatus};
-use llmq_submitter::{Client, ClientOptions};
+use llmq_submitter::{ClientOptions, Operator};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -25,10 +25,9 @@ pub struct LimitsArgs {
     pub json: bool,
 }
 
-pub async fn run(args: LimitsArgs, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
-    let status = client.limits().await?;
+pub async fn run(args: LimitsArgs, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
+    let status = operator.limits().await?;
     if args.json {
         out_json(&status)?;
         return Ok(Exit::Success);
@@ -36,7 +35,7 @@ pub async fn run(args: LimitsArgs, mut options: ClientOptions) -> Result<Exit, C
     if status.scopes.is_empty() && status.pauses.is_empty() {
         note(format!(
             "no limits in use: no live worker of prefix '{}' has enforced one yet",
-            client.subjects().prefix()
+            operator.subjects().prefix()
         ));
         return Ok(Exit::Success);
     }

@@ -96,8 +96,8 @@ pub enum Command {
     /// API keys for the HTTP edge: create (shown once), list, revoke (admin).
     #[command(subcommand, after_help = Exit::help_table())]
     Keys(keys::KeysCommand),
-    /// Serve the OpenAI-compatible HTTP endpoint (POST /v1/chat/completions) on the queue.
-    #[command(after_help = Exit::help_table())]
+    /// Moved: the HTTP endpoint is the `llmq-edge` binary (this says how to run it).
+    #[command(hide = true)]
     Serve(serve::ServeArgs),
     /// What the queue is doing: per model and tier, queued, oldest, in flight; workers;
     /// dead letters by reason; stream leaders and replicas (admin).
@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Auth(command) => auth::run(command, &options),
         Command::Limits(args) => limits::run(args, options).await,
         Command::Keys(command) => keys::run(command, options).await,
-        Command::Serve(args) => serve::run(args, options).await,
+        Command::Serve(args) => serve::run(&args),
         Command::Status(args) => status::run(args, options).await,
     };
     result.map_err(|err| global::explain(default_url, err))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use llmq_schemas::JobId;
-use llmq_submitter::{Client, ClientOptions, WaitError};
+use llmq_submitter::{Client, ClientOptions, Operator, WaitError};
 
 use super::job_id_arg::parse_job_id;
 use super::print::{self, Show};
@@ -63,8 +63,13 @@ pub async fn run(args: ResultArgs, mut options: ClientOptions) -> Result<Exit, C
 
 /// A job without an outcome may be in the dead-letter stream: say so (exit 3) rather than
 /// "not found". (Dead letters have no outcome, so that a replay can still produce one.)
+/// Read on the client's own connection and credentials: a tenant that may not read the
+/// dead letters just gets "not found".
 async fn dead_letter(client: &Client, job_id: JobId) -> Result<(), CliError> {
-    let letters = client.dlq_list().await.unwrap_or_default();
+    let letters = Operator::from_client(client)
+        .dlq_list()
+        .await
+        .unwrap_or_default();
     match letters
         .into_iter()
         .find(|letter| letter.job_id == Some(job_id))

@@ -1,46 +1,45 @@
-//! `submitter serve`: the OpenAI-compatible HTTP edge (see `llmq_submitter::edge`).
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//! `submitter serve`: moved to its own binary, `llmq-edge` (crate `llmq-edge`). The
+//! producer library cannot hold the HTTP edge (a producer would compile an HTTP server),
+//! and this binary cannot start it (the edge depends on this crate). The command stays,
+//! hidden, to tell a script that still runs it what to run instead.
 
 use clap::Args;
-use llmq_submitter::ClientOptions;
-use llmq_submitter::edge::{self, EdgeOptions};
 
 use super::{CliError, Exit};
 
+/// Everything after `serve`, as given.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// Largest request body, in bytes (413 above it).
-    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
-    pub max_body_bytes: usize,
-    /// A request's deadline when it sends no x-llmq-timeout.
-    #[arg(long, default_value = "600s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub default_timeout: Duration,
-    /// Time a client has to send a request's headers, and then its body.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub read_timeout: Duration,
-    /// How often an idle stream gets an SSE keep-alive comment.
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub keep_alive: Duration,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
 }
 
-pub async fn run(args: ServeArgs, options: ClientOptions) -> Result<Exit, CliError> {
-    let options = EdgeOptions {
-        max_body_bytes: args.max_body_bytes,
-        default_timeout: args.default_timeout,
-        keep_alive: args.keep_alive,
-        read_timeout: args.read_timeout,
-        ..EdgeOptions::new(args.listen, options)
-    };
-    let started = edge::Edge::start(options)
-        .await
-        .map_err(|err| CliError::Usage(err.to_string()))?;
-    eprintln!("edge listening on http://{}", started.addr());
-    llmq_runtime::signals::shutdown().await;
-    started.stop().await;
-    Ok(Exit::Success)
+pub fn run(args: &ServeArgs) -> Result<Exit, CliError> {
+    let flags = args.rest.join(" ");
+    Err(CliError::Usage(format!(
+        "`submitter serve` is now its own binary: run `llmq-edge {flags}` (the same flags: \
+         --listen, --max-body-bytes, --default-timeout, --read-timeout, --keep-alive; the \
+         connection from LLMQ__NATS__URL, ... or [nats] in llmq-edge --config FILE)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn serve_names_llmq_edge_with_the_flags_given_and_is_a_usage_error() {
+        let cli = Cli::try_parse_from(["submitter", "serve", "--listen", "0.0.0.0:8080"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let err = run(&args).unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+        let text = err.to_string();
+        assert!(text.contains("llmq-edge --listen 0.0.0.0:8080"), "{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
 }

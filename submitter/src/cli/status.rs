@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use llmq_submitter::{Client, ClientOptions, Status};
+use llmq_submitter::{ClientOptions, Operator, Status};
 
 use super::print::{out, out_json};
 use super::table::{Align, Table};
@@ -19,11 +19,10 @@ pub struct StatusArgs {
     pub watch: Option<Duration>,
 }
 
-pub async fn run(args: StatusArgs, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
+pub async fn run(args: StatusArgs, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
     loop {
-        let status = client.status().await?;
+        let status = operator.status().await?;
         if args.json {
             out_json(&status)?;
             return Ok(Exit::Success);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use llmq_runtime::tenants::{Change, LiveEntry, parse_registry};
 use llmq_schemas::TenantEntry;
-use llmq_submitter::{Client, ClientOptions};
+use llmq_submitter::{ClientOptions, Operator};
 use serde_json::Value;
 
 use super::print::{note, out, out_json, out_line};
@@ -76,20 +76,15 @@ pub async fn run(command: TenantsCommand, options: ClientOptions) -> Result<Exit
         ));
         return Ok(Exit::Success);
     }
-    let client = admin_client(options).await?;
+    let operator = Operator::connect(options).await?;
     match command {
         TenantsCommand::Check(_) => Ok(Exit::Success),
-        TenantsCommand::Diff(args) => diff(&client, &args).await,
-        TenantsCommand::Apply(args) => apply(&client, &args).await,
-        TenantsCommand::List(args) => list(&client, &args).await,
-        TenantsCommand::Show(args) => show(&client, &args.id).await,
-        TenantsCommand::Remove(args) => remove(&client, &args.id).await,
+        TenantsCommand::Diff(args) => diff(&operator, &args).await,
+        TenantsCommand::Apply(args) => apply(&operator, &args).await,
+        TenantsCommand::List(args) => list(&operator, &args).await,
+        TenantsCommand::Show(args) => show(&operator, &args.id).await,
+        TenantsCommand::Remove(args) => remove(&operator, &args.id).await,
     }
-}
-
-async fn admin_client(mut options: ClientOptions) -> Result<Client, CliError> {
-    options.check_catalog = false;
-    Ok(Client::connect(options).await?)
 }
 
 /// The file's tenants, or every problem in it (a usage error: nothing is applied).
@@ -105,9 +100,9 @@ pub(super) fn read_file(path: &PathBuf) -> Result<Vec<TenantEntry>, CliError> {
     })
 }
 
-async fn diff(client: &Client, args: &ApplyArgs) -> Result<Exit, CliError> {
+async fn diff(operator: &Operator, args: &ApplyArgs) -> Result<Exit, CliError> {
     let file = read_file(&args.file.file)?;
-    let changes = client.tenants_diff(&file, args.prune).await?;
+    let changes = operator.tenants_diff(&file, args.prune).await?;
     print_changes(&changes)?;
     if changes.is_empty() {
         note("the registry already holds the file's tenants");
@@ -115,17 +110,17 @@ async fn diff(client: &Client, args: &ApplyArgs) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
-async fn apply(client: &Client, args: &ApplyArgs) -> Result<Exit, CliError> {
+async fn apply(operator: &Operator, args: &ApplyArgs) -> Result<Exit, CliError> {
     let file = read_file(&args.file.file)?;
-    let changes = client.tenants_diff(&file, args.prune).await?;
+    let changes = operator.tenants_diff(&file, args.prune).await?;
     print_changes(&changes)?;
-    let applied = client.apply_tenants(&changes, args.replicas).await?;
+    let applied = operator.apply_tenants(&changes, args.replicas).await?;
     note(format!(
         "applied {applied} change(s) to the tenant registry ({} tenant(s) in the file)",
         file.len()
     ));
     if !args.prune {
-        let live = client.tenants().await?;
+        let live = operator.tenants().await?;
         let extra: Vec<&String> = live
             .keys()
             .filter(|id| !file.iter().any(|e| &e.id == *id))
@@ -184,8 +179,8 @@ fn field_changes(live: &TenantEntry, file: &TenantEntry) -> Vec<(String, String,
         .collect()
 }
 
-async fn list(client: &Client, args: &ListArgs) -> Result<Exit, CliError> {
-    let tenants = client.tenants().await?;
+async fn list(operator: &Operator, args: &ListArgs) -> Result<Exit, CliError> {
+    let tenants = operator.tenants().await?;
     if args.json {
         let entries: Vec<Value> = tenants
             .into_iter()
@@ -251,8 +246,8 @@ fn entry_json(id: &str, entry: LiveEntry) -> Value {
     }
 }
 
-async fn show(client: &Client, id: &str) -> Result<Exit, CliError> {
-    let mut tenants = client.tenants().await?;
+async fn show(operator: &Operator, id: &str) -> Result<Exit, CliError> {
+    let mut tenants = operator.tenants().await?;
     match tenants.remove(id) {
         Some(entry) => {
             out_json(&entry_json(id, entry))?;
@@ -264,13 +259,13 @@ async fn show(client: &Client, id: &str) -> Result<Exit, CliError> {
     }
 }
 
-async fn remove(client: &Client, id: &str) -> Result<Exit, CliError> {
-    if !client.tenants().await?.contains_key(id) {
+async fn remove(operator: &Operator, id: &str) -> Result<Exit, CliError> {
+    if !operator.tenants().await?.contains_key(id) {
         return Err(CliError::NotFound(format!(
             "tenant {id:?} is not in the registry"
         )));
     }
-    client.remove_tenant(id).await?;
+    operator.remove_tenant(id).await?;
     note(format!("removed tenant {id} from the registry"));
     Ok(Exit::Success)
 }

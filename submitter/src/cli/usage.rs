@@ -2,7 +2,7 @@
 
 use clap::Args;
 use llmq_schemas::Timestamp;
-use llmq_submitter::{BudgetStatus, Client, ClientOptions, UsageQuery, UsageRow};
+use llmq_submitter::{BudgetStatus, ClientOptions, Operator, UsageQuery, UsageReport, UsageRow};
 
 use super::print::{note, out, out_json};
 use super::table::{Align, Table};
@@ -29,10 +29,9 @@ pub struct UsageArgs {
     pub json: bool,
 }
 
-pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, CliError> {
-    options.check_catalog = false;
-    let client = Client::connect(options).await?;
-    let report = client
+pub async fn run(args: UsageArgs, options: ClientOptions) -> Result<Exit, CliError> {
+    let operator = Operator::connect(options).await?;
+    let report = operator
         .usage_report(UsageQuery {
             since: args.since,
             until: args.until,
@@ -41,19 +40,9 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             by_label: args.by.clone(),
         })
         .await?;
-    let budgets = budgets(&client, args.all_tenants).await;
+    let budgets = budgets(&operator, args.all_tenants).await;
     if args.json {
-        let mut json = serde_json::to_value(&report).map_err(|source| CliError::Json {
-            what: "formatting JSON",
-            source,
-        })?;
-        if let Some(object) = json.as_object_mut() {
-            object.insert(
-                "budgets".into(),
-                serde_json::to_value(&budgets).unwrap_or_default(),
-            );
-        }
-        out_json(&json)?;
+        print_json(&report, &budgets)?;
         return Ok(Exit::Success);
     }
     let scope = report.tenant.as_deref().unwrap_or("all tenants");
@@ -63,7 +52,30 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
         print_budgets(&budgets)?;
         return Ok(Exit::Success);
     }
-    let group = match &args.by {
+    out(&table(&report, args.by.as_deref()).render())?;
+    print_notes(&report);
+    print_budgets(&budgets)?;
+    Ok(Exit::Success)
+}
+
+/// The report with its budgets, as one JSON object.
+fn print_json(report: &UsageReport, budgets: &[BudgetStatus]) -> Result<(), CliError> {
+    let mut json = serde_json::to_value(report).map_err(|source| CliError::Json {
+        what: "formatting JSON",
+        source,
+    })?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert(
+            "budgets".into(),
+            serde_json::to_value(budgets).unwrap_or_default(),
+        );
+    }
+    out_json(&json)
+}
+
+/// One row per (tenant, model) or label value, and the total.
+fn table(report: &UsageReport, by: Option<&str>) -> Table {
+    let group = match by {
         Some(label) => vec![(label.to_uppercase(), Align::Left)],
         None => vec![
             ("TENANT".into(), Align::Left),
@@ -86,28 +98,33 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
         .collect();
     let mut table = Table::new(&headers);
     for row in report.rows.iter().chain(std::iter::once(&report.total)) {
-        table.row(cells(row, args.by.is_some()));
+        table.row(cells(row, by.is_some()));
     }
-    out(&table.render())?;
-    if report.total.has_unknown_prices() {
+    table
+}
+
+/// What the table's figures leave out or estimate.
+fn print_notes(report: &UsageReport) {
+    let total = &report.total;
+    if total.has_unknown_prices() {
         note(format!(
             "+ unknown price: {} job processing(s) used models without a price ({}); their cost \
              is not in COST USD",
-            report.total.unknown_price_events,
-            report.total.missing_prices.join(", ")
+            total.unknown_price_events,
+            total.missing_prices.join(", ")
         ));
     }
-    if report.total.estimated_events > 0 {
+    if total.estimated_events > 0 {
         note(format!(
             "{} processing(s) had estimated token counts (the provider reported none)",
-            report.total.estimated_events
+            total.estimated_events
         ));
     }
-    if report.total.handed_back > 0 {
+    if total.handed_back > 0 {
         note(format!(
             "{} processing(s) paid for tokens and handed their job back to the queue (every \
              deployment cooling down); their tokens and cost are included",
-            report.total.handed_back
+            total.handed_back
         ));
     }
     if report.undecodable > 0 {
@@ -116,13 +133,11 @@ pub async fn run(args: UsageArgs, mut options: ClientOptions) -> Result<Exit, Cl
             report.undecodable
         ));
     }
-    print_budgets(&budgets)?;
-    Ok(Exit::Success)
 }
 
 /// The tenants' budgets as the fleet counts them (empty, with a note, if unreadable).
-async fn budgets(client: &Client, all_tenants: bool) -> Vec<BudgetStatus> {
-    client
+async fn budgets(operator: &Operator, all_tenants: bool) -> Vec<BudgetStatus> {
+    operator
         .budget_status(all_tenants)
         .await
         .unwrap_or_else(|err| {

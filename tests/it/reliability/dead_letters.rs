@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use llmq_schemas::{DlqReason, OutcomeStatus, ReplyEvent};
-use llmq_submitter::WaitError;
+use llmq_submitter::{Operator, WaitError};
 use llmq_tests::mock::MockOptions;
 use llmq_tests::stack::{Stack, chat_job, eventually};
 use llmq_tests::worker::WorkerProcess;
@@ -41,8 +41,8 @@ async fn a_job_from_a_newer_protocol_is_dead_lettered_and_its_producer_told() {
     };
     assert_eq!(dead.job_id, job_id);
     assert_eq!(dead.reason, DlqReason::UnsupportedVersion);
-    let client = stack.client().await;
-    let letters = client.dlq_list().await.unwrap();
+    let operator = stack.operator().await;
+    let letters = operator.dlq_list().await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(
         letters[0].reason_kind(),
@@ -87,7 +87,8 @@ async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
         Err(WaitError::DeadLettered { reason, .. }) => assert_eq!(reason, DlqReason::MaxDeliveries),
         other => panic!("expected the dead-letter notice, got {other:?}"),
     }
-    let letters = client.dlq_list().await.unwrap();
+    let operator = Operator::from_client(&client);
+    let letters = operator.dlq_list().await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.reason_kind(), Some(DlqReason::MaxDeliveries));
@@ -110,14 +111,14 @@ async fn a_job_past_max_deliver_is_dead_lettered_and_a_replay_runs_it() {
 
     // The provider is healthy again: replay it.
     stack.mock.set_options(MockOptions::default());
-    client.dlq_replay(letter.seq).await.unwrap();
+    operator.dlq_replay(letter.seq).await.unwrap();
     let outcome = client
         .wait_outcome(job_id, Duration::from_secs(20))
         .await
         .unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Succeeded);
     assert!(
-        client.dlq_list().await.unwrap().is_empty(),
+        operator.dlq_list().await.unwrap().is_empty(),
         "replayed letters leave the DLQ"
     );
     worker.stop().await;
@@ -155,10 +156,10 @@ async fn the_max_deliveries_advisory_moves_a_stuck_job_to_the_dead_letters() {
     )
     .await
     .unwrap();
-    let client = stack.client().await;
+    let operator = stack.operator().await;
     let letters = eventually(Duration::from_secs(10), "the dead letter", || {
-        let client = client.clone();
-        async move { client.dlq_list().await.ok().filter(|l| !l.is_empty()) }
+        let operator = operator.clone();
+        async move { operator.dlq_list().await.ok().filter(|l| !l.is_empty()) }
     })
     .await;
     assert_eq!(letters[0].reason_kind(), Some(DlqReason::MaxDeliveries));

@@ -77,7 +77,7 @@ async fn an_answer_over_one_message_is_paid_for_once_and_stored_once() {
 async fn an_edge_client_gets_an_answer_over_one_message_once_streamed_or_not() {
     let (stack, worker) = stack().await;
     let http = reqwest::Client::new();
-    let (_edge, url, key) = edge(&stack, &http).await;
+    let (_edge, url, key) = edge(&stack).await;
     let chat = format!("{url}/v1/chat/completions");
     let prompt = format!("long through the edge [tokens={TOKENS}]");
     let expected = mock_text(&prompt, TOKENS);

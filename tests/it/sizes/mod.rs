@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use llmq_runtime::tenants::parse_registry;
+use llmq_tests::edge::TestEdge;
 use llmq_tests::mock::MockOptions;
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, eventually};
@@ -88,11 +89,11 @@ async fn blobs_deleted(stack: &Stack) {
     .await;
 }
 
-/// An edge process beside `stack` (default options: 4 MiB bodies) with a key for tenant
-/// `acme`, who may use `chat`. Returns the child, its URL and the key.
-async fn edge(stack: &Stack, http: &reqwest::Client) -> (tokio::process::Child, String, String) {
+/// An edge beside `stack` (default options: 4 MiB bodies) with a key for tenant `acme`,
+/// who may use `chat`. Returns the edge, its URL and the key.
+async fn edge(stack: &Stack) -> (TestEdge, String, String) {
     gateway_worker::providers::http_client::install_crypto_provider();
-    let admin = stack.client().await;
+    let admin = stack.operator().await;
     let registry = parse_registry("[tenants.acme]\nmodels = [\"chat\"]\n").unwrap();
     let changes = admin.tenants_diff(&registry, true).await.unwrap();
     admin.apply_tenants(&changes, 1).await.unwrap();
@@ -103,8 +104,9 @@ async fn edge(stack: &Stack, http: &reqwest::Client) -> (tokio::process::Child, 
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let (child, url) = llmq_tests::edge::spawn_edge(&stack.nats.url(), http).await;
-    (child, url, key)
+    let edge = llmq_tests::edge::spawn_edge(&stack.nats.url()).await;
+    let url = edge.url().to_owned();
+    (edge, url, key)
 }
 
 /// The content and usage chunks of an SSE answer, and the error chunk if one ended it.

@@ -76,7 +76,7 @@ async fn the_cli_sends_a_request_over_one_message() {
 async fn the_edge_takes_bodies_up_to_its_limit_and_refuses_larger_ones_with_the_number() {
     let (stack, worker) = stack().await;
     let http = reqwest::Client::new();
-    let (_edge, url, key) = edge(&stack, &http).await;
+    let (_edge, url, key) = edge(&stack).await;
     let chat = format!("{url}/v1/chat/completions");
     let body = |messages: Value| json!({"model": "chat", "messages": messages});
     for bytes in SIZES {
@@ -119,8 +119,7 @@ async fn the_edge_takes_bodies_up_to_its_limit_and_refuses_larger_ones_with_the_
 #[tokio::test]
 async fn the_official_openai_python_sdk_sends_a_large_image_through_the_edge() {
     let (stack, worker) = stack().await;
-    let http = reqwest::Client::new();
-    let (_edge, url, key) = edge(&stack, &http).await;
+    let (_edge, url, key) = edge(&stack).await;
     let root = llmq_tests::nats::workspace_root();
     let python = root.join(".tools/venv/bin/python");
     assert!(

@@ -26,7 +26,7 @@ async fn a_job_processed_again_after_text_went_out_ends_the_edge_stream_without_
     setup.set("jetstream", "ack_wait", "\"2s\"");
     let mut doomed = WorkerProcess::spawn(&setup.clone().with_id("doomed"), "doomed").await;
     let http = reqwest::Client::new();
-    let (_edge, url, key) = edge(&stack, &http).await;
+    let (_edge, url, key) = edge(&stack).await;
     let prompt = "stream, die, and stream again";
     let body = json!({"model": "chat", "stream": true,
                       "messages": [{"role": "user", "content": prompt}]});

@@ -8,7 +8,7 @@
 //! `ready <worker id>` once the worker consumes, so the bench waits on a line, not a
 //! sleep. The mock child prints `listening on <url>` and then answers `stats` and `reset`
 //! lines on stdin; it exits when stdin closes. The edge child runs the edge library as
-//! `submitter serve` does (two runtime threads, warn logs on stderr) and prints
+//! `llmq-edge` does (two runtime threads; warn logs on stderr) and prints
 //! `listening on <url>` once it accepts connections.
 
 use std::io::Write;
@@ -17,8 +17,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use llmq_submitter::edge::{Edge, EdgeOptions};
-use llmq_submitter::{ClientOptions, NatsOptions};
+use llmq_edge::{EdgeConfig, RunningEdge};
 
 use super::setup::MockStats;
 use crate::mock::{MockOptions, MockProvider};
@@ -183,7 +182,7 @@ pub fn edge_main(nats_url: &str) -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)
         .try_init();
-    // `submitter serve`'s runtime: two worker threads.
+    // `llmq-edge`'s runtime: two worker threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -195,16 +194,13 @@ pub fn edge_main(nats_url: &str) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    let client = ClientOptions {
-        nats: NatsOptions::with_url(nats_url),
-        ..ClientOptions::default()
-    };
-    let options = EdgeOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), client);
+    let mut config = EdgeConfig::for_nats(nats_url);
+    config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let result = runtime.block_on(async {
-        let edge = Edge::start(options).await?;
+        let edge = RunningEdge::start(config).await?;
         say(&format!("listening on http://{}", edge.addr())).map_err(anyhow::Error::from)?;
         shutdown_signal().await;
-        edge.stop().await;
+        edge.drain().await;
         Ok::<(), anyhow::Error>(())
     });
     match result {

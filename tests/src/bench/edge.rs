@@ -1,4 +1,4 @@
-//! `edge`: the HTTP edge (`submitter serve`) against calling the upstream yourself.
+//! `edge`: the HTTP edge (`llmq-edge`) against calling the upstream yourself.
 //!
 //! An application that speaks OpenAI's API can call its provider directly or call llmq's
 //! edge instead; this scenario prices that choice. The same pooled reqwest client
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use llmq_runtime::api_keys::ApiKeyEntry;
+use llmq_submitter::Operator;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -531,8 +532,7 @@ async fn make_key(llmq: &Llmq) -> anyhow::Result<String> {
         name: Some("bench".into()),
         ..ApiKeyEntry::template()
     };
-    let key = llmq
-        .client
+    let key = Operator::from_client(&llmq.client)
         .create_api_key("default", template)
         .await
         .context("create the bench's API key")?;
@@ -636,8 +636,8 @@ fn facts(options: &Options, spec: MockSpec, worker: WorkerSpec) -> Facts {
         )
         .add(
             "processes",
-            "edge: own process (bench __edge: llmq_submitter::edge on a 2-thread runtime, as \
-             submitter serve); worker: bench __worker; mock: bench __mock; nats-server: own \
+            "edge: own process (bench __edge: llmq_edge on a 2-thread runtime, as \
+             llmq-edge); worker: bench __worker; mock: bench __mock; nats-server: own \
              process; HTTP client: this process",
         )
         .add(

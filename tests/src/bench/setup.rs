@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use llmq_schemas::{ChatRequest, Job, Message, Outcome, OutcomeStatus, Role, Timestamp};
-use llmq_submitter::{Client, ClientOptions, NatsOptions};
+use llmq_submitter::{Client, ClientOptions, NatsOptions, Operator};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -188,7 +188,12 @@ impl World {
     pub async fn apply_registry(&self, text: &str) -> anyhow::Result<()> {
         let entries = llmq_runtime::tenants::parse_registry(text)
             .map_err(|problems| anyhow!("the bench's registry is invalid:\n{problems}"))?;
-        let admin = self.client().await?;
+        let admin = Operator::connect(ClientOptions {
+            nats: NatsOptions::with_url(self.nats.url()),
+            ..ClientOptions::default()
+        })
+        .await
+        .context("operator cannot connect")?;
         let changes = admin.tenants_diff(&entries, true).await?;
         admin.apply_tenants(&changes, 1).await?;
         Ok(())
@@ -416,7 +421,7 @@ impl MockChild {
 
 // ---- the HTTP edge as a child process --------------------------------------------------
 
-/// `bench __edge`: the HTTP edge (`llmq_submitter::edge`) in its own process, so its CPU
+/// `bench __edge`: the HTTP edge (`llmq_edge`) in its own process, so its CPU
 /// and RSS are its own.
 #[derive(Debug)]
 pub struct EdgeChild {

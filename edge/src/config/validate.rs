@@ -1,0 +1,55 @@
+//! Whole-config validation, after parsing: every problem, each naming its field, so one
+//! run of `llmq-edge --check-config` tells an operator everything to fix.
+
+use std::time::Duration;
+
+use llmq_runtime::{NatsOptions, Problems};
+use llmq_schemas::Subjects;
+
+use super::{EdgeConfig, HttpConfig};
+
+/// Checks the whole config; every problem names its field.
+pub fn validate(config: &EdgeConfig) -> Result<(), Problems> {
+    let mut problems = Problems::default();
+    nats(&config.nats, &mut problems);
+    if let Err(err) = Subjects::new(&config.jetstream.prefix) {
+        problems.add("jetstream.prefix", err);
+    }
+    http(&config.http, &mut problems);
+    problems.into_result()
+}
+
+/// What the connection would refuse later, named now.
+fn nats(nats: &NatsOptions, p: &mut Problems) {
+    p.check(!nats.urls().is_empty(), "nats.url", "must not be empty");
+    p.check(
+        nats.password.is_none() || nats.user.is_some(),
+        "nats.password",
+        "needs nats.user",
+    );
+    p.check(
+        nats.tls.cert_file.is_some() == nats.tls.key_file.is_some(),
+        "nats.tls",
+        "cert_file and key_file go together",
+    );
+}
+
+fn http(http: &HttpConfig, p: &mut Problems) {
+    p.check(
+        http.max_body_bytes > 0,
+        "http.max_body_bytes",
+        "must be at least 1",
+    );
+    let timeouts = [
+        ("http.default_timeout", http.default_timeout),
+        ("http.read_timeout", http.read_timeout),
+        ("http.keep_alive", http.keep_alive),
+    ];
+    for (field, value) in timeouts {
+        p.check(
+            value >= Duration::from_millis(1),
+            field,
+            "must be at least 1ms",
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The routes: OpenAI's `POST /v1/chat/completions` and `GET /v1/models[/{id}]`, and the
+//! operator's `/healthz`, `/readyz` and `/metrics` beside them. Every answer, errors and
+//! unknown routes included, carries `x-request-id` ([`crate::request_id`]) and speaks
+//! OpenAI's error JSON.
+
+mod cancel;
+mod chat;
+mod chat_job;
+mod headers;
+mod key_rate;
+mod models;
+mod sse;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::api_error::ApiError;
+use crate::request_id;
+use crate::state::EdgeState;
+
+pub(crate) fn router(state: Arc<EdgeState>) -> Router {
+    let limit = state.http.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::retrieve))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .fallback(|| async { ApiError::not_found_route() })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+/// Ready while connected to NATS.
+async fn ready(State(state): State<Arc<EdgeState>>) -> Response {
+    match state.nats.connection_state() {
+        async_nats::connection::State::Connected => (StatusCode::OK, "ready").into_response(),
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not connected to NATS ({other})"),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<Arc<EdgeState>>) -> String {
+    state.metrics.render()
+}

@@ -1,0 +1,78 @@
+//! What every request handler shares: the connection, the keys, the registry, the limits,
+//! one producer per tenant, the metrics, and the tracker of the tasks a request leaves
+//! behind (the cancel of a job whose client went away).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use llmq_runtime::api_keys::ApiKeys;
+use llmq_runtime::limits::Limiter;
+use llmq_runtime::tenants::Registry;
+use llmq_submitter::{Client, ClientOptions, ConnectionEvents};
+use tokio::sync::OnceCell;
+use tokio_util::task::TaskTracker;
+
+use crate::api_error::ApiError;
+use crate::config::HttpConfig;
+use crate::metrics::EdgeMetrics;
+
+pub(crate) struct EdgeState {
+    pub nats: async_nats::Client,
+    pub events: ConnectionEvents,
+    pub http: HttpConfig,
+    /// What every tenant's producer starts from (connection, prefix).
+    pub client: ClientOptions,
+    pub keys: ApiKeys,
+    pub registry: Arc<Registry>,
+    /// Each key's own request rate, fleet-wide (every edge shares the limits bucket).
+    pub limiter: Arc<Limiter>,
+    pub metrics: Arc<EdgeMetrics>,
+    /// Tasks a request leaves behind; a stopping edge waits for them.
+    pub tasks: TaskTracker,
+    pub clients: Clients,
+}
+
+/// One producer per tenant, made on its first request. A cell per tenant, so making one
+/// (a round trip to NATS) holds no lock: other tenants' requests go on meanwhile, and the
+/// same tenant's wait for that one.
+#[derive(Default)]
+pub(crate) struct Clients(Mutex<HashMap<String, Arc<OnceCell<Client>>>>);
+
+impl Clients {
+    fn cell(&self, tenant: &str) -> Arc<OnceCell<Client>> {
+        let mut clients = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(clients.entry(tenant.to_owned()).or_default())
+    }
+}
+
+impl EdgeState {
+    /// The producer for `tenant` (one per tenant, on the shared connection, each with its
+    /// own reply inbox under `_INBOX_llmq.<tenant>`).
+    pub async fn client_for(&self, tenant: &str) -> Result<Client, ApiError> {
+        let cell = self.clients.cell(tenant);
+        let client = cell
+            .get_or_try_init(|| self.connect(tenant))
+            .await
+            .map_err(|err| ApiError::unavailable(format!("cannot serve tenant {tenant}: {err}")))?;
+        Ok(client.clone())
+    }
+
+    async fn connect(&self, tenant: &str) -> Result<Client, llmq_submitter::ConnectError> {
+        let options = ClientOptions {
+            tenant: tenant.to_owned(),
+            inbox_prefix: None,
+            check_catalog: true,
+            ..self.client.clone()
+        };
+        Client::from_nats_with_events(self.nats.clone(), options, &self.events).await
+    }
+}
+
+impl std::fmt::Debug for EdgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeState")
+            .field("http", &self.http)
+            .field("prefix", &self.client.prefix)
+            .finish_non_exhaustive()
+    }
+}
