@@ -13,9 +13,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
+use llmq_runtime::backoff::Backoff;
 use llmq_schemas::{JobId, Subjects, Tenant};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The waits between tries to watch the bucket: 100 ms doubling to 5 s, from the start
+/// again once a watch is up.
+const REWATCH_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 #[derive(Debug)]
 pub struct CancelRegistry {
@@ -97,17 +103,15 @@ impl CancelRegistry {
         stop: CancellationToken,
     ) {
         let mut ready = Some(ready);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = REWATCH_BACKOFF.delays();
         while !stop.is_cancelled() {
             let mut watch = match bucket.watch_with_history(">").await {
                 Ok(watch) => watch,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot watch the cancel bucket, retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => return,
+                    if !backoff.wait(&stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
@@ -121,7 +125,7 @@ impl CancelRegistry {
             if empty && let Some(ready) = ready.take() {
                 let _ = ready.send(());
             }
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             loop {
                 let entry = tokio::select! {
                     entry = watch.next() => entry,

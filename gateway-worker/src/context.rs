@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_nats::jetstream;
+use async_nats::jetstream::{self, publish::PublishAck};
 use llmq_schemas::Subjects;
 
 use llmq_runtime::budget::Budgets;
@@ -21,7 +21,7 @@ use llmq_runtime::tenants::Registry;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics;
-use crate::nats::Setup;
+use crate::nats::{self, PublishFailure, Setup, Store};
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
 use crate::routing::{Cooldowns, RouteError, Router};
@@ -78,6 +78,12 @@ impl WorkerContext {
     /// broker outage before the job is handed back instead.
     pub fn publish_window(&self) -> Duration {
         self.config.jetstream.ack_wait.max(Duration::from_secs(10))
+    }
+
+    /// Publishes `message` to one of llmq's streams and waits for its PubAck, retrying
+    /// with the same message id for up to the publish window.
+    pub async fn store(&self, message: Store<'_>) -> Result<PublishAck, PublishFailure> {
+        nats::store(&self.js, self.publish_window(), message).await
     }
 
     /// The `model` label of a metric about a job for `model`: the name itself when this

@@ -6,10 +6,12 @@
 //! drain it the same way; [`run`] is start, wait for the shutdown signal, drain.
 
 pub mod admin;
-pub mod budget;
+pub mod budget_metrics;
 pub mod cancel;
 pub mod catalog;
 pub mod config;
+pub mod config_change;
+pub mod consume;
 pub mod context;
 pub mod dlq;
 pub mod job;
@@ -21,10 +23,8 @@ pub mod pricing;
 pub mod providers;
 pub mod puller;
 pub mod queue_gauges;
-pub mod reload;
 pub mod retry;
 pub mod routing;
-pub mod scheduler;
 pub mod sweeper;
 pub mod telemetry;
 

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use gateway_worker::RunError;
 use gateway_worker::config;
-use gateway_worker::{RunError, RunningWorker};
-use llmq_runtime::signals::{Signal, Signals};
+use gateway_worker::lifecycle::serve;
 
 /// The llmq gateway worker: holds provider keys, runs chat-completion jobs from NATS
 /// JetStream, streams results back.
@@ -135,123 +135,4 @@ fn check(path: &Path, read_keys: bool) -> ExitCode {
 fn invalid_config(path: &Path, err: &config::ConfigError) -> ExitCode {
     eprintln!("gateway-worker: invalid config {}:\n{err}", path.display());
     ExitCode::from(EX_CONFIG)
-}
-
-/// Runs the worker until SIGINT or SIGTERM, then drains it. Every signal the worker
-/// answers is handled here, in [`Signals`] and this loop.
-async fn serve(
-    config: config::Config,
-    path: &Path,
-    watch_every: Option<Duration>,
-) -> Result<(), RunError> {
-    // Listening first: a SIGHUP during start-up must not end the process.
-    let mut signals = Signals::listen();
-    let mut watch = ConfigWatch::new(path, watch_every);
-    // Start-up may wait for the broker for minutes: SIGTERM ends it too.
-    let worker = tokio::select! {
-        started = RunningWorker::start(config) => started?,
-        () = signals.shutdown() => {
-            tracing::info!("stopped while starting");
-            return Ok(());
-        }
-    };
-    loop {
-        let asked = tokio::select! {
-            asked = signals.next() => asked.into(),
-            () = watch.changed() => Asked::ReloadConfig,
-        };
-        match asked {
-            Asked::Reload => {
-                // Keys first: the config load reads them too, and would hide a rotation.
-                reload_keys(&worker).await;
-                watch.seen();
-                let _ = worker.reload_config(&watch.path).await;
-            }
-            Asked::ReloadConfig => {
-                tracing::info!(path = %watch.path.display(), "config file changed");
-                let _ = worker.reload_config(&watch.path).await;
-            }
-            Asked::Shutdown => {
-                worker.drain().await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// `--watch-config`: the config file's content, compared every interval (a mount that
-/// swaps a symlink keeps the old mtime, so times are not compared).
-#[derive(Debug)]
-struct ConfigWatch {
-    path: PathBuf,
-    every: Option<tokio::time::Interval>,
-    content: Option<Vec<u8>>,
-}
-
-impl ConfigWatch {
-    fn new(path: &Path, every: Option<Duration>) -> ConfigWatch {
-        let every = every.filter(|every| !every.is_zero()).map(|every| {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks
-        });
-        ConfigWatch {
-            path: path.to_owned(),
-            every,
-            content: std::fs::read(path).ok(),
-        }
-    }
-
-    /// Returns once the file's content differs from the last seen; never without
-    /// `--watch-config`. A file that cannot be read is not a change.
-    async fn changed(&mut self) {
-        let Some(every) = &mut self.every else {
-            return std::future::pending().await;
-        };
-        loop {
-            every.tick().await;
-            let now = tokio::fs::read(&self.path).await.ok();
-            if now.is_some() && now != self.content {
-                self.content = now;
-                return;
-            }
-        }
-    }
-
-    /// The content now is the one applied (SIGHUP re-read it).
-    fn seen(&mut self) {
-        if let Ok(content) = std::fs::read(&self.path) {
-            self.content = Some(content);
-        }
-    }
-}
-
-/// SIGHUP: every `api_key_file` re-read now; which providers changed or kept their key.
-async fn reload_keys(worker: &RunningWorker) {
-    let reload = worker.reload_keys().await;
-    tracing::info!(
-        changed = ?reload.changed,
-        kept = ?reload.kept,
-        "provider key files re-read"
-    );
-}
-
-/// What a signal (or the config watch) asks of the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
-    /// SIGHUP: re-read every `api_key_file` and the config file now.
-    Reload,
-    /// The config file's content changed (`--watch-config`).
-    ReloadConfig,
-    /// SIGINT or SIGTERM: drain and exit.
-    Shutdown,
-}
-
-impl From<Signal> for Asked {
-    fn from(signal: Signal) -> Asked {
-        match signal {
-            Signal::Reload => Asked::Reload,
-            Signal::Shutdown => Asked::Shutdown,
-        }
-    }
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use llmq_runtime::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::config::RetryConfig;
@@ -42,12 +43,10 @@ impl RetryPolicy {
 
     /// Exponential backoff for the `retry`-th retry (0-based); `jitter` in [0, 1).
     pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
-        let exp = self
-            .config
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(retry.min(31)));
-        let capped = exp.min(self.config.max_delay);
-        capped.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+        let backoff = Backoff::doubling(self.config.base_delay, self.config.max_delay);
+        backoff
+            .delay(retry)
+            .mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
     }
 
     /// What to do after `err`, given how many retries this deployment already had.

@@ -10,7 +10,7 @@
 //! A durable consumer of a model that all workers stopped serving is removed by the
 //! server after `consumer_inactive_threshold`; its jobs are swept after that. A worker
 //! whose config reload removes a model no other live worker serves answers that model's
-//! queued jobs the same way at once (`lifecycle::reload`), with [`answer_queued`].
+//! queued jobs the same way at once (`lifecycle::reconfigure`), with [`answer_queued`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod backoff;
 pub mod blob;
 pub mod buckets;
 pub mod budget;

@@ -15,6 +15,8 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 /// One key's value: decoded, or why it could not be.
 pub type Decoded<T> = Result<Arc<T>, String>;
 
@@ -40,6 +42,11 @@ pub enum LiveError {
 
 /// How long start-up waits for a bucket before giving up.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The waits before reading the bucket again after a watch failed: 100 ms doubling to 5 s,
+/// from the start again once a read succeeds.
+const REREAD_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 /// The bucket's keys and values, as last seen.
 #[derive(Debug)]
@@ -109,7 +116,7 @@ impl<T: Send + Sync + 'static> LiveMap<T> {
         mut watch: kv::Watch,
         stop: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = REREAD_BACKOFF.delays();
         loop {
             loop {
                 let entry = tokio::select! {
@@ -126,19 +133,17 @@ impl<T: Send + Sync + 'static> LiveMap<T> {
                 }
             }
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancelled() => return,
+                if !backoff.wait(&stop).await {
+                    return;
                 }
                 match self.load(&bucket).await {
                     Ok(fresh) => {
                         watch = fresh;
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         break;
                     }
                     Err(err) => {
                         tracing::warn!(what = self.what, error = %err, "bucket not readable; keeping the last state");
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -25,6 +25,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
+
 /// A `Nats-Msg-Id` for `key` (a job id, a cancel, a replay) that no other process can
 /// guess: `<key>.<32 hex digits>`, the digits 128 bits of SHA-256 over a secret drawn once
 /// per process and the key. The same key gives the same id in this process, so a publish
@@ -190,10 +192,12 @@ fn given_up(err: PublishError, attempts: u32) -> PublishFailure {
     }
 }
 
-/// 50 ms, 100 ms, 200 ms, ... capped at 2 s, after failed attempt `attempt` (1-based).
+/// The waits between publishes: 50 ms, 100 ms, 200 ms, ... capped at 2 s.
+const BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2));
+
+/// The wait after failed attempt `attempt` (1-based).
 fn backoff(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(6);
-    Duration::from_millis(50 * (1 << exponent)).min(Duration::from_secs(2))
+    BACKOFF.delay(attempt.saturating_sub(1))
 }
 
 /// What to do about one failed attempt.

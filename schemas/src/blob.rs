@@ -14,9 +14,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::openai::ChatCompletion;
-use crate::outcome::Partial;
-
 /// The most chunks one blob may have: with 1 MiB messages, 4 GiB; far above any request
 /// size a tenant is allowed.
 pub const MAX_CHUNKS: u32 = 4096;
@@ -62,18 +59,6 @@ impl BlobRef {
         }
         None
     }
-}
-
-/// What an outcome's `body_blob` holds: the outcome's parts whose size the provider or
-/// the producer decides, taken out because the outcome would not fit in one message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct OutcomeBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<ChatCompletion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partial: Option<Partial>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[cfg(test)]

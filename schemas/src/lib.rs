@@ -20,9 +20,10 @@ pub mod outcome;
 pub mod subject;
 pub mod tenant;
 pub mod timestamp;
+pub mod timings;
 pub mod usage;
 
-pub use blob::{BlobRef, OutcomeBody};
+pub use blob::BlobRef;
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};
 pub use dlq::DlqReason;
@@ -39,7 +40,7 @@ pub use openai::{
 /// (`llmq_schemas::request::Message`, `llmq_schemas::completion::...`).
 pub use openai::{completion, request};
 pub use outcome::{
-    Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeStatus, Partial, Timings,
+    Attempt, AttemptRoute, AttemptWarning, Outcome, OutcomeBody, OutcomeStatus, Partial, Timings,
 };
 pub use subject::{ModelName, SubjectError, Subjects, Tenant};
 pub use tenant::{

@@ -12,8 +12,8 @@ use crate::job::{JobId, Tier};
 use crate::openai::ChatCompletion;
 use crate::openai::ToolCall;
 use crate::tenant::Clamped;
-use crate::timestamp::Timestamp;
-use crate::usage::{Cost, Usage};
+pub use crate::timings::Timings;
+use crate::usage::{Cost, Usage, UsageStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +38,19 @@ impl OutcomeStatus {
 impl std::fmt::Display for OutcomeStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The usage event of a processing that reached an outcome bills it under the outcome's
+/// status.
+impl From<OutcomeStatus> for UsageStatus {
+    fn from(status: OutcomeStatus) -> Self {
+        match status {
+            OutcomeStatus::Succeeded => UsageStatus::Succeeded,
+            OutcomeStatus::Failed => UsageStatus::Failed,
+            OutcomeStatus::Expired => UsageStatus::Expired,
+            OutcomeStatus::Cancelled => UsageStatus::Cancelled,
+        }
     }
 }
 
@@ -71,6 +84,8 @@ pub struct Outcome {
     /// JSON object, by this blob under the outcome's own subject
     /// (`<prefix>.results.<tenant>.<job id>.<id>.<n>`). The submitter library reads it
     /// back, so its callers get the whole outcome.
+    // The explicit target is kept: this text is also the field's JSON Schema description.
+    #[allow(rustdoc::redundant_explicit_links)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_blob: Option<BlobRef>,
     /// Every provider call made for the job, in order.
@@ -110,6 +125,18 @@ pub struct Outcome {
     /// tenant's ceiling instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamped: Option<Clamped>,
+}
+
+/// What an outcome's `body_blob` holds: the outcome's parts whose size the provider or
+/// the producer decides, taken out because the outcome would not fit in one message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutcomeBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ChatCompletion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Outcome {
@@ -185,19 +212,4 @@ pub enum AttemptWarning {
     /// (`invalid_tool_arguments = "pass_through"`). Sending that assistant message back
     /// still works with every provider kind.
     InvalidToolArguments,
-}
-
-/// Where the time went. Durations in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Timings {
-    /// From `submitted_at` to the worker picking the job up (when the producer set it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_ms: Option<u64>,
-    /// From pick-up to the first token of the attempt that succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttft_ms: Option<u64>,
-    /// From pick-up to the outcome.
-    pub total_ms: u64,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
 }

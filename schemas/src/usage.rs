@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::job::{JobId, Tier};
-use crate::outcome::{OutcomeStatus, Timings};
 use crate::timestamp::Timestamp;
+use crate::timings::Timings;
 
 /// Normalized token counts.
 ///
@@ -212,17 +212,6 @@ pub enum UsageStatus {
     Expired,
     Cancelled,
     HandedBack,
-}
-
-impl From<OutcomeStatus> for UsageStatus {
-    fn from(status: OutcomeStatus) -> Self {
-        match status {
-            OutcomeStatus::Succeeded => UsageStatus::Succeeded,
-            OutcomeStatus::Failed => UsageStatus::Failed,
-            OutcomeStatus::Expired => UsageStatus::Expired,
-            OutcomeStatus::Cancelled => UsageStatus::Cancelled,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use llmq_runtime::Budget;
 use llmq_runtime::blob::{self, BlobError, Sizes, WriteOptions};
 use llmq_schemas::{Outcome, OutcomeBody};
 
-use super::run::JobRun;
+use super::processing::Processing;
 use crate::context::WorkerContext;
 use crate::metrics;
 
@@ -31,7 +31,7 @@ pub enum NotFitted {
 /// body in a blob (written and acknowledged) and the JSON of what is left.
 pub async fn fit(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     mut outcome: Outcome,
     json: Bytes,
 ) -> Result<(Outcome, Bytes), NotFitted> {
@@ -45,7 +45,9 @@ pub async fn fit(
         metadata: outcome.metadata.take(),
     };
     let bytes = Bytes::from(serde_json::to_vec(&body)?);
-    let base = ctx.subjects.outcome_blobs(&run.tenant, run.job.id);
+    let base = ctx
+        .subjects
+        .outcome_blobs(&processing.tenant, processing.job.id);
     let written = blob::write(&ctx.js, &base, bytes, sizes.chunk, writes(ctx)).await?;
     tracing::info!(
         outcome_bytes = json.len(),
@@ -74,11 +76,13 @@ fn count_retry(_: &async_nats::jetstream::context::PublishError) {
 
 /// Deletes the body blob of an outcome that was not stored (another processing's was):
 /// nothing refers to it.
-pub async fn discard(ctx: &WorkerContext, run: &JobRun, outcome: &Outcome) {
+pub async fn discard(ctx: &WorkerContext, processing: &Processing, outcome: &Outcome) {
     let Some(body) = &outcome.body_blob else {
         return;
     };
-    let base = ctx.subjects.outcome_blobs(&run.tenant, run.job.id);
+    let base = ctx
+        .subjects
+        .outcome_blobs(&processing.tenant, processing.job.id);
     let stream = ctx.subjects.results_stream();
     if let Err(err) = blob::delete(&ctx.js, &stream, &base, &body.id).await {
         tracing::debug!(error = %err, "unused outcome body blob not deleted");

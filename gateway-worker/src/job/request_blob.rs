@@ -14,6 +14,7 @@ use llmq_schemas::{BlobRef, ChatRequest};
 
 use super::decode::Ready;
 use super::disposition::Disposition;
+use super::processing::Processing;
 use crate::context::WorkerContext;
 
 /// Puts the request of `ready`'s blob in its job, or says in `ready.problem` why it
@@ -105,13 +106,13 @@ async fn read(
 
 /// Deletes the job's request blob once its outcome is stored (best effort: the blob
 /// stream's age removes what this misses).
-pub async fn delete(ctx: &WorkerContext, run: &super::JobRun) {
-    let Some(blob) = &run.job.request_blob else {
+pub async fn delete(ctx: &WorkerContext, processing: &Processing) {
+    let Some(blob) = &processing.job.request_blob else {
         return;
     };
-    let base = ctx.subjects.request_blobs(&run.tenant);
+    let base = ctx.subjects.request_blobs(&processing.tenant);
     let stream = ctx.subjects.blobs_stream();
     if let Err(err) = blob::delete(&ctx.js, &stream, &base, &blob.id).await {
-        tracing::debug!(job_id = %run.job.id, error = %err, "request blob not deleted; it expires with the stream's age");
+        tracing::debug!(job_id = %processing.job.id, error = %err, "request blob not deleted; it expires with the stream's age");
     }
 }

@@ -8,7 +8,7 @@
 //! no job waits or fails for a rotation. A key from `api_key_env` cannot change in a
 //! running process: rotating it is a rolling restart (README, "Configuration").
 
-mod reload;
+mod files;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::ApiKey;
 
-pub use reload::{KeyFileError, KeyFiles, KeyReload};
+pub use files::{KeyFileError, KeyFiles, KeyReload};
 
 /// One provider's key as the worker holds it now. Cloning shares it: every clone sees a
 /// replacement. Debug prints whether a key is set, never the key.

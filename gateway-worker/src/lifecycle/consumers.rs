@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Tasks;
+use crate::consume::{self, JobTasks, Stops};
 use crate::context::{Live, WorkerContext};
 use crate::nats::{self, SetupError};
-use crate::scheduler::{self, JobTasks, Stops};
 
 /// Every model's consumer loops.
 #[derive(Debug, Default)]
@@ -97,7 +97,7 @@ pub(super) fn spawn(
     let loops = made
         .into_iter()
         .map(|(tier, consumer)| {
-            tokio::spawn(scheduler::consume(
+            tokio::spawn(consume::consumer_loop(
                 Arc::clone(live),
                 model.clone(),
                 tier,

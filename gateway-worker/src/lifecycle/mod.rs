@@ -6,9 +6,11 @@
 //! address from it instead of through a callback, and [`run`] is only start, wait, drain.
 //! A config reload ([`RunningWorker::reload_config`]) changes it while it runs.
 
+mod config_watch;
 mod consumers;
 mod drain;
-mod reload;
+mod reconfigure;
+mod serve;
 mod start;
 mod wait;
 
@@ -21,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Health;
+use crate::consume::{Capacity, Stops};
 use crate::context::{Live, WorkerContext};
 use crate::keys::{KeyFiles, KeyReload};
-use crate::scheduler::{Capacity, Stops};
 
+pub use config_watch::ConfigWatch;
 pub use drain::SHUTDOWN_MARGIN;
+pub use serve::serve;
 
 /// Why the worker could not start. Each maps to its own exit code in the binary.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +101,8 @@ impl WatchedKeys {
     /// replaces them.
     fn start(ctx: &WorkerContext, tasks: &Tasks) -> WatchedKeys {
         let stop = tasks.background.child_token();
-        let files = KeyFiles::watched(ctx, &tasks.services, stop.clone());
+        let key_of = |name: &str| ctx.router.provider(name).map(|p| p.key.clone());
+        let files = KeyFiles::watched(&ctx.config, key_of, &tasks.services, stop.clone());
         WatchedKeys { files, stop }
     }
 }

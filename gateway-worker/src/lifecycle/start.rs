@@ -24,11 +24,11 @@ use llmq_runtime::tenants::{Mode, Registry};
 
 use crate::cancel::CancelRegistry;
 use crate::config::{self, Config};
+use crate::consume::{Capacity, Stops};
 use crate::context::{Live, WorkerContext};
 use crate::pricing::PriceTable;
 use crate::retry::RetryPolicy;
 use crate::routing::{Cooldowns, Router};
-use crate::scheduler::{Capacity, Stops};
 use crate::{catalog, dlq, metrics, nats, sweeper};
 
 impl RunningWorker {
@@ -228,7 +228,10 @@ async fn announce(live: &Arc<Live>, tasks: &Tasks) -> Timestamp {
         tasks.stops.fetching.clone(),
         tasks.stops.hard.clone(),
     ));
-    services.spawn(crate::budget::report(Arc::clone(&ctx), background.clone()));
+    services.spawn(crate::budget_metrics::report(
+        Arc::clone(&ctx),
+        background.clone(),
+    ));
     services.spawn(crate::queue_gauges::run(
         Arc::clone(live),
         background.clone(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::Context;
 use llmq_runtime::ConnectError;
+use llmq_runtime::backoff::Backoff;
 use llmq_schemas::Subjects;
 use tokio::time::Instant;
 
@@ -28,8 +29,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// stream is placed in well under this, and two workers creating the same stream at once
 /// leave one request unanswered (the retry finds the stream made).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The longest pause between two tries.
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// The pauses between two tries: 100 ms doubling to 2 s.
+const PAUSES: Backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(2));
 /// How often the same wait is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -131,7 +132,7 @@ where
 {
     let started = Instant::now();
     let deadline = started + config.worker.startup_timeout;
-    let mut pause = Duration::from_millis(100);
+    let mut pauses = PAUSES.delays();
     let mut logged: Option<Instant> = None;
     loop {
         let err = match attempt().await {
@@ -153,7 +154,8 @@ where
             tracing::warn!(error = %err, waited = ?started.elapsed(), gives_up_in = ?left, "waiting for {what}");
             logged = Some(Instant::now());
         }
+        // A doubling backoff never runs out of delays.
+        let pause = pauses.next().unwrap_or_default();
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(MAX_PAUSE);
     }
 }

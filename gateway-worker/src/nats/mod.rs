@@ -5,5 +5,5 @@ pub mod publish;
 pub mod setup;
 
 pub use llmq_runtime::PublishFailure;
-pub use publish::Store;
+pub use publish::{Store, store};
 pub use setup::{Setup, SetupError, consumer_config, ensure, ensure_consumer, probe};

@@ -426,6 +426,11 @@ async fn ensure_bucket(
             Ok(store) => return Ok(store),
             Err(e) => last = e,
         }
+        // A worker starting at the same instant may have made it as wanted meanwhile: its
+        // guards then refuse this update's defaults ("can not cancel deny purge").
+        if let Some(store) = bucket_as_wanted(js, &config, guards).await {
+            return Ok(store);
+        }
         if is_transient(&last) {
             break;
         }

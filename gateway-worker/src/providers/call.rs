@@ -79,7 +79,9 @@ pub struct AttemptReport {
     pub exhausted: Option<UpstreamExhausted>,
 }
 
-pub async fn execute(
+/// Makes one call: sends the request, reads the answer within the timeouts (streaming
+/// its output into `sink`), and reports everything the attempt produced.
+pub async fn call(
     upstream: Upstream<'_>,
     spec: CallSpec<'_>,
     sink: &mut dyn DeltaSink,
@@ -97,7 +99,7 @@ pub async fn execute(
         exhausted: None,
     };
     let mut acc = StreamAccumulator::new();
-    let result = run(upstream, spec, sink, started, &mut report, &mut acc).await;
+    let result = exchange(upstream, spec, sink, started, &mut report, &mut acc).await;
     report.latency = started.elapsed();
     let result = result.and_then(|completion| accept(spec, completion, &mut report));
     match result {
@@ -116,7 +118,8 @@ pub async fn execute(
     report
 }
 
-async fn run(
+/// The HTTP exchange: request out, status, headers and body (or stream) in.
+async fn exchange(
     upstream: Upstream<'_>,
     spec: CallSpec<'_>,
     sink: &mut dyn DeltaSink,

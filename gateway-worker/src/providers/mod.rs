@@ -3,9 +3,10 @@
 //! An adapter is pure translation: an OpenAI-format request in, an HTTP request out; the
 //! provider's JSON, SSE events and error responses in, normalized completions, stream
 //! items and classified errors out. It does no I/O. Sending, timeouts, SSE framing,
-//! cancellation and accumulation live once in [`call`], so a new provider kind is one
-//! module implementing [`Adapter`] (a file, or a folder once it grows), plus its arm in
-//! [`build_adapter`], and every adapter is unit-testable without a network. What
+//! cancellation and accumulation live once in [`call()`], one call per attempt (module
+//! [`mod@call`]), so a new provider kind is one module implementing [`Adapter`] (a file,
+//! or a folder once it grows), plus its arm in [`build_adapter`], and every adapter is
+//! unit-testable without a network. What
 //! adapters do alike lives once too: the HTTP edge in [`wire`], request conversion in
 //! [`convert`], response assembly in [`accumulate`].
 
@@ -32,7 +33,7 @@ use std::fmt;
 use llmq_schemas::{ChatCompletion, ChatRequest, ToolCallDelta, Usage};
 use reqwest::header::HeaderMap;
 
-pub use call::{AttemptReport, DeltaSink, execute};
+pub use call::{AttemptReport, DeltaSink, call};
 pub use error::{ProviderError, TimeoutKind};
 pub use sse::SseEvent;
 

@@ -18,9 +18,14 @@ use sha2::Digest;
 use tokio::time::Instant;
 
 use super::{BlobError, sha256_hex};
+use crate::backoff::Backoff;
 
 /// Chunks in flight at once while reading.
 const READ_AHEAD: usize = 4;
+
+/// The waits between looks for a chunk not found yet: 20 ms doubling to 200 ms.
+const MISSING_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(20), Duration::from_millis(200));
 
 /// The bytes of `blob` under `base` in `stream`. A chunk not found is looked for again
 /// for up to `missing_wait` (a replica catching up) before the blob is `Missing`.
@@ -67,18 +72,21 @@ async fn chunk(
     subject: String,
     until: Instant,
 ) -> Result<Bytes, BlobError> {
-    let mut pause = Duration::from_millis(20);
+    let mut pauses = MISSING_BACKOFF.delays();
     loop {
         let err = match stream.direct_get_last_for_subject(subject.as_str()).await {
             Ok(message) => return Ok(message.payload),
             Err(err) => err,
         };
         match err.kind() {
-            DirectGetErrorKind::NotFound if Instant::now() + pause <= until => {
+            DirectGetErrorKind::NotFound => {
+                // A doubling backoff never runs out of delays.
+                let pause = pauses.next().unwrap_or_default();
+                if Instant::now() + pause > until {
+                    return Err(BlobError::Missing { subject });
+                }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
             }
-            DirectGetErrorKind::NotFound => return Err(BlobError::Missing { subject }),
             DirectGetErrorKind::ErrorResponse(status, _) if status == StatusCode::NO_RESPONDERS => {
                 return Err(BlobError::NoStream {
                     stream: name.to_owned(),

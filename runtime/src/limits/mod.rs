@@ -12,6 +12,7 @@
 //! the whole fleet's limits from NATS alone.
 
 pub(crate) mod fleet;
+mod gate;
 mod limiter;
 mod pause;
 mod scope;
@@ -36,6 +37,18 @@ pub enum LimitError {
         key: String,
         message: String,
     },
+}
+
+/// Locks a mutex whose data stays usable after a panic elsewhere (every critical section
+/// here leaves it consistent).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LimitError {

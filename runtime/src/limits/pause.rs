@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, Written, now_ms};
-use super::limiter::lock;
+use super::lock;
 use super::{LimitError, Scope};
 
 /// The longest pause a hint may ask for: a header promising a reset further away is

@@ -1,27 +1,23 @@
 //! Tenant budgets on a job's path: reserve before the provider call, count the cost
-//! after, and report spend against budget (`llmq_runtime::budget` keeps the state).
+//! after (`llmq_runtime::budget` keeps the state; `crate::budget_metrics` reports it).
 //!
 //! Only a hard budget needs a reservation: it is what lets the fleet refuse a job before
 //! the money is spent, with every job already in flight counted. A soft budget only
 //! needs the spend, which every priced usage event of a registry tenant adds to, budget
 //! or not (so a budget set mid-month sees the month's spend so far).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use llmq_runtime::budget::{Exceeded, Refusal, Reservation, Spend, nano_usd, usd};
+use llmq_runtime::budget::{Exceeded, Refusal, Reservation, Spend, nano_usd};
 use llmq_runtime::tenants::TenantPolicy;
 use llmq_schemas::{BudgetPeriod, ErrorType, JobError, TenantBudget, Timestamp, Usage};
-use tokio_util::sync::CancellationToken;
 
+use super::admit::reservation;
+use super::attempts::CallUsage;
+use super::processing::Processing;
+use crate::budget_metrics::report_tenant;
 use crate::context::WorkerContext;
-use crate::job::{CallUsage, JobRun, reservation};
 use crate::metrics;
 use crate::providers::estimate::estimate;
 use crate::routing::ModelRoute;
-
-/// How often each worker reads every budgeted tenant's spend for its metrics.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a job does not reach its provider.
 #[derive(Debug)]
@@ -36,26 +32,30 @@ pub enum Stop {
 /// the job if the budget is spent counting what jobs in flight reserved.
 pub async fn reserve(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     model: &ModelRoute,
 ) -> Result<Option<Reservation>, Stop> {
-    let Some(policy) = &run.tenant_policy else {
+    let Some(policy) = &processing.tenant_policy else {
         return Ok(None);
     };
     let budget = policy.entry.budget;
     if !budget.has_hard() {
         return Ok(None);
     }
-    let estimate = nano_usd(estimate_usd(ctx, run, model));
-    match ctx.budgets.reserve(&run.tenant, &budget, estimate).await {
+    let estimate = nano_usd(estimate_usd(ctx, processing, model));
+    match ctx
+        .budgets
+        .reserve(&processing.tenant, &budget, estimate)
+        .await
+    {
         Ok(reservation) => Ok(Some(reservation)),
         Err(Refusal::Exceeded(exceeded)) => {
-            metrics::budget_refused(run.tenant.as_str(), exceeded.period.as_str());
-            tracing::info!(tenant = %run.tenant, period = %exceeded.period, reason = %exceeded, "job refused by its budget");
+            metrics::budget_refused(processing.tenant.as_str(), exceeded.period.as_str());
+            tracing::info!(tenant = %processing.tenant, period = %exceeded.period, reason = %exceeded, "job refused by its budget");
             Err(Stop::Refused(refusal(&exceeded)))
         }
         Err(Refusal::Unavailable(err)) => {
-            tracing::warn!(tenant = %run.tenant, error = %err, "budget state unreadable; handing the job back");
+            tracing::warn!(tenant = %processing.tenant, error = %err, "budget state unreadable; handing the job back");
             Err(Stop::Unavailable)
         }
     }
@@ -73,8 +73,8 @@ fn refusal(exceeded: &Exceeded) -> JobError {
 /// cap (the same reservation the token limits make), priced at the dearest deployment the
 /// job may be routed to. A deployment without a price counts as free (its usage events
 /// say `unknown_price`, and its cost cannot be counted either).
-pub fn estimate_usd(ctx: &WorkerContext, run: &JobRun, model: &ModelRoute) -> f64 {
-    let request = &run.job.request;
+pub fn estimate_usd(ctx: &WorkerContext, processing: &Processing, model: &ModelRoute) -> f64 {
+    let request = &processing.job.request;
     let prompt = estimate(request, 0).prompt_tokens;
     let completion = reservation(request, model.default_max_tokens).saturating_sub(prompt);
     let usage = Usage::new(prompt, completion);
@@ -101,13 +101,13 @@ pub fn estimate_usd(ctx: &WorkerContext, run: &JobRun, model: &ModelRoute) -> f6
 /// now reached (the usage event's `over_budget`).
 pub async fn settle(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     calls: &[CallUsage],
     reservation: Option<Reservation>,
 ) -> Vec<BudgetPeriod> {
     let cost: f64 = calls.iter().filter_map(|c| c.cost.total_usd()).sum();
-    let over = match &run.tenant_policy {
-        Some(policy) if nano_usd(cost) > 0 => record(ctx, run, policy, cost).await,
+    let over = match &processing.tenant_policy {
+        Some(policy) if nano_usd(cost) > 0 => record(ctx, processing, policy, cost).await,
         _ => Vec::new(),
     };
     if let Some(reservation) = reservation {
@@ -118,28 +118,28 @@ pub async fn settle(
 
 async fn record(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     policy: &TenantPolicy,
     cost: f64,
 ) -> Vec<BudgetPeriod> {
     let at = Timestamp::now();
     match ctx
         .budgets
-        .record(&run.tenant, run.processing, cost, at)
+        .record(&processing.tenant, processing.id, cost, at)
         .await
     {
         Ok(spend) => {
             let budget = &policy.entry.budget;
-            report_tenant(run.tenant.as_str(), budget, spend);
+            report_tenant(processing.tenant.as_str(), budget, spend);
             let over = over_budget(budget, spend);
             for period in &over {
-                metrics::budget_over_event(run.tenant.as_str(), period.as_str());
+                metrics::budget_over_event(processing.tenant.as_str(), period.as_str());
             }
             over
         }
         Err(err) => {
             // The usage event (stored next) still carries the cost.
-            tracing::error!(tenant = %run.tenant, usage_event = %run.processing, cost_usd = cost, error = %err, "cost not added to the tenant's spend");
+            tracing::error!(tenant = %processing.tenant, usage_event = %processing.id, cost_usd = cost, error = %err, "cost not added to the tenant's spend");
             Vec::new()
         }
     }
@@ -155,41 +155,6 @@ fn over_budget(budget: &TenantBudget, spend: Spend) -> Vec<BudgetPeriod> {
                 .is_some_and(|b| spend.get(*p) >= nano_usd(b.usd))
         })
         .collect()
-}
-
-fn report_tenant(tenant: &str, budget: &TenantBudget, spend: Spend) {
-    for period in BudgetPeriod::ALL {
-        let limit = budget.get(period).map(|b| b.usd);
-        metrics::budget_state(tenant, period.as_str(), usd(spend.get(period)), limit);
-    }
-}
-
-/// Keeps the budget metrics current for every registry tenant with a budget (a day
-/// rolls over, another worker spends), until `stop`.
-pub async fn report(ctx: Arc<WorkerContext>, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(REPORT_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        for policy in ctx.registry.known() {
-            let budget = &policy.entry.budget;
-            let Ok(tenant) = llmq_schemas::Tenant::parse(&policy.entry.id) else {
-                continue;
-            };
-            if budget.is_empty() {
-                continue;
-            }
-            match ctx.budgets.spend(&tenant, Timestamp::now()).await {
-                Ok(spend) => report_tenant(tenant.as_str(), budget, spend),
-                Err(err) => {
-                    tracing::debug!(%tenant, error = %err, "budget spend not read for metrics")
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
+use llmq_runtime::backoff::{Backoff, Delays};
 use llmq_schemas::{ModelName, Tier};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -112,7 +113,7 @@ pub struct JobTasks {
 
 /// Runs one consumer loop for `model` until `stops.fetching`, or until the live config
 /// no longer has the model.
-pub async fn consume(
+pub async fn consumer_loop(
     live: Arc<Live>,
     model: ModelName,
     tier: Tier,
@@ -120,7 +121,7 @@ pub async fn consume(
     jobs: JobTasks,
     stops: Stops,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = PULL_BACKOFF.delays();
     let ctx = live.current();
     let Some(puller) = start_puller(&ctx, &model, tier, consumer, &stops, &mut backoff).await
     else {
@@ -136,32 +137,11 @@ pub async fn consume(
         puller,
         backoff,
     };
-    consumer.run().await;
+    consumer.pull_until_stopped().await;
 }
 
 /// Growing waits between failed pulls: 100 ms doubling to 5 s, reset on success.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(100))
-    }
-
-    /// Waits out the current delay and doubles it; false if `stop` fired meanwhile.
-    async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = stop.cancelled() => false,
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::new();
-    }
-}
+const PULL_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 async fn start_puller(
     ctx: &WorkerContext,
@@ -169,7 +149,7 @@ async fn start_puller(
     tier: Tier,
     consumer: PullConsumer,
     stops: &Stops,
-    backoff: &mut Backoff,
+    backoff: &mut Delays,
 ) -> Option<Puller> {
     loop {
         match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
@@ -192,11 +172,11 @@ struct Consumer {
     jobs: JobTasks,
     stops: Stops,
     puller: Puller,
-    backoff: Backoff,
+    backoff: Delays,
 }
 
 impl Consumer {
-    async fn run(&mut self) {
+    async fn pull_until_stopped(&mut self) {
         // Jobs the server said were still queued after the last one it delivered.
         let mut queued: u64 = 0;
         while self.wait_for_room().await {
@@ -331,7 +311,7 @@ impl Consumer {
 
     /// Runs the job on `ctx`, the context as it is now, to its end.
     fn spawn(&self, ctx: Arc<WorkerContext>, message: Message, route: Arc<ModelRoute>, slot: Slot) {
-        let job = run_job(ctx, message, route, slot, self.stops.hard.clone());
+        let job = job_task(ctx, message, route, slot, self.stops.hard.clone());
         self.jobs.all.spawn(self.jobs.model.track_future(job));
     }
 }
@@ -365,7 +345,9 @@ async fn provider_room(model: &ModelRoute) {
     let (_permit, _, _) = futures::future::select_all(waits).await;
 }
 
-async fn run_job(
+/// One job's task: processes it, keeping it alive with in-progress acks, applies the
+/// disposition, and gives its slot back.
+async fn job_task(
     ctx: Arc<WorkerContext>,
     message: Message,
     model: Arc<ModelRoute>,
@@ -392,5 +374,31 @@ async fn keep_alive(message: &Message, every: Duration) {
         if let Err(err) = message.ack_with(AckKind::Progress).await {
             tracing::debug!(error = %err, "in-progress ack not sent");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_pulls_wait_100_ms_doubling_to_5_s_and_start_over_after_a_success() {
+        let stop = CancellationToken::new();
+        let mut backoff = PULL_BACKOFF.delays();
+        let start = tokio::time::Instant::now();
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            let before = tokio::time::Instant::now();
+            assert!(backoff.wait(&stop).await);
+            waited.push(before.elapsed().as_millis());
+        }
+        assert_eq!(waited, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        let before = tokio::time::Instant::now();
+        assert!(backoff.wait(&stop).await);
+        assert_eq!(before.elapsed(), Duration::from_millis(100));
+        stop.cancel();
+        assert!(!backoff.wait(&stop).await, "a stop ends the wait");
+        assert_eq!(start.elapsed(), Duration::from_millis(16_400));
     }
 }

@@ -1,4 +1,5 @@
-//! Turning a processing into the job's outcome, stored exactly once.
+//! The one place a processing's end is stored: its outcome built and stored exactly
+//! once, or, for a hand-back, what its calls cost billed ([`conclude`]).
 //!
 //! The results stream keeps one message per job subject and refuses a second one, so the
 //! server, not the workers, decides which outcome is final when two processings race (a
@@ -6,82 +7,61 @@
 //! replies with the stored winner, so a producer never sees two different outcomes.
 //! Every processing that called a provider publishes its usage event, winner or loser:
 //! the calls were made, and paid for. So does one that paid for tokens and hands the job
-//! back without an outcome ([`bill_handed_back`]).
+//! back without an outcome.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use llmq_schemas::{
-    Attempt, AttemptUsage, BudgetPeriod, ChatCompletion, Cost, JobError, Outcome, OutcomeStatus,
-    PROTOCOL_VERSION, Partial, Tenant, Timestamp, Timings, Usage, UsageEvent, UsageSource,
-    UsageStatus,
+    AttemptUsage, BudgetPeriod, Cost, Outcome, OutcomeStatus, PROTOCOL_VERSION, Tenant, Timestamp,
+    Timings, Usage, UsageEvent, UsageSource, UsageStatus,
 };
 
+use super::attempts::CallUsage;
 use super::disposition::Disposition;
-use super::execute::{CallUsage, millis};
+use super::ended::{Ended, Finished, HandedBack};
 use super::large_outcome;
+use super::millis;
+use super::processing::Processing;
 use super::reply::ReplySink;
 use super::request_blob;
-use super::run::JobRun;
 use crate::context::WorkerContext;
 use crate::metrics;
 use crate::nats::{PublishFailure, Store};
 
-/// Everything a processing produced.
-#[derive(Debug)]
-pub struct Finished {
-    pub status: OutcomeStatus,
-    pub response: Option<ChatCompletion>,
-    pub error: Option<JobError>,
-    pub partial: Option<Partial>,
-    pub attempts: Vec<Attempt>,
-    pub usage: Vec<CallUsage>,
-    pub ttft: Option<Duration>,
-    /// The periods whose budget the tenant's spend reached with these calls' cost.
-    pub over_budget: Vec<BudgetPeriod>,
-}
-
-impl Finished {
-    /// An outcome reached without calling a provider.
-    pub fn without_attempts(status: OutcomeStatus, error: JobError) -> Self {
-        Self {
-            status,
-            response: None,
-            error: Some(error),
-            partial: None,
-            attempts: Vec::new(),
-            usage: Vec::new(),
-            ttft: None,
-            over_budget: Vec::new(),
-        }
-    }
-}
-
-/// Stores the outcome, replies, records usage. `Done` once the outcome is stored.
+/// Stores how the processing ended: a finished job's outcome (replied, usage recorded;
+/// `Done` once it is stored), or a hand-back (billed if its calls used tokens;
+/// `Requeue`).
 ///
 /// Boxed: its state (two durable publishes in flight, the outcome and the usage event) is
 /// larger than a job's state while it waits on its provider, and would otherwise be part
 /// of every job in flight.
-pub fn finalize<'a>(
+pub fn conclude<'a>(
     ctx: &'a WorkerContext,
-    run: &'a JobRun,
-    finished: Finished,
+    processing: &'a Processing,
+    ended: Ended,
     reply: &'a mut ReplySink,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Disposition> + Send + 'a>> {
-    Box::pin(finalize_now(ctx, run, finished, reply))
+    Box::pin(async move {
+        match ended {
+            Ended::Finished(finished) => store(ctx, processing, *finished, reply).await,
+            Ended::HandedBack(back) => hand_back(ctx, processing, back).await,
+        }
+    })
 }
 
-async fn finalize_now(
+/// Stores the outcome, replies, records usage. `Done` once the outcome is stored.
+async fn store(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     finished: Finished,
     reply: &mut ReplySink,
 ) -> Disposition {
-    let mut outcome = build_outcome(ctx, run, &finished);
+    let mut outcome = build_outcome(ctx, processing, &finished);
     outcome.last_seq = reply.last_seq();
     outcome.first_seq = reply.first_seq();
-    let mut usage = outcome_usage_event(ctx, run, &outcome, &finished.usage);
+    let mut usage = outcome_usage_event(ctx, processing, &outcome, &finished.usage);
     usage.over_budget = finished.over_budget;
     // Encoded once: stored as is, and sent as the final event.
     let json = match serde_json::to_vec(&outcome) {
@@ -91,7 +71,7 @@ async fn finalize_now(
             return not_stored();
         }
     };
-    let (outcome, json) = match large_outcome::fit(ctx, run, outcome, json).await {
+    let (outcome, json) = match large_outcome::fit(ctx, processing, outcome, json).await {
         Ok(fitted) => fitted,
         Err(err) => {
             tracing::warn!(error = %err, "outcome not stored; handing the job back");
@@ -102,17 +82,17 @@ async fn finalize_now(
     // that dies after the outcome left has sent its usage too, and a redelivery answered
     // from the stored outcome has nothing left to bill. Both acks are awaited together.
     let (_, stored) = tokio::join!(
-        publish_usage(ctx, run, &usage),
-        store_outcome(ctx, &run.tenant, &outcome, &json)
+        publish_usage(ctx, processing, &usage),
+        store_outcome(ctx, &processing.tenant, &outcome, &json)
     );
     let status = match stored {
-        Ok(stored) => answer(ctx, run, &outcome, &json, stored, reply).await,
+        Ok(stored) => answer(ctx, processing, &outcome, &json, stored, reply).await,
         Err(err) => {
             tracing::warn!(error = %err, "outcome not stored; handing the job back");
             return not_stored();
         }
     };
-    request_blob::delete(ctx, run).await;
+    request_blob::delete(ctx, processing).await;
     tracing::info!(
         %status,
         attempts = outcome.attempts.len(),
@@ -132,7 +112,7 @@ fn not_stored() -> Disposition {
 /// The usage event of a processing that reached an outcome.
 fn outcome_usage_event(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     outcome: &Outcome,
     calls: &[CallUsage],
 ) -> UsageEvent {
@@ -141,7 +121,7 @@ fn outcome_usage_event(
         .last()
         .map(|a| (a.provider.clone(), a.upstream_model.clone()));
     let timings = outcome.timings.clone();
-    build_usage_event(ctx, run, outcome.status.into(), last, timings, calls)
+    build_usage_event(ctx, processing, outcome.status.into(), last, timings, calls)
 }
 
 /// Tells the producer the stored outcome (ours, or the one another processing stored
@@ -149,7 +129,7 @@ fn outcome_usage_event(
 /// the outcome includes it.
 async fn answer(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     ours: &Outcome,
     ours_json: &[u8],
     stored: Stored,
@@ -160,34 +140,34 @@ async fn answer(
         Stored::Theirs(theirs) => theirs.status,
     };
     metrics::job_finished(
-        ctx.model_label(&run.job.model),
-        run.tier,
+        ctx.model_label(&processing.job.model),
+        processing.tier,
         status,
-        run.picked_at.elapsed().as_secs_f64(),
+        processing.picked_at.elapsed().as_secs_f64(),
     );
     match stored {
         Stored::Ours => reply.finished_json(ours_json).await,
         Stored::Theirs(theirs) => {
             tracing::info!(ours = %ours.status, stored = %theirs.status, "another processing stored the outcome first");
             reply.finished(&theirs).await;
-            large_outcome::discard(ctx, run, ours).await;
+            large_outcome::discard(ctx, processing, ours).await;
         }
     }
     status
 }
 
-fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outcome {
+fn build_outcome(ctx: &WorkerContext, processing: &Processing, finished: &Finished) -> Outcome {
     let (usage, cost, _) = totals(&finished.usage);
     let called = !finished.usage.is_empty();
     Outcome {
         v: PROTOCOL_VERSION,
-        job_id: run.job.id,
+        job_id: processing.job.id,
         status: finished.status,
-        model: run.job.model.clone(),
-        tenant: run.tenant.to_string(),
-        tier: run.tier,
-        custom_id: run.job.custom_id.clone(),
-        metadata: run.job.metadata.clone(),
+        model: processing.job.model.clone(),
+        tenant: processing.tenant.to_string(),
+        tier: processing.tier,
+        custom_id: processing.job.custom_id.clone(),
+        metadata: processing.job.metadata.clone(),
         response: finished.response.clone(),
         error: finished.error.clone(),
         partial: finished.partial.clone(),
@@ -195,14 +175,14 @@ fn build_outcome(ctx: &WorkerContext, run: &JobRun, finished: &Finished) -> Outc
         attempts: finished.attempts.clone(),
         usage: called.then_some(usage),
         cost: called.then_some(cost),
-        timings: timings(run, finished.ttft),
+        timings: timings(processing, finished.ttft),
         worker_id: ctx.worker_id.clone(),
-        delivery: run.delivery,
+        delivery: processing.delivery,
         last_seq: None,
         first_seq: None,
-        processing: Some(run.processing),
-        labels: run.labels.clone(),
-        clamped: run.clamped,
+        processing: Some(processing.id),
+        labels: processing.labels.clone(),
+        clamped: processing.clamped,
     }
 }
 
@@ -224,51 +204,59 @@ fn totals(calls: &[CallUsage]) -> (Usage, Cost, UsageSource) {
     (usage, cost, source)
 }
 
-fn timings(run: &JobRun, ttft: Option<Duration>) -> Timings {
+fn timings(processing: &Processing, ttft: Option<Duration>) -> Timings {
     Timings {
-        queued_ms: run.queued.map(millis),
+        queued_ms: processing.queued.map(millis),
         ttft_ms: ttft.map(millis),
-        total_ms: millis(run.picked_at.elapsed()),
-        started_at: run.started_at,
+        total_ms: millis(processing.picked_at.elapsed()),
+        started_at: processing.started_at,
         finished_at: Timestamp::now(),
     }
 }
 
-/// Bills a processing that gives the job back to the queue without an outcome after
-/// paying for tokens (every deployment cooling down after, say, a cut stream): no outcome
-/// will carry these calls, so without this event they would be billed nowhere. Boxed,
-/// like [`finalize`], to keep it out of every job's state.
-pub fn bill_handed_back<'a>(
-    ctx: &'a WorkerContext,
-    run: &'a JobRun,
-    calls: &'a [CallUsage],
+/// Gives the job back to the queue. A processing that paid for tokens first (every
+/// deployment cooling down after, say, a cut stream) is billed with its own usage event
+/// (`handed_back`): no outcome will carry these calls, so without it they would be billed
+/// nowhere.
+async fn hand_back(ctx: &WorkerContext, processing: &Processing, back: HandedBack) -> Disposition {
+    if back.usage.iter().any(|c| c.usage.total_tokens > 0) {
+        bill_handed_back(ctx, processing, &back.usage, back.over_budget).await;
+    }
+    Disposition::Requeue {
+        delay: back.delay,
+        reason: back.reason,
+    }
+}
+
+async fn bill_handed_back(
+    ctx: &WorkerContext,
+    processing: &Processing,
+    calls: &[CallUsage],
     over_budget: Vec<BudgetPeriod>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(async move {
-        let last = calls
-            .last()
-            .map(|c| (c.provider.clone(), c.upstream_model.clone()));
-        let mut event = build_usage_event(
-            ctx,
-            run,
-            UsageStatus::HandedBack,
-            last,
-            timings(run, None),
-            calls,
-        );
-        event.over_budget = over_budget;
-        tracing::info!(
-            prompt_tokens = event.usage.prompt_tokens,
-            completion_tokens = event.usage.completion_tokens,
-            "billing a processing that hands the job back"
-        );
-        publish_usage(ctx, run, &event).await;
-    })
+) {
+    let last = calls
+        .last()
+        .map(|c| (c.provider.clone(), c.upstream_model.clone()));
+    let mut event = build_usage_event(
+        ctx,
+        processing,
+        UsageStatus::HandedBack,
+        last,
+        timings(processing, None),
+        calls,
+    );
+    event.over_budget = over_budget;
+    tracing::info!(
+        prompt_tokens = event.usage.prompt_tokens,
+        completion_tokens = event.usage.completion_tokens,
+        "billing a processing that hands the job back"
+    );
+    publish_usage(ctx, processing, &event).await;
 }
 
 fn build_usage_event(
     ctx: &WorkerContext,
-    run: &JobRun,
+    processing: &Processing,
     status: UsageStatus,
     last: Option<(String, String)>,
     timings: Timings,
@@ -278,11 +266,11 @@ fn build_usage_event(
     let (provider, upstream_model) = last.unzip();
     UsageEvent {
         v: PROTOCOL_VERSION,
-        id: run.processing,
-        job_id: run.job.id,
-        tenant: run.tenant.to_string(),
-        model: run.job.model.clone(),
-        tier: run.tier,
+        id: processing.id,
+        job_id: processing.job.id,
+        tenant: processing.tenant.to_string(),
+        model: processing.job.model.clone(),
+        tier: processing.tier,
         provider,
         upstream_model,
         status,
@@ -302,10 +290,10 @@ fn build_usage_event(
             .collect(),
         timings,
         worker_id: ctx.worker_id.clone(),
-        delivery: run.delivery,
-        custom_id: run.job.custom_id.clone(),
+        delivery: processing.delivery,
+        custom_id: processing.job.custom_id.clone(),
         at: Timestamp::now(),
-        labels: run.labels.clone(),
+        labels: processing.labels.clone(),
         over_budget: Vec::new(),
     }
 }
@@ -381,14 +369,14 @@ pub async fn load_outcome(
     }
 }
 
-async fn publish_usage(ctx: &WorkerContext, run: &JobRun, event: &UsageEvent) {
+async fn publish_usage(ctx: &WorkerContext, processing: &Processing, event: &UsageEvent) {
     let Ok(payload) = serde_json::to_vec(event) else {
         return;
     };
-    let Ok(model) = llmq_schemas::ModelName::parse(&run.job.model) else {
+    let Ok(model) = llmq_schemas::ModelName::parse(&processing.job.model) else {
         return;
     };
-    let subject = ctx.subjects.usage(&run.tenant, &model);
+    let subject = ctx.subjects.usage(&processing.tenant, &model);
     let payload = Bytes::from(payload);
     let result = ctx
         .store(Store {

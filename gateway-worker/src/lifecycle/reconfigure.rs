@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::consumers::{self, ModelConsumers};
 use super::{RunningWorker, WatchedKeys};
 use crate::config::{self, Config, ConfigError};
+use crate::config_change::{Changes, ReloadError, needs_restart};
 use crate::context::{Live, WorkerContext};
-use crate::reload::{Changes, ReloadError, needs_restart};
 use crate::{catalog, metrics, sweeper};
 
 impl RunningWorker {

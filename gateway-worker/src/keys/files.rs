@@ -19,8 +19,6 @@ use tokio_util::task::TaskTracker;
 
 use super::ProviderKey;
 use crate::config::{ApiKey, Config, KeySource};
-use crate::context::WorkerContext;
-use crate::routing::Router;
 
 /// Every provider key that comes from an `api_key_file`, and where.
 #[derive(Debug)]
@@ -44,7 +42,7 @@ struct KeyFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
     Timer,
-    /// SIGHUP or [`crate::RunningWorker::reload_keys`]: every problem is reported.
+    /// SIGHUP or `RunningWorker::reload_keys`: every problem is reported.
     Asked,
 }
 
@@ -70,8 +68,9 @@ pub enum KeyFileError {
 }
 
 impl KeyFiles {
-    /// The key files of `config`'s providers, each with the key `router` sends.
-    pub fn new(config: &Config, router: &Router) -> KeyFiles {
+    /// The key files of `config`'s providers, each with the key its calls send
+    /// (`key_of(provider name)`, the routes' [`ProviderKey`]).
+    pub fn new(config: &Config, key_of: impl Fn(&str) -> Option<ProviderKey>) -> KeyFiles {
         let files = config
             .providers
             .iter()
@@ -82,7 +81,7 @@ impl KeyFiles {
                 Some(KeyFile {
                     provider: name.clone(),
                     path,
-                    key: router.provider(name)?.key.clone(),
+                    key: key_of(name)?,
                     failing: AtomicBool::new(false),
                 })
             })
@@ -93,16 +92,18 @@ impl KeyFiles {
         }
     }
 
-    /// The key files of `ctx`'s providers, re-read every `worker.key_reload_interval` by
-    /// a task in `services` until `stop` (no task when no provider has a key file).
+    /// The key files of `config`'s providers (see [`KeyFiles::new`]), re-read every
+    /// `worker.key_reload_interval` by a task in `services` until `stop` (no task when no
+    /// provider has a key file).
     pub fn watched(
-        ctx: &WorkerContext,
+        config: &Config,
+        key_of: impl Fn(&str) -> Option<ProviderKey>,
         services: &TaskTracker,
         stop: CancellationToken,
     ) -> Arc<KeyFiles> {
-        let files = Arc::new(KeyFiles::new(&ctx.config, &ctx.router));
+        let files = Arc::new(KeyFiles::new(config, key_of));
         if !files.files.is_empty() {
-            let every = ctx.config.worker.key_reload_interval;
+            let every = config.worker.key_reload_interval;
             services.spawn(Arc::clone(&files).watch(every, stop));
         }
         files
@@ -199,6 +200,12 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::routing::Router;
+
+    /// Each provider's key as `router`'s calls take it.
+    fn key_of(router: &Router) -> impl Fn(&str) -> Option<ProviderKey> + '_ {
+        |name| router.provider(name).map(|p| p.key.clone())
+    }
 
     fn config(dir: &Path) -> Config {
         let text = r#"
@@ -232,7 +239,7 @@ deployments = [{ provider = "filed", model = "x" }, { provider = "open", model =
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let router = Router::build(&config).unwrap();
-        let files = KeyFiles::new(&config, &router);
+        let files = KeyFiles::new(&config, key_of(&router));
         assert_eq!(files.files.len(), 1, "only providers with a key file");
 
         assert_eq!(files.reload_now().await, KeyReload::default());
@@ -251,7 +258,7 @@ deployments = [{ provider = "filed", model = "x" }, { provider = "open", model =
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let router = Router::build(&config).unwrap();
-        let files = KeyFiles::new(&config, &router);
+        let files = KeyFiles::new(&config, key_of(&router));
         let path = dir.path().join("filed.key");
         for (text, expected) in [(" \n", "it is empty"), ("new\nkey", "not a valid key")] {
             replace(&path, text);
@@ -288,7 +295,7 @@ deployments = [{ provider = "filed", model = "x" }, { provider = "open", model =
         config.providers.get_mut("filed").unwrap().api_key_file =
             Some(mount.join("filed.key.link"));
         let router = Router::build(&config).unwrap();
-        let files = KeyFiles::new(&config, &router);
+        let files = KeyFiles::new(&config, key_of(&router));
 
         std::fs::create_dir(mount.join("..v2")).unwrap();
         std::fs::write(mount.join("..v2/key"), "new-key-2").unwrap();
@@ -303,7 +310,7 @@ deployments = [{ provider = "filed", model = "x" }, { provider = "open", model =
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let router = Router::build(&config).unwrap();
-        let files = Arc::new(KeyFiles::new(&config, &router));
+        let files = Arc::new(KeyFiles::new(&config, key_of(&router)));
         let stop = CancellationToken::new();
         let watch = tokio::spawn(Arc::clone(&files).watch(Duration::from_secs(5), stop.clone()));
         replace(&dir.path().join("filed.key"), "new-key-2");

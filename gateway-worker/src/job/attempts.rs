@@ -17,28 +17,26 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmq_schemas::{
-    Attempt, AttemptRoute, ChatRequest, Cost, ErrorType, JobError, Partial, Usage, UsageSource,
-};
+use llmq_schemas::{Attempt, AttemptRoute, Cost, ErrorType, JobError, Partial, Usage, UsageSource};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::admit::{self, NotAdmitted};
+use super::millis;
+use super::processing::JobSpec;
 use super::reply::ReplySink;
 use crate::context::WorkerContext;
 use crate::metrics;
 use crate::providers::AttemptReport;
 use crate::providers::call::Upstream;
-use crate::providers::estimate::estimate;
-use crate::providers::retry_hint::UpstreamExhausted;
-use crate::providers::{CallSpec, Completion, ProviderError, execute as call_provider};
+use crate::providers::{self, CallSpec, Completion, ProviderError};
 use crate::retry::RetryDecision;
 use crate::routing::{Candidate, ModelRoute, ProviderHandle};
-use llmq_runtime::limits::{Admission, Demand, LimitError, Scope};
 
 /// How the attempts ended.
 #[derive(Debug)]
-pub enum Execution {
+pub enum AttemptsEnd {
     Succeeded(Box<Completion>),
     Failed {
         error: JobError,
@@ -65,47 +63,26 @@ pub struct CallUsage {
     pub cost: Cost,
 }
 
+/// What the attempts did: how they ended, each attempt, each call's usage.
 #[derive(Debug)]
-pub struct ExecutionReport {
-    pub execution: Execution,
+pub struct AttemptsReport {
+    pub end: AttemptsEnd,
     pub attempts: Vec<Attempt>,
     pub usage: Vec<CallUsage>,
     /// From pick-up to the first token of the attempt that succeeded.
     pub ttft: Option<Duration>,
 }
 
-impl ExecutionReport {
-    /// A processing that ended before any provider call.
-    pub fn without_attempts(execution: Execution) -> Self {
-        Self {
-            execution,
-            attempts: Vec::new(),
-            usage: Vec::new(),
-            ttft: None,
-        }
-    }
-}
-
-/// What one processing needs to know about the job.
-#[derive(Debug, Clone, Copy)]
-pub struct JobSpec<'a> {
-    pub request: &'a ChatRequest,
-    pub stream: bool,
-    pub picked_at: Instant,
-    pub deadline: Instant,
-    /// How long an attempt may wait for a fleet limit, and an interactive job for a
-    /// cooling or paused deployment (`None`: a batch job, which waits as it always did).
-    pub limit_wait: Option<Duration>,
-}
-
-pub async fn execute(
+/// Tries the model's deployments, then its fallbacks, until one answers, the job ends,
+/// or every deployment left is cooling down.
+pub async fn try_deployments(
     ctx: &WorkerContext,
     job: JobSpec<'_>,
     model: &Arc<ModelRoute>,
     cancel: &CancellationToken,
     reply: &mut ReplySink,
-) -> ExecutionReport {
-    let mut run = Run {
+) -> AttemptsReport {
+    let mut attempts = AttemptLoop {
         ctx,
         job,
         cancel,
@@ -116,16 +93,17 @@ pub async fn execute(
         last_partial: None,
         waited: Duration::ZERO,
     };
-    let execution = run.go(model, reply).await;
-    ExecutionReport {
-        execution,
-        attempts: run.attempts,
-        usage: run.usage,
-        ttft: run.ttft,
+    let end = attempts.until_done(model, reply).await;
+    AttemptsReport {
+        end,
+        attempts: attempts.attempts,
+        usage: attempts.usage,
+        ttft: attempts.ttft,
     }
 }
 
-struct Run<'a> {
+/// The attempt loop's state: what it tried and learned so far.
+struct AttemptLoop<'a> {
     ctx: &'a WorkerContext,
     job: JobSpec<'a>,
     cancel: &'a CancellationToken,
@@ -150,11 +128,13 @@ enum Next {
     SameDeployment,
     OtherCandidate,
     Replan(Vec<Candidate>),
-    End(Execution),
+    End(AttemptsEnd),
 }
 
-impl Run<'_> {
-    async fn go(&mut self, model: &Arc<ModelRoute>, reply: &mut ReplySink) -> Execution {
+impl AttemptLoop<'_> {
+    /// Tries the plan's candidates in turn, retrying and falling back as the errors say,
+    /// until one answers or the job ends.
+    async fn until_done(&mut self, model: &Arc<ModelRoute>, reply: &mut ReplySink) -> AttemptsEnd {
         let router = &self.ctx.router;
         let mut plan: VecDeque<Candidate> = router.plan(model, &mut rand::rng()).into();
         let mut used_context_fallbacks = false;
@@ -174,8 +154,8 @@ impl Run<'_> {
                     if self.attempts.len() as u32 >= self.ctx.retry.max_attempts() {
                         return self.failed();
                     }
-                    if let Some(execution) = self.attempt(&candidate, route, reply).await {
-                        return execution;
+                    if let Some(end) = self.attempt(&candidate, route, reply).await {
+                        return end;
                     }
                     let fallbacks = Fallbacks {
                         model,
@@ -197,7 +177,7 @@ impl Run<'_> {
                             plan = candidates.into();
                             break;
                         }
-                        Next::End(execution) => return execution,
+                        Next::End(end) => return end,
                     }
                 }
             }
@@ -206,12 +186,12 @@ impl Run<'_> {
             let Some(wait) = shortest_cooldown else {
                 return self.failed();
             };
-            if let Some(execution) = self.cannot_wait(wait) {
-                return execution;
+            if let Some(end) = self.cannot_wait(wait) {
+                return end;
             }
             match self.sleep(wait).await {
                 Ok(()) => self.waited += wait,
-                Err(execution) => return execution,
+                Err(end) => return end,
             }
             plan = router.plan(model, &mut rand::rng()).into();
             used_context_fallbacks = false;
@@ -222,14 +202,14 @@ impl Run<'_> {
     /// `None` if the job may wait `wait` in the worker for a deployment to come back, else
     /// how it ends: a batch job goes back to the queue; an interactive job, which waits at
     /// most its `limit_wait` in all and never past its deadline, ends now.
-    fn cannot_wait(&mut self, wait: Duration) -> Option<Execution> {
+    fn cannot_wait(&mut self, wait: Duration) -> Option<AttemptsEnd> {
         let Some(limit_wait) = self.job.limit_wait else {
             let budget = self
                 .ctx
                 .retry
                 .max_in_worker_wait()
                 .saturating_sub(self.waited);
-            return (wait > budget).then_some(Execution::CoolingDown(wait));
+            return (wait > budget).then_some(AttemptsEnd::CoolingDown(wait));
         };
         let budget = limit_wait.saturating_sub(self.waited);
         if wait > budget || Instant::now() + wait > self.job.deadline {
@@ -241,8 +221,8 @@ impl Run<'_> {
     /// An interactive job no deployment can serve within its wait: `unavailable` when no
     /// provider was called, else the last provider error; either way with when a
     /// deployment may be usable again. The job ends here: no delivery is used up.
-    fn unusable(&mut self, wait: Duration) -> Execution {
-        let mut execution = if self.last_error.is_some() {
+    fn unusable(&mut self, wait: Duration) -> AttemptsEnd {
+        let mut end = if self.last_error.is_some() {
             self.failed()
         } else {
             let message = format!(
@@ -250,15 +230,15 @@ impl Run<'_> {
                  after failures), longer than the job may wait; retry after that",
                 wait.as_secs_f64()
             );
-            Execution::Failed {
+            AttemptsEnd::Failed {
                 error: JobError::new(ErrorType::Unavailable, message),
                 partial: None,
             }
         };
-        if let Execution::Failed { error, .. } = &mut execution {
+        if let AttemptsEnd::Failed { error, .. } = &mut end {
             error.retry_after_ms = Some(millis(wait).max(1));
         }
-        execution
+        end
     }
 
     /// One provider call. `Some` ends the job (success, cancel, deadline); `None` says the
@@ -268,15 +248,15 @@ impl Run<'_> {
         candidate: &Candidate,
         route: AttemptRoute,
         reply: &mut ReplySink,
-    ) -> Option<Execution> {
+    ) -> Option<AttemptsEnd> {
         let provider = &candidate.deployment.provider;
         let permit = match self.permit(provider).await {
             Ok(permit) => permit,
-            Err(execution) => return Some(execution),
+            Err(end) => return Some(end),
         };
-        let admission = match self.admit(candidate).await {
+        let admission = match admit::call(self.ctx, &self.job, candidate, self.cancel).await {
             Ok(admission) => admission,
-            Err(execution) => return Some(execution),
+            Err(not_admitted) => return Some(self.not_admitted(not_admitted)),
         };
         let n = self.attempts.len() as u32 + 1;
         if route != AttemptRoute::Primary && route != AttemptRoute::Retry {
@@ -288,28 +268,12 @@ impl Run<'_> {
             return Some(self.aborted(candidate, route, n));
         };
         if let Some(exhausted) = &report.exhausted {
-            self.pause(candidate, exhausted).await;
+            admit::pause(self.ctx, candidate, exhausted).await;
         }
         if let Some(admission) = admission {
             admission.reconcile(report.usage.map_or(0, |(usage, _)| usage.total_tokens));
         }
-        metrics::attempt(
-            &provider.name,
-            report.result.as_ref().err().map(|e| e.class),
-            report.latency.as_secs_f64(),
-            report.ttft.map(|t| t.as_secs_f64()),
-        );
-        self.bill(candidate, n, &report);
-        self.attempts.push(Attempt {
-            error: report.result.as_ref().err().map(|e| e.class),
-            error_message: report.result.as_ref().err().map(|e| e.message.clone()),
-            http_status: report.http_status,
-            latency_ms: millis(report.latency),
-            ttft_ms: report.ttft.map(millis),
-            usage: report.usage.map(|(usage, _)| usage),
-            warnings: report.warnings.clone(),
-            ..attempt_record(candidate, route, n)
-        });
+        self.record(candidate, route, n, &report);
         match report.result {
             Ok(completion) => {
                 Some(self.succeeded(candidate, completion, report.latency, report.ttft))
@@ -327,106 +291,42 @@ impl Run<'_> {
         }
     }
 
+    /// Counts attempt `n`, bills what it used, and adds it to the outcome's attempts.
+    fn record(
+        &mut self,
+        candidate: &Candidate,
+        route: AttemptRoute,
+        n: u32,
+        report: &AttemptReport,
+    ) {
+        let error = report.result.as_ref().err();
+        metrics::attempt(
+            &candidate.deployment.provider.name,
+            error.map(|e| e.class),
+            report.latency.as_secs_f64(),
+            report.ttft.map(|t| t.as_secs_f64()),
+        );
+        self.bill(candidate, n, report);
+        self.attempts.push(Attempt {
+            error: error.map(|e| e.class),
+            error_message: error.map(|e| e.message.clone()),
+            http_status: report.http_status,
+            latency_ms: millis(report.latency),
+            ttft_ms: report.ttft.map(millis),
+            usage: report.usage.map(|(usage, _)| usage),
+            warnings: report.warnings.clone(),
+            ..attempt_record(candidate, route, n)
+        });
+    }
+
     /// A request slot at the provider, unless the job is cancelled or expires first.
-    async fn permit(&self, provider: &ProviderHandle) -> Result<OwnedSemaphorePermit, Execution> {
+    async fn permit(&self, provider: &ProviderHandle) -> Result<OwnedSemaphorePermit, AttemptsEnd> {
         tokio::select! {
             permit = Arc::clone(&provider.permits).acquire_owned() => {
                 permit.map_err(|_| self.internal("provider semaphore closed"))
             }
-            () = self.cancel.cancelled() => Err(Execution::Cancelled),
+            () = self.cancel.cancelled() => Err(AttemptsEnd::Cancelled),
             () = tokio::time::sleep_until(self.job.deadline) => Err(self.expired()),
-        }
-    }
-
-    /// The provider's and the deployment's fleet-wide limits, for one call: waits for
-    /// capacity (or a pause from the provider's headers to end) up to the job's limit
-    /// wait (or its deadline), and not at all for a pause that ends later than that;
-    /// `None` when neither has a limit nor is paused.
-    async fn admit(&self, candidate: &Candidate) -> Result<Option<Admission>, Execution> {
-        let deployment = &candidate.deployment;
-        let limits = [
-            (
-                Scope::Provider(deployment.provider.name.clone()),
-                deployment.provider.limits,
-            ),
-            (deployment_scope(candidate), deployment.limits),
-        ];
-        let limiter = &self.ctx.limiter;
-        if limits.iter().all(|(_, spec)| spec.is_empty())
-            && !limiter.is_paused(limits.iter().map(|(scope, _)| scope))
-        {
-            return Ok(None);
-        }
-        let demand = Demand {
-            tokens: reservation(self.job.request, candidate.model.default_max_tokens),
-        };
-        let until = self.limit_until();
-        let started = Instant::now();
-        // An interactive job does not sit out a pause it would give up on anyway.
-        if self.job.limit_wait.is_some()
-            && let Some(paused) = limiter.paused(&limits)
-            && started + paused.retry_after > until
-        {
-            let err = LimitError::Exhausted(paused);
-            gave_up(&err, started);
-            return Err(rate_limited(&err));
-        }
-        tokio::select! {
-            admitted = limiter.admit(&limits, demand, Some(until)) => match admitted {
-                Ok(admission) => {
-                    if let Some(waited) = admission.waited() {
-                        metrics::limit_waited(&waited.scope, true, waited.time.as_secs_f64());
-                    }
-                    Ok(Some(admission))
-                }
-                Err(err) => {
-                    gave_up(&err, started);
-                    if Instant::now() >= self.job.deadline {
-                        Err(self.expired())
-                    } else {
-                        Err(rate_limited(&err))
-                    }
-                }
-            },
-            () = self.cancel.cancelled() => Err(Execution::Cancelled),
-        }
-    }
-
-    /// The provider said the deployment has nothing left until a reset: the fleet stops
-    /// calling it until then (calls already in flight elsewhere may still meet a 429).
-    async fn pause(&self, candidate: &Candidate, exhausted: &UpstreamExhausted) {
-        let deployment = &candidate.deployment;
-        let scope = deployment_scope(candidate);
-        let reason = format!("{} remaining 0", exhausted.limit);
-        match self
-            .ctx
-            .limiter
-            .pause(&scope, exhausted.resets_in, &reason)
-            .await
-        {
-            Ok(extended) => {
-                if extended {
-                    metrics::limit_paused(&deployment.provider.name, &deployment.upstream_model);
-                }
-                tracing::info!(
-                    deployment = %deployment.label(),
-                    limit = %exhausted.limit,
-                    resets_in = ?exhausted.resets_in,
-                    extended,
-                    "upstream limit used up; deployment paused fleet-wide"
-                );
-            }
-            Err(err) => {
-                tracing::warn!(deployment = %deployment.label(), error = %err, "upstream pause not shared with the fleet");
-            }
-        }
-    }
-
-    /// Until when an attempt waits for a limit: its wait, but never past the deadline.
-    fn limit_until(&self) -> Instant {
-        match self.job.limit_wait {
-            Some(wait) => (Instant::now() + wait).min(self.job.deadline),
-            None => self.job.deadline,
         }
     }
 
@@ -462,7 +362,7 @@ impl Run<'_> {
         };
         metrics::provider_in_flight(&provider.name, 1.0);
         let report = tokio::select! {
-            report = call_provider(upstream, spec, reply) => Some(report),
+            report = providers::call(upstream, spec, reply) => Some(report),
             () = self.cancel.cancelled() => None,
             () = tokio::time::sleep_until(self.job.deadline) => None,
         };
@@ -471,7 +371,7 @@ impl Run<'_> {
     }
 
     /// An attempt dropped mid-flight: recorded as cancelled or expired, and it ends the job.
-    fn aborted(&mut self, candidate: &Candidate, route: AttemptRoute, n: u32) -> Execution {
+    fn aborted(&mut self, candidate: &Candidate, route: AttemptRoute, n: u32) -> AttemptsEnd {
         let cancelled = self.cancel.is_cancelled();
         let (error, message) = if cancelled {
             (ErrorType::Cancelled, "aborted: cancelled")
@@ -484,7 +384,7 @@ impl Run<'_> {
             ..attempt_record(candidate, route, n)
         });
         if cancelled {
-            Execution::Cancelled
+            AttemptsEnd::Cancelled
         } else {
             self.expired()
         }
@@ -529,13 +429,13 @@ impl Run<'_> {
         completion: Completion,
         latency: Duration,
         ttft: Option<Duration>,
-    ) -> Execution {
+    ) -> AttemptsEnd {
         self.ctx
             .cooldowns
             .record_success(candidate.deployment.index);
         // Time to first token of the job, not of the attempt.
         self.ttft = ttft.map(|ttft| self.job.picked_at.elapsed().saturating_sub(latency) + ttft);
-        Execution::Succeeded(Box::new(completion))
+        AttemptsEnd::Succeeded(Box::new(completion))
     }
 
     /// Records why attempt `n` failed: a `restart` for a producer that saw its deltas,
@@ -650,31 +550,43 @@ impl Run<'_> {
             if elsewhere {
                 return Next::OtherCandidate;
             }
-            if let Some(execution) = self.cannot_wait(delay) {
-                return Next::End(execution);
+            if let Some(end) = self.cannot_wait(delay) {
+                return Next::End(end);
             }
             self.waited += delay;
         }
         match self.sleep(delay).await {
             Ok(()) => Next::SameDeployment,
-            Err(execution) => Next::End(execution),
+            Err(end) => Next::End(end),
         }
     }
 
     /// Waits unless the deadline or a cancel comes first.
-    async fn sleep(&self, delay: Duration) -> Result<(), Execution> {
+    async fn sleep(&self, delay: Duration) -> Result<(), AttemptsEnd> {
         if Instant::now() + delay > self.job.deadline {
             return Err(self.expired());
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => Ok(()),
-            () = self.cancel.cancelled() => Err(Execution::Cancelled),
+            () = self.cancel.cancelled() => Err(AttemptsEnd::Cancelled),
         }
     }
 
-    fn failed(&mut self) -> Execution {
+    /// A call the limits did not admit ends the job.
+    fn not_admitted(&self, not_admitted: NotAdmitted) -> AttemptsEnd {
+        match not_admitted {
+            NotAdmitted::Cancelled => AttemptsEnd::Cancelled,
+            NotAdmitted::Expired => self.expired(),
+            NotAdmitted::RateLimited(error) => AttemptsEnd::Failed {
+                error,
+                partial: None,
+            },
+        }
+    }
+
+    fn failed(&mut self) -> AttemptsEnd {
         match self.last_error.take() {
-            Some(err) => Execution::Failed {
+            Some(err) => AttemptsEnd::Failed {
                 error: job_error(&err, self.attempts.last()),
                 partial: self.last_partial.take(),
             },
@@ -682,67 +594,21 @@ impl Run<'_> {
         }
     }
 
-    fn expired(&self) -> Execution {
+    fn expired(&self) -> AttemptsEnd {
         let message = match &self.last_error {
             Some(err) => format!("the job's deadline passed while retrying; last error: {err}"),
             None => "the job's deadline passed before it could finish".to_owned(),
         };
-        Execution::Expired {
+        AttemptsEnd::Expired {
             error: JobError::new(ErrorType::DeadlineExceeded, message),
         }
     }
 
-    fn internal(&self, message: &str) -> Execution {
-        Execution::Failed {
+    fn internal(&self, message: &str) -> AttemptsEnd {
+        AttemptsEnd::Failed {
             error: JobError::new(ErrorType::Internal, message),
             partial: None,
         }
-    }
-}
-
-/// The scope of a candidate's deployment: its provider and upstream model.
-fn deployment_scope(candidate: &Candidate) -> Scope {
-    Scope::Deployment {
-        provider: candidate.deployment.provider.name.clone(),
-        model: candidate.deployment.upstream_model.clone(),
-    }
-}
-
-/// Counts an admission that waited and gave up (its wait or the deadline ran out).
-pub fn gave_up(err: &LimitError, started: Instant) {
-    if let LimitError::Exhausted(exhausted) = err {
-        metrics::limit_waited(&exhausted.scope, false, started.elapsed().as_secs_f64());
-    }
-}
-
-/// What a call reserves of token limits: the prompt's estimated tokens and the most the
-/// answer may take (the job's cap, else the model's default, else 1,024), reconciled
-/// with the real usage afterwards.
-pub fn reservation(request: &ChatRequest, default_max_tokens: Option<u32>) -> u64 {
-    const UNCAPPED: u32 = 1_024;
-    let prompt = estimate(request, 0).prompt_tokens;
-    let cap = request
-        .max_output_tokens()
-        .or(default_max_tokens)
-        .unwrap_or(UNCAPPED);
-    prompt + u64::from(cap)
-}
-
-/// A job that waited for a limit as long as it may: `failed`, `rate_limited`, with when
-/// to try again.
-pub fn rate_limited(err: &LimitError) -> Execution {
-    let (message, retry_after) = match err {
-        LimitError::Exhausted(exhausted) => (
-            format!("waited for a limit llmq holds: {exhausted}"),
-            Some(exhausted.retry_after),
-        ),
-        LimitError::Nats { .. } => (format!("the fleet's limits could not be read: {err}"), None),
-    };
-    let mut error = JobError::new(ErrorType::RateLimited, message);
-    error.retry_after_ms = retry_after.map(millis);
-    Execution::Failed {
-        error,
-        partial: None,
     }
 }
 
@@ -784,41 +650,5 @@ fn route_label(route: AttemptRoute) -> &'static str {
         AttemptRoute::ModelFallback => "model_fallback",
         AttemptRoute::ContextWindowFallback => "context_window_fallback",
         AttemptRoute::ContentPolicyFallback => "content_policy_fallback",
-    }
-}
-
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(json: serde_json::Value) -> ChatRequest {
-        serde_json::from_value(json).unwrap()
-    }
-
-    /// README's figures: the estimate is 4 bytes per token plus 3 per message, which the
-    /// mock counts exactly; on the recorded Anthropic stream it is under by 4 tokens, and
-    /// the reservation still covers everything the call used.
-    #[test]
-    fn a_reservation_is_the_prompt_estimate_plus_the_cap() {
-        let hello = request(serde_json::json!({
-            "messages": [{"role": "user", "content": "Say hello there!"}],
-            "max_tokens": 1024
-        }));
-        assert_eq!(estimate(&hello, 0).prompt_tokens, 7);
-        assert_eq!(reservation(&hello, None), 7 + 1024);
-        // tests/fixtures/anthropic/basic_response.txt reports 11 input and 6 output tokens.
-        let fixture = include_str!("../../tests/fixtures/anthropic/basic_response.txt");
-        assert!(fixture.contains("\"input_tokens\":11") && fixture.contains("\"output_tokens\":6"));
-        assert!(reservation(&hello, None) >= 11 + 6);
-
-        let uncapped = request(serde_json::json!({
-            "messages": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "hi"}]
-        }));
-        assert_eq!(reservation(&uncapped, Some(256)), (2 + 3) + (1 + 3) + 256);
-        assert_eq!(reservation(&uncapped, None), 9 + 1024);
     }
 }

@@ -1,4 +1,6 @@
-//! A decoded job being processed: what every step after decoding reads.
+//! One processing of a job: the decoded job and what every step after decoding reads
+//! about it (who sent it, when, which delivery, the tenant's policy), with the id its
+//! events, usage event and outcome carry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,14 +8,14 @@ use std::time::Duration;
 
 use llmq_runtime::limits::Scope;
 use llmq_runtime::tenants::TenantPolicy;
-use llmq_schemas::{Clamped, Job, LimitSpec, Tenant, Tier, Timestamp};
+use llmq_schemas::{ChatRequest, Clamped, Job, LimitSpec, Tenant, Tier, Timestamp};
 use tokio::time::Instant;
 
 use super::decode::Ready;
 use crate::config::{LimitsConfig, WorkerConfig};
 
 #[derive(Debug)]
-pub struct JobRun {
+pub struct Processing {
     pub job: Job,
     pub tenant: Tenant,
     pub tier: Tier,
@@ -25,7 +27,7 @@ pub struct JobRun {
     /// Which delivery of the message this is (1 = first).
     pub delivery: u32,
     /// This processing's id: its usage event's, its events', its outcome's.
-    pub processing: uuid::Uuid,
+    pub id: uuid::Uuid,
     /// The tenant's registry labels, for the outcome and the usage event.
     pub labels: BTreeMap<String, String>,
     /// Set when the tenant's ceiling lowered the job's completion-token cap.
@@ -34,11 +36,11 @@ pub struct JobRun {
     pub tenant_policy: Option<Arc<TenantPolicy>>,
 }
 
-impl JobRun {
-    /// A run of `ready`, picked up at `picked_at`.
+impl Processing {
+    /// A processing of `ready`, picked up at `picked_at`.
     pub fn new(ready: Ready, picked_at: Instant, started_at: Timestamp) -> Self {
         let submitted = ready.job.submitted_at.or(ready.published);
-        JobRun {
+        Processing {
             tenant: ready.tenant,
             tier: ready.tier,
             picked_at,
@@ -46,7 +48,7 @@ impl JobRun {
             submitted,
             queued: submitted.map(|at| at.elapsed()),
             delivery: ready.delivery,
-            processing: uuid::Uuid::now_v7(),
+            id: uuid::Uuid::now_v7(),
             labels: BTreeMap::new(),
             clamped: None,
             tenant_policy: None,
@@ -95,5 +97,38 @@ impl JobRun {
                 Tier::Batch => worker.batch_deadline,
             })
         })
+    }
+
+    /// What the attempts need of the job, its deadline at `deadline_at`.
+    pub fn spec(&self, deadline_at: Timestamp, limits: &LimitsConfig) -> JobSpec<'_> {
+        JobSpec {
+            request: &self.job.request,
+            stream: self.job.stream,
+            picked_at: self.picked_at,
+            deadline: Instant::now() + deadline_at.remaining(),
+            limit_wait: self.limit_wait(limits),
+        }
+    }
+}
+
+/// What the attempts (and each call's admission) need to know about the job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSpec<'a> {
+    pub request: &'a ChatRequest,
+    pub stream: bool,
+    pub picked_at: Instant,
+    pub deadline: Instant,
+    /// How long an attempt may wait for a fleet limit, and an interactive job for a
+    /// cooling or paused deployment (`None`: a batch job, which waits as it always did).
+    pub limit_wait: Option<Duration>,
+}
+
+impl JobSpec<'_> {
+    /// Until when an attempt waits for a limit: its wait, but never past the deadline.
+    pub fn limit_until(&self) -> Instant {
+        match self.limit_wait {
+            Some(wait) => (Instant::now() + wait).min(self.deadline),
+            None => self.deadline,
+        }
     }
 }
