@@ -170,7 +170,11 @@ deployments = [{{ provider = "mock2", model = "backup-up" }}]
         .set("jetstream", "ack_wait", "\"2s\"")
         .set("jetstream", "max_deliver", "20")
         .set("retry", "max_attempts", "10")
-        .set("worker", "shutdown_grace", "\"5s\"");
+        .set("worker", "shutdown_grace", "\"5s\"")
+        // Shorter than an interactive job's wait (10 s): a job finding every deployment
+        // cooling waits for one instead of failing fast (README, "Outcome guarantees"), so
+        // the faults end jobs only when they exhaust the attempts.
+        .set("cooldown", "duration", "\"5s\"");
     let mut worker_a = WorkerProcess::spawn(&setup.clone().with_id("chaos-a"), "chaos-a").await;
     let mut worker_b = WorkerProcess::spawn(&setup.clone().with_id("chaos-b"), "chaos-b").await;
     let client = stack.client().await;
