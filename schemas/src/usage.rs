@@ -169,8 +169,8 @@ pub struct UsageEvent {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
-    /// The job's outcome, or `handed_back` for a processing that paid for tokens and then
-    /// gave the job back to the queue.
+    /// The job's outcome (`handed_back` only in events of earlier workers: see
+    /// [`UsageStatus`]).
     pub status: UsageStatus,
     /// Sum over every attempt: failed attempts that streamed tokens were paid for too.
     pub usage: Usage,
@@ -199,11 +199,11 @@ pub struct UsageEvent {
 
 /// How the processing a usage event bills ended.
 ///
-/// Every processing that called a provider and got tokens is billed, including one that
-/// ends without an outcome: when every deployment is cooling down after a paid attempt
-/// (a stream cut, then a 429), the job goes back to the queue and a later processing
-/// ends it. That first processing's event is `handed_back`; the job's outcome is on the
-/// event of the processing that ended it.
+/// Every processing that called a provider and got tokens is billed. `handed_back` is
+/// kept for the events earlier workers wrote: they gave a batch job back to the queue
+/// when every deployment was cooling down after a paid attempt, and billed that attempt
+/// on its own. Workers now wait for the cooldown in the same processing, so the attempt
+/// is billed with the job's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageStatus {

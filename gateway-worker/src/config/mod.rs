@@ -289,10 +289,11 @@ pub struct RetryConfig {
     /// the next deployment instead of waiting.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
-    /// Most provider calls for one processing of a job, over all deployments.
+    /// Most provider calls for one processing of a job, over all deployments (for a batch
+    /// job, between two waits for a cooldown).
     pub max_attempts: u32,
-    /// When every deployment is cooling down, a job waits inside the worker up to this
-    /// long; a longer wait hands it back to the queue with a delay (nak).
+    /// A retry wait longer than this goes to another deployment that is free now, if
+    /// there is one, instead of waiting for the same one.
     #[serde(with = "humantime_serde")]
     pub max_in_worker_wait: Duration,
     /// Retries on the same deployment per error class.

@@ -5,8 +5,11 @@
 //! `fallbacks` models; a context-window error switches to `context_window_fallbacks`, a
 //! content-filter error to `content_policy_fallbacks`. A rate-limited deployment is left
 //! for another one at once when there is one. Deployments cooling down are skipped; if
-//! that leaves nothing, a batch job waits (briefly in the worker, longer back in the
-//! queue). An interactive job waits for the first to come back, or for a fleet-wide pause
+//! that leaves nothing, a batch job waits in the worker for the first to come back, as it
+//! waits for a limit: up to its deadline, then it ends `expired`. It is not handed back to
+//! the queue, because every hand-back would use one of its deliveries and an outage of a
+//! few cooldowns would dead-letter a whole batch; each wait starts a new round of
+//! `max_attempts`. An interactive job waits for the first to come back, or for a fleet-wide pause
 //! to end, at most as long as it would wait for a limit (`limit_wait`): when that is
 //! further away it ends at once with `retry_after_ms` (`unavailable` for a cooldown,
 //! `rate_limited` for a pause), rather than hold its caller for the whole cooldown (an
@@ -47,9 +50,6 @@ pub enum AttemptsEnd {
     Expired {
         error: JobError,
     },
-    /// Every deployment left is cooling down for longer than the worker waits: hand the
-    /// job back for at least this long.
-    CoolingDown(Duration),
 }
 
 /// One provider call's contribution to billing.
@@ -73,8 +73,7 @@ pub struct AttemptsReport {
     pub ttft: Option<Duration>,
 }
 
-/// Tries the model's deployments, then its fallbacks, until one answers, the job ends,
-/// or every deployment left is cooling down.
+/// Tries the model's deployments, then its fallbacks, until one answers or the job ends.
 pub async fn try_deployments(
     ctx: &WorkerContext,
     job: JobSpec<'_>,
@@ -92,6 +91,7 @@ pub async fn try_deployments(
         last_error: None,
         last_partial: None,
         waited: Duration::ZERO,
+        round_start: 0,
     };
     let end = attempts.until_done(model, reply).await;
     AttemptsReport {
@@ -114,6 +114,9 @@ struct AttemptLoop<'a> {
     last_partial: Option<Partial>,
     /// Time spent waiting in the worker for cooldowns to end.
     waited: Duration,
+    /// The attempts made before the current round (a batch job starts a new round after
+    /// each wait for a cooldown).
+    round_start: usize,
 }
 
 /// The job's model and which special fallback lists it has used (each is used once).
@@ -151,7 +154,7 @@ impl AttemptLoop<'_> {
                 // budget (`[retry.per_class]`).
                 let mut retries: HashMap<ErrorType, u32> = HashMap::new();
                 loop {
-                    if self.attempts.len() as u32 >= self.ctx.retry.max_attempts() {
+                    if self.round_attempts() >= self.ctx.retry.max_attempts() {
                         return self.failed();
                     }
                     if let Some(end) = self.attempt(&candidate, route, reply).await {
@@ -181,16 +184,17 @@ impl AttemptLoop<'_> {
                     }
                 }
             }
-            // The plan ran out. If deployments were skipped for cooling down, wait for
-            // the first to come back; otherwise the last error stands.
-            let Some(wait) = shortest_cooldown else {
+            // The plan ran out. If deployments were skipped for cooling down (or a batch
+            // job's failures just cooled them), wait for the first to come back;
+            // otherwise the last error stands.
+            let Some(wait) = shortest_cooldown.or_else(|| self.batch_cooling(model)) else {
                 return self.failed();
             };
             if let Some(end) = self.cannot_wait(wait) {
                 return end;
             }
             match self.sleep(wait).await {
-                Ok(()) => self.waited += wait,
+                Ok(()) => self.waited_out(wait),
                 Err(end) => return end,
             }
             plan = router.plan(model, &mut rand::rng()).into();
@@ -199,18 +203,39 @@ impl AttemptLoop<'_> {
         }
     }
 
+    /// Attempts made in the current round.
+    fn round_attempts(&self) -> u32 {
+        (self.attempts.len() - self.round_start) as u32
+    }
+
+    /// After a wait for a cooldown: a batch job starts a new round of attempts (its
+    /// failures were the outage's, not its own).
+    fn waited_out(&mut self, wait: Duration) {
+        self.waited += wait;
+        if self.job.limit_wait.is_none() {
+            self.round_start = self.attempts.len();
+        }
+    }
+
+    /// For a batch job, the shortest cooldown among the model's deployments now: its own
+    /// failures may have cooled the deployments it tried, and it waits for them rather
+    /// than fail for an outage.
+    fn batch_cooling(&self, model: &Arc<ModelRoute>) -> Option<Duration> {
+        if self.job.limit_wait.is_some() {
+            return None;
+        }
+        let plan = self.ctx.router.plan(model, &mut rand::rng());
+        plan.iter()
+            .filter_map(|c| self.ctx.cooldowns.remaining(c.deployment.index))
+            .min()
+    }
+
     /// `None` if the job may wait `wait` in the worker for a deployment to come back, else
-    /// how it ends: a batch job goes back to the queue; an interactive job, which waits at
-    /// most its `limit_wait` in all and never past its deadline, ends now.
+    /// how it ends. A batch job always may (its sleep ends at its deadline, `expired`); an
+    /// interactive job, which waits at most its `limit_wait` in all and never past its
+    /// deadline, ends now.
     fn cannot_wait(&mut self, wait: Duration) -> Option<AttemptsEnd> {
-        let Some(limit_wait) = self.job.limit_wait else {
-            let budget = self
-                .ctx
-                .retry
-                .max_in_worker_wait()
-                .saturating_sub(self.waited);
-            return (wait > budget).then_some(AttemptsEnd::CoolingDown(wait));
-        };
+        let limit_wait = self.job.limit_wait?;
         let budget = limit_wait.saturating_sub(self.waited);
         if wait > budget || Instant::now() + wait > self.job.deadline {
             return Some(self.unusable(wait));
@@ -529,8 +554,9 @@ impl AttemptLoop<'_> {
 
     /// A retryable error: wait and retry the same deployment, or move on when another
     /// deployment can take the job now (a rate limit or a cooldown is better left
-    /// alone), or, when the wait is too long to spend in the worker, hand a batch job back
-    /// (an interactive job waits up to its `limit_wait`, else ends now).
+    /// alone). A batch job leaves a deployment that is cooling down, to wait for the
+    /// cooldown with the plan; an interactive job waits up to its `limit_wait`, else ends
+    /// now.
     async fn retry_or_move(
         &mut self,
         candidate: &Candidate,
@@ -543,7 +569,9 @@ impl AttemptLoop<'_> {
             .iter()
             .any(|c| cooldowns.remaining(c.deployment.index).is_none());
         let here_cooling = cooldowns.remaining(candidate.deployment.index).is_some();
-        if elsewhere && (err.class == ErrorType::RateLimited || here_cooling) {
+        let batch = self.job.limit_wait.is_none();
+        if (elsewhere || batch) && here_cooling || elsewhere && err.class == ErrorType::RateLimited
+        {
             return Next::OtherCandidate;
         }
         if delay > self.ctx.retry.max_in_worker_wait() {

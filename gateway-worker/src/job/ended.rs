@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use llmq_schemas::{
-    Attempt, BudgetPeriod, ChatCompletion, ErrorType, JobError, OutcomeStatus, Partial, Timestamp,
+    Attempt, BudgetPeriod, ChatCompletion, ErrorType, JobError, OutcomeStatus, Partial,
 };
 
 use super::admit::NotAdmitted;
@@ -47,9 +47,6 @@ pub struct HandedBack {
     pub delay: Option<Duration>,
     /// The fixed label of the hand-back, for the metric.
     pub reason: &'static str,
-    /// What its calls used: no outcome will carry it, so it is billed on its own.
-    pub usage: Vec<CallUsage>,
-    pub over_budget: Vec<BudgetPeriod>,
 }
 
 impl Ended {
@@ -69,12 +66,7 @@ impl Ended {
 
     /// Back to the queue before any call: nothing to bill.
     pub fn handed_back(delay: Option<Duration>, reason: &'static str) -> Ended {
-        Ended::HandedBack(HandedBack {
-            delay,
-            reason,
-            usage: Vec::new(),
-            over_budget: Vec::new(),
-        })
+        Ended::HandedBack(HandedBack { delay, reason })
     }
 
     /// A job its tenant's limits did not admit.
@@ -94,14 +86,9 @@ impl Ended {
         }
     }
 
-    /// The attempts' end as the job's outcome, or, when every deployment left is
-    /// cooling down, a hand-back for that long (at least 100 ms, never past the
-    /// deadline). `over_budget`: what counting their cost found.
-    pub fn after_calls(
-        report: AttemptsReport,
-        over_budget: Vec<BudgetPeriod>,
-        deadline_at: Timestamp,
-    ) -> Ended {
+    /// The attempts' end as the job's outcome. `over_budget`: what counting their cost
+    /// found.
+    pub fn after_calls(report: AttemptsReport, over_budget: Vec<BudgetPeriod>) -> Ended {
         let (status, response, error, partial) = match report.end {
             AttemptsEnd::Succeeded(completion) => (
                 OutcomeStatus::Succeeded,
@@ -119,9 +106,6 @@ impl Ended {
                 None,
             ),
             AttemptsEnd::Expired { error } => (OutcomeStatus::Expired, None, Some(error), None),
-            AttemptsEnd::CoolingDown(wait) => {
-                return cooling_down(wait, deadline_at, report.usage, over_budget);
-            }
         };
         Ended::Finished(Box::new(Finished {
             status,
@@ -138,27 +122,4 @@ impl Ended {
 
 fn cancelled_while_running() -> JobError {
     JobError::new(ErrorType::Cancelled, "cancelled while running")
-}
-
-/// Every deployment is cooling down: the job goes back to the queue until the first
-/// comes back.
-fn cooling_down(
-    wait: Duration,
-    deadline_at: Timestamp,
-    usage: Vec<CallUsage>,
-    over_budget: Vec<BudgetPeriod>,
-) -> Ended {
-    let delay = wait
-        .max(Duration::from_millis(100))
-        .min(deadline_at.remaining());
-    tracing::info!(
-        ?delay,
-        "every deployment is cooling down; handing the job back"
-    );
-    Ended::HandedBack(HandedBack {
-        delay: Some(delay),
-        reason: "cooling_down",
-        usage,
-        over_budget,
-    })
 }

@@ -4,8 +4,9 @@
 //! A message that is not a runnable job goes to the dead-letter stream here ([`reject`],
 //! the one call site); a request sent as a blob is read; the tenant registry's policy
 //! gives its verdict, and the job its tenant's labels and ceilings; the job's events get
-//! their sink; and a redelivery whose outcome is already stored is answered from it
-//! instead of paying the provider again. The rarely-taken branches are boxed: an async
+//! their sink; and a job whose outcome is already stored (a redelivery, or the same id
+//! published again after the duplicate window) is answered from it instead of paying the
+//! provider again. The rarely-taken branches are boxed: an async
 //! fn's state is as large as its largest branch.
 
 use std::sync::Arc;
@@ -58,9 +59,7 @@ pub async fn intake(
     let mut processing = Processing::new(*ready, picked_at, started_at);
     let verdict = policy(ctx, &mut processing, payload_bytes);
     let mut reply = reply_sink(ctx, &processing);
-    if processing.delivery > 1
-        && let Some(answered) = Box::pin(answer_from_stored(ctx, &processing, &mut reply)).await
-    {
+    if let Some(answered) = Box::pin(answer_from_stored(ctx, &processing, &mut reply)).await {
         return Err(answered);
     }
     if let Some(queued) = processing.queued {
@@ -149,8 +148,10 @@ fn reply_sink(ctx: &WorkerContext, processing: &Processing) -> ReplySink {
     )
 }
 
-/// A redelivery whose earlier processing stored the outcome (and died before its ack) is
-/// answered from it instead of paying the provider again. `None`: run it.
+/// A job that already has a stored outcome is answered from it instead of paying the
+/// provider again: a redelivery whose earlier processing stored the outcome and died
+/// before its ack, and as much a first delivery of a job id published again after the
+/// duplicate window (a batch resumed hours later, a raw producer's retry). `None`: run it.
 async fn answer_from_stored(
     ctx: &WorkerContext,
     processing: &Processing,

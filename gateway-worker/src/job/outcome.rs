@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use llmq_schemas::{
-    AttemptUsage, BudgetPeriod, Cost, Outcome, OutcomeStatus, PROTOCOL_VERSION, Tenant, Timestamp,
-    Timings, Usage, UsageEvent, UsageSource, UsageStatus,
+    AttemptUsage, Cost, Outcome, OutcomeStatus, PROTOCOL_VERSION, Tenant, Timestamp, Timings,
+    Usage, UsageEvent, UsageSource, UsageStatus,
 };
 
 use super::attempts::CallUsage;
@@ -46,7 +46,7 @@ pub fn conclude<'a>(
     Box::pin(async move {
         match ended {
             Ended::Finished(finished) => store(ctx, processing, *finished, reply).await,
-            Ended::HandedBack(back) => hand_back(ctx, processing, back).await,
+            Ended::HandedBack(back) => hand_back(back),
         }
     })
 }
@@ -214,44 +214,12 @@ fn timings(processing: &Processing, ttft: Option<Duration>) -> Timings {
     }
 }
 
-/// Gives the job back to the queue. A processing that paid for tokens first (every
-/// deployment cooling down after, say, a cut stream) is billed with its own usage event
-/// (`handed_back`): no outcome will carry these calls, so without it they would be billed
-/// nowhere.
-async fn hand_back(ctx: &WorkerContext, processing: &Processing, back: HandedBack) -> Disposition {
-    if back.usage.iter().any(|c| c.usage.total_tokens > 0) {
-        bill_handed_back(ctx, processing, &back.usage, back.over_budget).await;
-    }
+/// Gives the job back to the queue: nothing was called, so nothing is billed.
+fn hand_back(back: HandedBack) -> Disposition {
     Disposition::Requeue {
         delay: back.delay,
         reason: back.reason,
     }
-}
-
-async fn bill_handed_back(
-    ctx: &WorkerContext,
-    processing: &Processing,
-    calls: &[CallUsage],
-    over_budget: Vec<BudgetPeriod>,
-) {
-    let last = calls
-        .last()
-        .map(|c| (c.provider.clone(), c.upstream_model.clone()));
-    let mut event = build_usage_event(
-        ctx,
-        processing,
-        UsageStatus::HandedBack,
-        last,
-        timings(processing, None),
-        calls,
-    );
-    event.over_budget = over_budget;
-    tracing::info!(
-        prompt_tokens = event.usage.prompt_tokens,
-        completion_tokens = event.usage.completion_tokens,
-        "billing a processing that hands the job back"
-    );
-    publish_usage(ctx, processing, &event).await;
 }
 
 fn build_usage_event(

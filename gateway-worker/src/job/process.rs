@@ -140,7 +140,7 @@ async fn handle(
         tenant_limits,
         reservation,
     };
-    after_calls(ctx, processing, report, held, deadline_at).await
+    after_calls(ctx, processing, report, held).await
 }
 
 /// The model to run on, or the ending of a job that must not reach a provider: refused
@@ -202,7 +202,6 @@ async fn after_calls(
     processing: &Processing,
     report: AttemptsReport,
     held: Held,
-    deadline_at: Timestamp,
 ) -> Handled {
     let Held {
         tenant_limits,
@@ -220,7 +219,7 @@ async fn after_calls(
     // Boxed, like the conclusion: its publishes would otherwise size every job's state.
     let over = Box::pin(budget::settle(ctx, processing, &report.usage, reservation)).await;
     Handled {
-        ended: Ended::after_calls(report, over, deadline_at),
+        ended: Ended::after_calls(report, over),
         tenant_limits,
     }
 }

@@ -261,9 +261,9 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
     setup.set("retry", "max_in_worker_wait", "\"200ms\"");
     let worker = stack.worker(&setup).await;
     let client = stack.client().await;
-    // Short enough to wait for in the worker... no: 200 ms budget, so this one goes back to
-    // the queue with a delay and comes back. (A batch job: an interactive one waits up to
-    // its limit wait in the worker, else fails at once; tests/it/edge.rs.)
+    // A batch job waits in the worker for the cooldown, however long, without going back
+    // to the queue (an interactive one waits up to its limit wait, else fails at once;
+    // tests/it/edge.rs).
     stack
         .mock
         .push_faults([ScriptedFault::any(Fault::RateLimited(
@@ -280,9 +280,10 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
         started.elapsed()
     );
     assert_eq!(stack.mock.request_count(), 2);
-    // Handed back to the queue once: the outcome is from the second processing.
-    assert_eq!(outcome.attempts.len(), 1);
-    assert_eq!(outcome.attempts[0].error, None);
+    assert_eq!(outcome.delivery, 1, "waited in the worker, no hand-back");
+    assert_eq!(outcome.attempts.len(), 2);
+    assert_eq!(outcome.attempts[0].error, Some(ErrorType::RateLimited));
+    assert_eq!(outcome.attempts[1].error, None);
 
     // A short cooldown is waited out inside the worker.
     stack
@@ -307,52 +308,53 @@ async fn when_every_deployment_cools_down_the_job_waits_instead_of_failing() {
 }
 
 #[tokio::test]
-async fn a_processing_that_paid_for_tokens_and_handed_the_job_back_is_billed() {
+async fn a_batch_job_that_paid_for_a_cut_stream_and_waited_out_a_cooldown_is_billed_for_every_call()
+{
     let stack = Stack::start().await;
     let mut setup = stack.simple_setup();
     setup.set("retry", "max_in_worker_wait", "\"200ms\"");
     let worker = stack.worker(&setup).await;
     let client = stack.client().await;
     // Five tokens streamed, then the connection cut (paid for, no usage chunk); the retry
-    // is rate limited for longer than the worker waits, so the job goes back to the queue
-    // and the next processing succeeds.
+    // is rate limited, which cools the only deployment: the job waits for it in the
+    // worker and the third call succeeds, all in one processing.
     stack.mock.push_faults([
         ScriptedFault::any(Fault::CutMidStream { after_tokens: 5 }),
         ScriptedFault::any(Fault::RateLimited(RetryHint::RetryAfterMs(1000))),
     ]);
     let mut job = chat_job("chat", "pay for the cut");
     job.stream = true;
-    job.tier = Tier::Batch; // interactive jobs are not handed back for a cooldown
+    job.tier = Tier::Batch;
     let outcome = run_job(&client, job).await;
     assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
-    assert_eq!(outcome.delivery, 2, "the job was handed back once");
+    assert_eq!(outcome.delivery, 1, "no hand-back");
     assert_eq!(stack.mock.request_count(), 3);
 
-    let events = eventually(Duration::from_secs(5), "two usage events", || async {
+    let events = eventually(Duration::from_secs(5), "the usage event", || async {
         let events = stack.usage_events(outcome.job_id).await;
-        (events.len() >= 2).then_some(events)
+        (!events.is_empty()).then_some(events)
     })
     .await;
-    assert_eq!(events.len(), 2, "{events:?}");
-    let handed = &events[0];
-    assert_eq!(handed.status, UsageStatus::HandedBack);
-    assert_eq!(handed.delivery, 1);
-    assert_eq!(handed.usage_source, UsageSource::Estimated);
-    assert!(handed.usage.completion_tokens >= 5, "{:?}", handed.usage);
-    assert!(handed.usage.prompt_tokens > 0, "{:?}", handed.usage);
-    // The simple setup prices nothing: said out loud, never zero.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events_later = stack.usage_events(outcome.job_id).await;
+    assert_eq!(events_later.len(), 1, "{events_later:?}");
+    let event = &events[0];
+    assert_eq!(event.status, UsageStatus::Succeeded);
+    // The cut call and the one that succeeded (the 429 used nothing).
+    let numbers: Vec<u32> = event.attempts.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, [1, 3], "{:?}", event.attempts);
+    assert_eq!(outcome.attempts.len(), 3);
+    let cut = &event.attempts[0];
+    assert_eq!(cut.usage_source, UsageSource::Estimated);
+    assert!(cut.usage.completion_tokens >= 5, "{:?}", cut.usage);
+    assert!(cut.usage.prompt_tokens > 0, "{:?}", cut.usage);
+    assert_eq!(event.usage_source, UsageSource::Estimated);
+    assert_eq!(Some(event.usage), outcome.usage);
+    let last = &event.attempts[1].usage;
     assert_eq!(
-        handed.cost,
-        llmq_schemas::Cost::UnknownPrice {
-            missing: vec!["mock/mock-model".into()]
-        }
+        event.usage.completion_tokens,
+        cut.usage.completion_tokens + last.completion_tokens
     );
-    assert!(!handed.attempts.is_empty());
-    let finished = &events[1];
-    assert_eq!(finished.status, UsageStatus::Succeeded);
-    assert_eq!(finished.delivery, 2);
-    assert_eq!(Some(finished.usage), outcome.usage);
-    assert_ne!(handed.id, finished.id);
     worker.stop().await;
 }
 

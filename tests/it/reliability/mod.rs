@@ -6,5 +6,6 @@ mod broker;
 mod cancel_deadline;
 mod dead_letters;
 mod fallback;
+mod outage;
 mod redelivery;
 mod streams;

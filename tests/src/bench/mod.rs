@@ -18,6 +18,7 @@
 //! | `policy`        | cost per job of the tenant policy check: open vs enforced         |
 //! | `limits`        | cost of fleet-wide limits (none, generous, reached; 1 and 3       |
 //! |                 | workers), and broker CPU while 10,000 jobs wait on a used-up one  |
+//! | `priority`      | interactive jobs' queue wait, idle and under a batch backlog      |
 //!
 //! `policy` and `limits` compare variants of llmq running side by side, alternated round
 //! by round ([`ab`]), because the differences they measure are smaller than the
@@ -39,6 +40,7 @@ pub mod jetstream_raw;
 pub mod limits;
 pub mod load;
 pub mod policy;
+pub mod priority;
 pub mod procstat;
 pub mod report;
 pub mod scale;
@@ -67,13 +69,14 @@ pub enum Scenario {
     Limits,
     Durability,
     Sizes,
+    Priority,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 11] = [
+    pub const EACH: [Scenario; 12] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
@@ -85,6 +88,7 @@ impl Scenario {
         Scenario::Limits,
         Scenario::Durability,
         Scenario::Sizes,
+        Scenario::Priority,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -100,6 +104,7 @@ impl Scenario {
             Scenario::Limits => "limits",
             Scenario::Durability => "durability",
             Scenario::Sizes => "sizes",
+            Scenario::Priority => "priority",
             Scenario::All => "all",
         }
     }
@@ -302,6 +307,7 @@ pub async fn run_one(
         Scenario::Limits => limits::run(options, env, report).await,
         Scenario::Durability => durability::run(options, env, report).await,
         Scenario::Sizes => sizes::run(options, env, report).await,
+        Scenario::Priority => priority::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

@@ -229,6 +229,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sizes: Option<super::sizes::SizesReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<super::priority::PriorityReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -250,6 +252,7 @@ impl Report {
             limits: None,
             durability: None,
             sizes: None,
+            priority: None,
             ratios: None,
             failures: Vec::new(),
         }

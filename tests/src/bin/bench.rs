@@ -56,6 +56,9 @@ enum Command {
     /// What a request over one message costs (2 MiB vs 1 KiB, on a 1 MiB server), and a
     /// 4 MiB claim check by chunk size.
     Sizes(Flags),
+    /// Interactive jobs' queue wait and latency, idle and under a batch backlog on the
+    /// same model.
+    Priority(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -221,6 +224,7 @@ fn main() -> ExitCode {
         Command::Limits(f) => (Scenario::Limits, f),
         Command::Durability(f) => (Scenario::Durability, f),
         Command::Sizes(f) => (Scenario::Sizes, f),
+        Command::Priority(f) => (Scenario::Priority, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
