@@ -1,6 +1,9 @@
 //! Pulling jobs: only as many as this worker can run now.
 //!
-//! One loop per (model, tier) consumer. The server counts a fetched job as delivered to
+//! One loop per (model, tier). The interactive tier's loop pulls from the one consumer of
+//! the (model, tier), first come first served; the batch tier's takes turns between the
+//! tenants that have jobs queued, each with a consumer of its own ([`crate::fair_share`]). The
+//! server counts a fetched job as delivered to
 //! this worker, so a loop never asks for more jobs than it has free slots for: an idle
 //! worker does not hoard jobs another worker could run. Two modes:
 //! - jobs are queued: reserve free slots (up to `fetch_batch`, growing while batches come
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::{Live, WorkerContext};
+use crate::fair_share::{IDLE_REDISCOVERY, TenantTurns};
 use crate::job::{Disposition, apply, process};
 use crate::metrics;
 use crate::puller::{Pulled, Puller};
@@ -111,33 +115,47 @@ pub struct JobTasks {
     pub model: TaskTracker,
 }
 
+/// Where a loop's jobs come from.
+#[derive(Debug)]
+pub enum Source {
+    /// The (model, tier)'s one consumer, first come first served: the interactive tier.
+    Shared(Box<PullConsumer>),
+    /// A consumer per tenant, taken in turns: the batch tier ([`crate::fair_share`]).
+    PerTenant,
+}
+
 /// Runs one consumer loop for `model` until `stops.fetching`, or until the live config
 /// no longer has the model.
 pub async fn consumer_loop(
     live: Arc<Live>,
     model: ModelName,
     tier: Tier,
-    consumer: PullConsumer,
+    source: Source,
     jobs: JobTasks,
     stops: Stops,
 ) {
-    let mut backoff = PULL_BACKOFF.delays();
-    let ctx = live.current();
-    let Some(puller) = start_puller(&ctx, &model, tier, consumer, &stops, &mut backoff).await
-    else {
-        return;
-    };
-    drop(ctx);
     let mut consumer = Consumer {
         live,
         model,
         tier,
         jobs,
         stops,
-        puller,
-        backoff,
+        backoff: PULL_BACKOFF.delays(),
     };
-    consumer.pull_until_stopped().await;
+    match source {
+        Source::Shared(shared) => {
+            let ctx = consumer.live.current();
+            let started = start_puller(&ctx, &consumer, *shared).await;
+            drop(ctx);
+            if let Some(puller) = started {
+                consumer.pull_until_stopped(puller).await;
+            }
+        }
+        Source::PerTenant => {
+            let turns = TenantTurns::new(consumer.model.clone());
+            consumer.take_turns(turns).await;
+        }
+    }
 }
 
 /// Growing waits between failed pulls: 100 ms doubling to 5 s, reset on success.
@@ -145,18 +163,16 @@ const PULL_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(100), Dura
 
 async fn start_puller(
     ctx: &WorkerContext,
-    model: &ModelName,
-    tier: Tier,
-    consumer: PullConsumer,
-    stops: &Stops,
-    backoff: &mut Delays,
+    loop_: &Consumer,
+    shared: PullConsumer,
 ) -> Option<Puller> {
+    let mut backoff = PULL_BACKOFF.delays();
     loop {
-        match Puller::new(&ctx.nats, ctx.js.clone(), consumer.clone()).await {
+        match Puller::new(&ctx.nats, ctx.js.clone(), shared.clone()).await {
             Ok(puller) => return Some(puller),
             Err(err) => {
-                tracing::warn!(error = %err, model = %model, %tier, "cannot start pulling; retrying");
-                if !backoff.wait(&stops.fetching).await {
+                tracing::warn!(error = %err, model = %loop_.model, tier = %loop_.tier, "cannot start pulling; retrying");
+                if !backoff.wait(&loop_.stops.fetching).await {
                     return None;
                 }
             }
@@ -171,12 +187,19 @@ struct Consumer {
     tier: Tier,
     jobs: JobTasks,
     stops: Stops,
-    puller: Puller,
     backoff: Delays,
 }
 
+/// What one pull brought.
+struct Received {
+    /// Jobs taken.
+    taken: u32,
+    /// Jobs the server said were still queued after the last one it delivered.
+    queued: u64,
+}
+
 impl Consumer {
-    async fn pull_until_stopped(&mut self) {
+    async fn pull_until_stopped(&mut self, mut puller: Puller) {
         // Jobs the server said were still queued after the last one it delivered.
         let mut queued: u64 = 0;
         while self.wait_for_room().await {
@@ -195,7 +218,7 @@ impl Consumer {
                 )
             };
             let asked = slots.len().max(1);
-            if let Err(err) = self.puller.request(asked, wait).await {
+            if let Err(err) = puller.request(asked, wait).await {
                 tracing::warn!(error = %err, model = %self.model, tier = %self.tier, "pull failed; retrying");
                 drop(slots);
                 if !self.backoff.wait(&self.stops.fetching).await {
@@ -204,7 +227,76 @@ impl Consumer {
                 continue;
             }
             self.backoff.reset();
-            queued = self.receive(asked, slots).await;
+            queued = self.receive(&mut puller, asked, slots).await.queued;
+        }
+    }
+
+    /// The batch tier: turns between the tenants with jobs queued, each pull from the
+    /// consumer of the tenant whose turn it is, at most as many jobs as its turn has left.
+    async fn take_turns(&mut self, mut turns: TenantTurns) {
+        while self.wait_for_room().await {
+            if turns.is_empty() {
+                if !self.wait_for_work(&mut turns).await {
+                    break;
+                }
+                continue;
+            }
+            if turns.discovery_due() && !self.discover(&mut turns).await {
+                break;
+            }
+            let Some((turn, may)) = turns.current() else {
+                continue;
+            };
+            let slots = self.reserve(u64::from(may));
+            if slots.is_empty() {
+                continue; // another loop took the room
+            }
+            let asked = slots.len();
+            if let Err(err) = turn.puller.request(asked, None).await {
+                tracing::warn!(error = %err, model = %self.model, tenant = %turn.tenant, "batch pull failed; the tenant's turn ends");
+                turns.drop_current();
+                continue;
+            }
+            let received = self.receive(&mut turn.puller, asked, slots).await;
+            turns.took(received.taken, received.queued);
+        }
+    }
+
+    /// Asks which tenants have jobs queued. False when fetching stops.
+    async fn discover(&mut self, turns: &mut TenantTurns) -> bool {
+        let ctx = self.live.current();
+        match turns.discover(&ctx).await {
+            Ok(()) => {
+                self.backoff.reset();
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, model = %self.model, "cannot read which tenants have batch jobs queued; retrying");
+                self.backoff.wait(&self.stops.fetching).await
+            }
+        }
+    }
+
+    /// No tenant takes turns: listens on the model's batch subjects (first, so no job
+    /// published meanwhile is missed), looks, and if nothing is queued waits for a job to
+    /// be published or for the next look. False when fetching stops.
+    async fn wait_for_work(&mut self, turns: &mut TenantTurns) -> bool {
+        let ctx = self.live.current();
+        if let Err(err) = turns.listen(&ctx).await {
+            tracing::warn!(error = %err, model = %self.model, "cannot listen for batch jobs; retrying");
+            return self.backoff.wait(&self.stops.fetching).await;
+        }
+        if !self.discover(turns).await {
+            return false;
+        }
+        if !turns.is_empty() {
+            turns.stop_listening();
+            return true;
+        }
+        let wait = ctx.config.worker.fetch_expires * IDLE_REDISCOVERY;
+        tokio::select! {
+            () = turns.woken(wait) => true,
+            () = self.stops.fetching.cancelled() => false,
         }
     }
 
@@ -278,18 +370,26 @@ impl Consumer {
         slots
     }
 
-    /// Takes up to `asked` jobs from the pull's answer, each into a task with a slot;
-    /// returns how many jobs the server still has queued.
-    async fn receive(&mut self, asked: usize, mut slots: Vec<Slot>) -> u64 {
+    /// Takes up to `asked` jobs from the pull's answer, each into a task with a slot.
+    async fn receive(
+        &mut self,
+        puller: &mut Puller,
+        asked: usize,
+        mut slots: Vec<Slot>,
+    ) -> Received {
         // How long a pull's answer may take before it is taken for lost.
         let lost_reply = self.live.current().config.worker.fetch_expires + Duration::from_secs(5);
-        let mut queued = 0;
+        let mut received = Received {
+            taken: 0,
+            queued: 0,
+        };
         for _ in 0..asked {
-            let message = match self.puller.next(lost_reply).await {
+            let message = match puller.next(lost_reply).await {
                 Pulled::Message(message) => *message,
                 Pulled::Ended | Pulled::Lost => break,
             };
-            queued = message.info().map(|info| info.pending).unwrap_or(0);
+            received.taken += 1;
+            received.queued = message.info().map(|info| info.pending).unwrap_or(0);
             let slot = match slots.pop() {
                 Some(slot) => Some(slot),
                 None => tokio::select! {
@@ -306,7 +406,7 @@ impl Consumer {
                 _ => hand_back(&message, &self.stops).await,
             }
         }
-        queued
+        received
     }
 
     /// Runs the job on `ctx`, the context as it is now, to its end.

@@ -14,6 +14,7 @@ pub mod config_change;
 pub mod consume;
 pub mod context;
 pub mod dlq;
+pub mod fair_share;
 pub mod job;
 pub mod keys;
 pub mod lifecycle;

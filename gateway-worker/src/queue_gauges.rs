@@ -1,5 +1,6 @@
 //! The queue on `/metrics`: per model and tier, jobs waiting, delivered but unacked, and
-//! the oldest job's age, sampled from JetStream's consumer info every few seconds; and
+//! the oldest job's age, sampled from JetStream's consumer info every few seconds (the
+//! batch tier's summed over its consumers per tenant); and
 //! which models this worker serves (`llmq_worker_model_served`).
 //!
 //! Why here: depth and age are the broker's state, not something a worker counts, and
@@ -17,20 +18,25 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmq_schemas::{ModelName, Subjects, Tier, Timestamp};
+use llmq_runtime::queue_state;
+use llmq_schemas::{ModelName, Tier};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Live, WorkerContext};
 use crate::metrics::{self, QueueSample};
 
-/// How often the consumers are asked (one consumer info per model and tier per tick).
+/// How often the consumers are asked (per model and tick: one consumer info for the
+/// interactive tier; for the batch tier one stream info and one consumer info per tenant
+/// with jobs).
 const SAMPLE: Duration = Duration::from_secs(5);
 
 /// Why one queue could not be sampled (logged; the gauges keep their last value).
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
-    #[error("consumer {consumer} info: {message}")]
-    ConsumerInfo { consumer: String, message: String },
+    #[error("queue state: {message}")]
+    Queue { message: String },
+    #[error("the tier's consumer does not exist yet")]
+    NoConsumer,
 }
 
 /// Samples until `stop`.
@@ -70,51 +76,19 @@ async fn sample_all(ctx: &WorkerContext, before: &BTreeSet<ModelName>) -> BTreeS
     now
 }
 
-/// One consumer's state, and the age of the first job past its ack floor.
+/// One queue's state, summed over its consumers (the batch tier has one per tenant).
 async fn sample(
     ctx: &WorkerContext,
     model: &ModelName,
     tier: Tier,
 ) -> Result<QueueSample, SampleError> {
-    let consumer = Subjects::consumer_name(model, tier);
-    let info = ctx
-        .setup
-        .jobs
-        .consumer_info(&consumer)
+    let state = queue_state::read(&ctx.setup.jobs, &ctx.subjects, model, tier)
         .await
-        .map_err(|err| SampleError::ConsumerInfo {
-            consumer: consumer.clone(),
-            message: err.to_string(),
-        })?;
-    let unacked = u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
-    let mut sample = QueueSample {
-        pending: info.num_pending,
-        unacked,
-        oldest_age: Duration::ZERO,
-    };
-    if sample.pending + sample.unacked > 0 {
-        sample.oldest_age = oldest_age(ctx, model, tier, info.ack_floor.stream_sequence).await;
-    }
-    Ok(sample)
-}
-
-/// How long the first job after `ack_floor` has been stored (zero if there is none).
-async fn oldest_age(
-    ctx: &WorkerContext,
-    model: &ModelName,
-    tier: Tier,
-    ack_floor: u64,
-) -> Duration {
-    let filter = ctx.subjects.jobs_filter(model, tier);
-    let Ok(message) = ctx
-        .setup
-        .jobs
-        .direct_get_next_for_subject(filter, Some(ack_floor + 1))
-        .await
-    else {
-        return Duration::ZERO;
-    };
-    let stored_ms = message.time.unix_timestamp_nanos() / 1_000_000;
-    let now_ms = i128::from(Timestamp::now().unix_millis());
-    Duration::from_millis(u64::try_from(now_ms - stored_ms).unwrap_or(0))
+        .map_err(|message| SampleError::Queue { message })?
+        .ok_or(SampleError::NoConsumer)?;
+    Ok(QueueSample {
+        pending: state.queued,
+        unacked: state.in_flight,
+        oldest_age: Duration::from_millis(state.oldest_ms.unwrap_or(0)),
+    })
 }

@@ -89,6 +89,9 @@ fn worker(subjects: &Subjects) -> Permissions {
         ],
         subscribe: vec![
             "_INBOX.>".into(),
+            // A batch job published while no tenant has batch jobs for its model: what
+            // wakes a worker's batch loop (`fair_share`), one message per idle spell.
+            format!("{prefix}.jobs.*.batch.*"),
             // The server's word that a job was delivered max_deliver times: the worker
             // moves it to the dead letters (`dlq::watch_max_deliveries`).
             format!(

@@ -23,6 +23,7 @@ mod nats_options;
 pub mod policy;
 mod problems;
 pub mod publish;
+pub mod queue_state;
 pub mod signals;
 pub mod stream_guards;
 #[cfg(feature = "server")]

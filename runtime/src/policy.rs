@@ -266,6 +266,7 @@ mod tests {
             limits: Default::default(),
             model_limits: Default::default(),
             max_wait: None,
+            batch_weight: None,
             budget: Default::default(),
             updated_at: None,
         }

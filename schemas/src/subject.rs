@@ -271,6 +271,23 @@ impl Subjects {
         format!("{}-{}", tier.as_str(), model.token())
     }
 
+    /// The durable consumer of one tenant's jobs of one (model, tier), shared by every
+    /// worker: the batch tier has one per tenant, so workers can take turns between
+    /// tenants. `~` is in neither a model token nor a tenant id, so names cannot collide.
+    pub fn tenant_consumer_name(model: &ModelName, tier: Tier, tenant: &Tenant) -> String {
+        format!("{}-{}~{}", tier.as_str(), model.token(), tenant)
+    }
+
+    /// The filter of one tenant's consumer for one (model, tier).
+    pub fn tenant_jobs_filter(&self, model: &ModelName, tier: Tier, tenant: &Tenant) -> String {
+        self.job(model, tier, tenant)
+    }
+
+    /// The tenant a job subject of this prefix names, if it is one.
+    pub fn tenant_of_job_subject(&self, subject: &str) -> Option<Tenant> {
+        self.parse_job_subject(subject).ok()?.tenant.ok()
+    }
+
     pub fn parse_job_subject(&self, subject: &str) -> Result<JobSubject, SubjectError> {
         let not_job = || SubjectError::NotAJobSubject {
             subject: subject.to_owned(),

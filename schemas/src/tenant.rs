@@ -65,6 +65,11 @@ pub struct TenantEntry {
     )]
     #[schemars(with = "Option<String>")]
     pub max_wait: Option<std::time::Duration>,
+    /// The tenant's share of the batch tier against other tenants with batch jobs queued
+    /// for the same model: workers take turns between them, this many jobs per turn for
+    /// every one of a weight-1 tenant. Default 1 (equal shares); 1 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_weight: Option<u32>,
     /// What the tenant may spend per calendar day and month (UTC), across the fleet.
     #[serde(default, skip_serializing_if = "TenantBudget::is_empty")]
     pub budget: TenantBudget,

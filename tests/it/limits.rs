@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use futures::StreamExt;
 use llmq_runtime::tenants::parse_registry;
 use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
 use llmq_submitter::ClientOptions;
@@ -355,6 +356,25 @@ fn calls_per_window(stack: &Stack, window_ms: u128, model: Option<&str>) -> BTre
     per_window
 }
 
+/// Requests the fleet granted per window of a rate limit, from the limits bucket's
+/// `rate.<scope>.<window>` keys under `prefix`.
+async fn granted_per_window(stack: &Stack, prefix: &str) -> BTreeMap<u64, u64> {
+    let js = async_nats::jetstream::new(stack.nats.client().await);
+    let bucket = js.get_key_value("LLMQ_LIMITS").await.unwrap();
+    let mut keys = bucket.keys().await.unwrap();
+    let mut granted = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        let Some(window) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let value = bucket.get(&key).await.unwrap().unwrap();
+        let used: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        granted.insert(window.parse().unwrap(), used["req"].as_u64().unwrap());
+    }
+    granted
+}
+
 fn acme_client_options() -> ClientOptions {
     ClientOptions {
         check_catalog: false,
@@ -469,8 +489,19 @@ async fn a_tenants_limit_on_one_model_leaves_its_other_models_alone() {
     }
     let chat = calls_per_window(&stack, 2000, Some("m"));
     let other = calls_per_window(&stack, 2000, Some("o"));
-    println!("limits: acme x chat rpm 4 per 2 s: chat {chat:?}, other {other:?}");
-    assert!(chat.values().all(|n| *n <= 4), "{chat:?}");
+    let granted = granted_per_window(&stack, "rate.tm.acme.chat.").await;
+    println!(
+        "limits: acme x chat rpm 4 per 2 s: granted {granted:?}; calls chat {chat:?}, other {other:?}"
+    );
+    // Counted where the fleet counts them, in the windows the workers granted the calls
+    // in: the mock's clock puts a call granted just before a window ends (and sent a
+    // little later on a loaded machine) in the next window.
+    assert!(granted.values().all(|n| *n <= 4), "{granted:?}");
+    assert!(
+        granted.values().sum::<u64>() >= 12,
+        "every call granted: {granted:?}"
+    );
+    assert!(granted.len() >= 3, "12 calls at 4 per window: {granted:?}");
     assert!(
         other.values().any(|n| *n > 4),
         "other was held too: {other:?}"

@@ -11,6 +11,7 @@ mod cluster;
 mod core;
 mod deploy;
 mod edge;
+mod fair_share;
 mod harness_smoke;
 mod isolation;
 mod keys;

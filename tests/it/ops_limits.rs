@@ -26,9 +26,12 @@ timeouts = {{ connect = "2s", first_token = "20s", inter_token = "5s", total = "
 deployments = [{{ provider = "mock", model = "m", limits = {{ {deployment_limits} }} }}]
 "#
     ));
+    // 4 batch slots per worker: the first worker to see a small batch takes as many of its
+    // jobs as it has free slots, and these tests need every worker of the fleet to have some.
     setup
         .set("limits", "lease", "\"2s\"")
-        .set("limits", "interactive_max_wait", "\"300ms\"");
+        .set("limits", "interactive_max_wait", "\"300ms\"")
+        .set("worker", "max_inflight", "8");
     setup
 }
 

@@ -85,6 +85,15 @@ impl Stack {
             .unwrap_or_else(|err| panic!("operator cannot connect: {err}"))
     }
 
+    /// Applies a tenant registry file, as `submitter tenants apply --prune` does.
+    pub async fn apply_registry(&self, text: &str) {
+        let admin = self.operator().await;
+        let entries = llmq_runtime::tenants::parse_registry(text)
+            .unwrap_or_else(|problems| panic!("test registry is invalid:\n{problems}"));
+        let changes = admin.tenants_diff(&entries, true).await.unwrap();
+        admin.apply_tenants(&changes, 1).await.unwrap();
+    }
+
     /// Every usage event stored for `job_id`, in stream order.
     pub async fn usage_events(&self, job_id: JobId) -> Vec<UsageEvent> {
         let js = async_nats::jetstream::new(self.nats.client().await);

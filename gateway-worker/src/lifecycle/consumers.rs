@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use llmq_schemas::{ModelName, Tier};
+use llmq_schemas::{ModelName, Subjects, Tier};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Tasks;
-use crate::consume::{self, JobTasks, Stops};
+use crate::consume::{self, JobTasks, Source, Stops};
 use crate::context::{Live, WorkerContext};
 use crate::nats::{self, SetupError};
 
@@ -63,24 +63,47 @@ impl Consumers {
     }
 }
 
-/// The model's durable consumers, one per tier, created (or found) on the jobs stream.
+/// Where each of the model's tiers takes its jobs from: the interactive tier's durable
+/// consumer, created (or found) on the jobs stream; the batch tier's consumers per tenant,
+/// made as tenants queue jobs (`fair_share`).
 pub(super) async fn ensure(
     ctx: &WorkerContext,
     model: &ModelName,
-) -> Result<Vec<(Tier, PullConsumer)>, SetupError> {
-    let mut made = Vec::new();
-    for tier in Tier::ALL {
-        let config = nats::consumer_config(&ctx.subjects, model, tier, &ctx.config.jetstream);
-        made.push((tier, ensure_patiently(ctx, config).await?));
+) -> Result<Vec<(Tier, Source)>, SetupError> {
+    let tier = Tier::Interactive;
+    let config = nats::consumer_config(&ctx.subjects, model, tier, &ctx.config.jetstream);
+    let interactive = ensure_patiently(ctx, config).await?;
+    retire_shared_batch_consumer(ctx, model).await;
+    Ok(vec![
+        (tier, Source::Shared(Box::new(interactive))),
+        (Tier::Batch, Source::PerTenant),
+    ])
+}
+
+/// Deletes the batch tier's one consumer of earlier versions, if there is one: a work
+/// queue stream refuses consumers with overlapping filters, so the tenants' consumers
+/// cannot be made while it exists. Jobs it had delivered and not acknowledged stay in the
+/// stream and go to the tenants' consumers; the ones whose outcome was stored are answered
+/// from it.
+async fn retire_shared_batch_consumer(ctx: &WorkerContext, model: &ModelName) {
+    let name = Subjects::consumer_name(model, Tier::Batch);
+    if ctx.setup.jobs.consumer_info(&name).await.is_ok() {
+        match ctx.setup.jobs.delete_consumer(&name).await {
+            Ok(_) => {
+                tracing::info!(consumer = %name, "replaced the batch tier's shared consumer by one per tenant")
+            }
+            Err(err) => {
+                tracing::warn!(consumer = %name, error = %err, "cannot delete the batch tier's shared consumer; the tenants' consumers cannot be made while it exists")
+            }
+        }
     }
-    Ok(made)
 }
 
 /// Starts a loop on each of the model's consumers.
 pub(super) fn spawn(
     live: &Arc<Live>,
     model: &ModelName,
-    made: Vec<(Tier, PullConsumer)>,
+    made: Vec<(Tier, Source)>,
     tasks: &Tasks,
 ) -> ModelConsumers {
     let stop = tasks.stops.fetching.child_token();
@@ -96,12 +119,12 @@ pub(super) fn spawn(
     };
     let loops = made
         .into_iter()
-        .map(|(tier, consumer)| {
+        .map(|(tier, source)| {
             tokio::spawn(consume::consumer_loop(
                 Arc::clone(live),
                 model.clone(),
                 tier,
-                consumer,
+                source,
                 job_tasks.clone(),
                 stops.clone(),
             ))

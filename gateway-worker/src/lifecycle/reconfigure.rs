@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
 use llmq_schemas::{ModelName, Subjects, Tier};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,7 @@ use super::consumers::{self, ModelConsumers};
 use super::{RunningWorker, WatchedKeys};
 use crate::config::{self, Config, ConfigError};
 use crate::config_change::{Changes, ReloadError, needs_restart};
+use crate::consume::Source;
 use crate::context::{Live, WorkerContext};
 use crate::{catalog, metrics, sweeper};
 
@@ -98,7 +100,7 @@ impl RunningWorker {
 async fn added_consumers(
     next: &WorkerContext,
     changes: &Changes,
-) -> Result<Vec<(ModelName, Vec<(Tier, PullConsumer)>)>, ReloadError> {
+) -> Result<Vec<(ModelName, Vec<(Tier, Source)>)>, ReloadError> {
     let mut added = Vec::new();
     for name in &changes.models_added {
         let Some(route) = next.router.model(name) else {
@@ -193,8 +195,7 @@ async fn answer_removed(
     }
     let name = ModelName::parse(model).map_err(|err| err.to_string())?;
     let mut answered = 0;
-    for tier in Tier::ALL {
-        let durable = Subjects::consumer_name(&name, tier);
+    for durable in durables_of(ctx, &name).await? {
         let Ok(consumer) = ctx.setup.jobs.get_consumer(&durable).await else {
             continue;
         };
@@ -202,6 +203,22 @@ async fn answer_removed(
         delete_if_idle(ctx, consumer, &durable).await;
     }
     Ok(Some(answered))
+}
+
+/// The model's durable consumers: the interactive tier's, and the batch tier's per tenant
+/// (and its one shared consumer of earlier versions).
+async fn durables_of(ctx: &WorkerContext, model: &ModelName) -> Result<Vec<String>, String> {
+    let batch = Subjects::consumer_name(model, Tier::Batch);
+    let per_tenant = format!("{batch}~");
+    let mut durables = vec![Subjects::consumer_name(model, Tier::Interactive), batch];
+    let mut names = ctx.setup.jobs.consumer_names();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|err| err.to_string())?;
+        if name.starts_with(&per_tenant) {
+            durables.push(name);
+        }
+    }
+    Ok(durables)
 }
 
 /// Deletes the consumer unless a job is in flight on it (another worker's, whose ack

@@ -6,4 +6,6 @@ pub mod setup;
 
 pub use llmq_runtime::PublishFailure;
 pub use publish::{Store, store};
-pub use setup::{Setup, SetupError, consumer_config, ensure, ensure_consumer, probe};
+pub use setup::{
+    Setup, SetupError, consumer_config, ensure, ensure_consumer, probe, tenant_consumer_config,
+};

@@ -12,7 +12,7 @@ use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 use llmq_runtime::stream_guards::{Guards, ReaderLimits, guard_bucket};
-use llmq_schemas::{ModelName, Subjects, Tier};
+use llmq_schemas::{ModelName, Subjects, Tenant, Tier};
 
 use crate::config::JetStreamConfig;
 
@@ -482,12 +482,38 @@ pub fn consumer_config(
     tier: Tier,
     config: &JetStreamConfig,
 ) -> pull::Config {
-    let name = Subjects::consumer_name(model, tier);
+    pull::Config {
+        description: Some(format!("llmq {tier} jobs for model {model}")),
+        filter_subject: subjects.jobs_filter(model, tier),
+        ..durable_config(Subjects::consumer_name(model, tier), config)
+    }
+}
+
+/// The durable pull consumer of one tenant's jobs for one (model, tier), shared by every
+/// worker (the batch tier's, see `fair_share`). The server removes it after
+/// `consumer_inactive_threshold` without pulls; the next job recreates it.
+pub fn tenant_consumer_config(
+    subjects: &Subjects,
+    model: &ModelName,
+    tier: Tier,
+    tenant: &Tenant,
+    config: &JetStreamConfig,
+) -> pull::Config {
+    pull::Config {
+        description: Some(format!(
+            "llmq {tier} jobs of tenant {tenant} for model {model}"
+        )),
+        filter_subject: subjects.tenant_jobs_filter(model, tier, tenant),
+        ..durable_config(Subjects::tenant_consumer_name(model, tier, tenant), config)
+    }
+}
+
+/// What every durable job consumer has in common: its name, explicit acks, the
+/// redelivery settings.
+fn durable_config(name: String, config: &JetStreamConfig) -> pull::Config {
     pull::Config {
         durable_name: Some(name.clone()),
         name: Some(name),
-        description: Some(format!("llmq {tier} jobs for model {model}")),
-        filter_subject: subjects.jobs_filter(model, tier),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: config.ack_wait,

@@ -58,6 +58,8 @@ struct TenantTable {
     model_limits: BTreeMap<String, LimitSpec>,
     #[serde(default, with = "humantime_serde")]
     max_wait: Option<std::time::Duration>,
+    #[serde(default)]
+    batch_weight: Option<i64>,
     /// Read by [`budget`], so that each problem names its period and field.
     #[serde(default)]
     budget: Option<toml::Value>,
@@ -142,6 +144,12 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
         table.max_request_bytes,
         i64::MAX,
     );
+    let batch_weight = positive(
+        p,
+        &format!("{field}.batch_weight"),
+        table.batch_weight,
+        MAX_BATCH_WEIGHT,
+    );
     labels(field, &table.labels, p);
     reply_prefixes(field, &table.reply_prefixes, p);
     limits::validate(&table.limits, &format!("{field}.limits"), p);
@@ -170,6 +178,7 @@ fn entry(field: &str, id: &str, table: TenantTable, p: &mut Problems) -> Option<
         limits: table.limits,
         model_limits: table.model_limits,
         max_wait: table.max_wait,
+        batch_weight: batch_weight.and_then(|n| u32::try_from(n).ok()),
         budget,
         updated_at: None,
     })
@@ -189,6 +198,10 @@ fn positive(p: &mut Problems, field: &str, value: Option<i64>, max: i64) -> Opti
     );
     Some(value)
 }
+
+/// The largest batch weight: a tenant may take 1000 jobs per turn for every one of a
+/// weight-1 tenant, which is already all of a worker's batch slots.
+const MAX_BATCH_WEIGHT: i64 = 1000;
 
 /// The most a budget may say: far above any real one, far below where dollars stop
 /// fitting the spend counters (nano-dollars in 64 bits).

@@ -138,6 +138,15 @@ impl Registry {
             .collect()
     }
 
+    /// The tenant's `batch_weight` (1 when it has none, or no readable entry), in any
+    /// mode: an open registry's entries still share the batch tier.
+    pub fn batch_weight(&self, tenant: &Tenant) -> u32 {
+        match self.tenants.get(tenant.as_str()) {
+            Some(Ok(policy)) => policy.entry.batch_weight.unwrap_or(1).max(1),
+            _ => 1,
+        }
+    }
+
     pub fn lookup(&self, tenant: &Tenant) -> Lookup {
         if !self.is_enforced() {
             return Lookup::Open;

@@ -10,6 +10,8 @@ use llmq_schemas::{CatalogEntry, ModelName, Subjects, Tier, Timestamp};
 use serde::Serialize;
 
 use super::Operator;
+use llmq_runtime::queue_state;
+
 use crate::catalog::is_live;
 use crate::error::ClientError;
 
@@ -23,11 +25,13 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
 }
 
-/// One model and tier's consumer on the job stream.
+/// One model and tier's queue on the job stream (the batch tier's summed over its
+/// consumers per tenant).
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueStatus {
     pub model: String,
     pub tier: Tier,
+    /// The consumer (the batch tier: `batch-<model>~*` and how many tenants have jobs).
     pub consumer: String,
     /// Jobs stored and not yet delivered.
     pub queued: u64,
@@ -87,35 +91,27 @@ impl Operator {
         let Ok(name) = ModelName::parse(model) else {
             return Ok(None);
         };
-        let consumer = Subjects::consumer_name(&name, tier);
         let stream = self
             .session
             .js()
             .get_stream_no_info(subjects.jobs_stream())
             .await
             .map_err(|err| ClientError::nats("opening the job stream", err))?;
-        let Ok(info) = stream.consumer_info(&consumer).await else {
+        let state = queue_state::read(&stream, subjects, &name, tier)
+            .await
+            .map_err(|message| ClientError::nats("reading the queue", message))?;
+        let Some(state) = state else {
             return Ok(None); // no worker made it yet
         };
-        let floor = info.ack_floor.stream_sequence;
-        let oldest = stream
-            .direct_get_next_for_subject(subjects.jobs_filter(&name, tier), Some(floor + 1))
-            .await
-            .ok()
-            .map(|message| {
-                let stored = message.time.unix_timestamp_nanos() / 1_000_000;
-                let now = Timestamp::now().unix_millis() as i128;
-                u64::try_from(now - stored).unwrap_or(0)
-            });
         Ok(Some(QueueStatus {
             model: model.to_owned(),
             tier,
-            consumer,
-            queued: info.num_pending,
-            oldest_ms: oldest,
-            in_flight: info.num_ack_pending as u64,
-            redelivered: info.num_redelivered as u64,
-            waiting_pulls: info.num_waiting as u64,
+            consumer: consumers_label(&name, tier, &state.consumers),
+            queued: state.queued,
+            oldest_ms: state.oldest_ms,
+            in_flight: state.in_flight,
+            redelivered: state.redelivered,
+            waiting_pulls: state.waiting_pulls,
         }))
     }
 
@@ -188,5 +184,18 @@ fn worker_status(entry: &CatalogEntry) -> WorkerStatus {
         models: entry.models.iter().map(|m| m.name.clone()).collect(),
         uptime_s: entry.started_at.elapsed().as_secs(),
         live: is_live(entry),
+    }
+}
+
+/// The consumer column: the interactive tier's one name; the batch tier's names share
+/// `batch-<model>~`, so the pattern and how many tenants have jobs.
+fn consumers_label(model: &ModelName, tier: Tier, consumers: &[String]) -> String {
+    match tier {
+        Tier::Interactive => Subjects::consumer_name(model, tier),
+        Tier::Batch => format!(
+            "{}~* ({} tenants)",
+            Subjects::consumer_name(model, tier),
+            consumers.len()
+        ),
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use async_nats::jetstream;
 use futures::StreamExt;
-use llmq_schemas::{ModelName, Subjects, Tier};
+use llmq_schemas::{ModelName, Subjects, Tenant, Tier};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -730,7 +730,8 @@ async fn submit_batch(llmq: &Llmq, n: usize) -> Failures {
     failures
 }
 
-/// The batch consumer of the bench model, its stream and the limits bucket.
+/// The batch consumer of the bench model (tenant `default`'s), its stream and the limits
+/// bucket.
 struct Queue {
     js: jetstream::Context,
     subjects: Subjects,
@@ -743,7 +744,11 @@ impl Queue {
         Ok(Queue {
             js: jetstream::new(llmq.world.nats.client().await),
             subjects: llmq.client.subjects().clone(),
-            consumer: Subjects::consumer_name(&model, Tier::Batch),
+            consumer: Subjects::tenant_consumer_name(
+                &model,
+                Tier::Batch,
+                &Tenant::default_tenant(),
+            ),
         })
     }
 

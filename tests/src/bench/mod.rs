@@ -19,6 +19,8 @@
 //! | `limits`        | cost of fleet-wide limits (none, generous, reached; 1 and 3       |
 //! |                 | workers), and broker CPU while 10,000 jobs wait on a used-up one  |
 //! | `priority`      | interactive jobs' queue wait, idle and under a batch backlog      |
+//! | `fairness`      | a small batch behind another tenant's large one, against its fair |
+//! |                 | share; throughput and idle CPU with 100 tenants                   |
 //!
 //! `policy` and `limits` compare variants of llmq running side by side, alternated round
 //! by round ([`ab`]), because the differences they measure are smaller than the
@@ -35,6 +37,7 @@ pub mod direct;
 pub mod durability;
 pub mod e2e;
 pub mod edge;
+pub mod fairness;
 pub mod inflight;
 pub mod jetstream_raw;
 pub mod limits;
@@ -70,13 +73,14 @@ pub enum Scenario {
     Durability,
     Sizes,
     Priority,
+    Fairness,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 12] = [
+    pub const EACH: [Scenario; 13] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
@@ -89,6 +93,7 @@ impl Scenario {
         Scenario::Durability,
         Scenario::Sizes,
         Scenario::Priority,
+        Scenario::Fairness,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -105,6 +110,7 @@ impl Scenario {
             Scenario::Durability => "durability",
             Scenario::Sizes => "sizes",
             Scenario::Priority => "priority",
+            Scenario::Fairness => "fairness",
             Scenario::All => "all",
         }
     }
@@ -308,6 +314,7 @@ pub async fn run_one(
         Scenario::Durability => durability::run(options, env, report).await,
         Scenario::Sizes => sizes::run(options, env, report).await,
         Scenario::Priority => priority::run(options, env, report).await,
+        Scenario::Fairness => fairness::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

@@ -231,6 +231,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<super::priority::PriorityReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<super::fairness::FairnessReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -253,6 +255,7 @@ impl Report {
             durability: None,
             sizes: None,
             priority: None,
+            fairness: None,
             ratios: None,
             failures: Vec::new(),
         }

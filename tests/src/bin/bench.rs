@@ -59,6 +59,9 @@ enum Command {
     /// Interactive jobs' queue wait and latency, idle and under a batch backlog on the
     /// same model.
     Priority(Flags),
+    /// The batch tier shared between tenants: a small batch behind a large one against
+    /// its fair share; throughput and idle CPU with many tenants.
+    Fairness(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -225,6 +228,7 @@ fn main() -> ExitCode {
         Command::Durability(f) => (Scenario::Durability, f),
         Command::Sizes(f) => (Scenario::Sizes, f),
         Command::Priority(f) => (Scenario::Priority, f),
+        Command::Fairness(f) => (Scenario::Fairness, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
