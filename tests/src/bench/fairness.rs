@@ -251,24 +251,29 @@ async fn share(llmq: &Llmq, sizes: &Sizes, failures: &mut Failures) -> anyhow::R
     })
 }
 
-/// Submits `lines` batch jobs and waits for all their outcomes: from the first submit to
-/// the last outcome.
+/// Submits `lines` batch jobs, 64 publishes in flight as a batch tool does, and waits for
+/// all their outcomes: from the first submit to the last outcome.
 async fn run_batch(client: &Client, lines: usize, failures: &mut Failures) -> Duration {
     let started = Instant::now();
+    let submitted: Vec<_> = futures::stream::iter(0..lines)
+        .map(|n| async move {
+            let mut job = job(&format!("{PROMPT} {n}"), false);
+            job.tier = Tier::Batch;
+            client.submit(job).await
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
     let mut handles = Vec::with_capacity(lines);
-    for n in 0..lines {
-        let mut job = job(&format!("{PROMPT} {n}"), false);
-        job.tier = Tier::Batch;
-        match client.submit(job).await {
+    for result in submitted {
+        match result {
             Ok(handle) => handles.push(handle),
             Err(err) => failures.add(format!("submit: {err}")),
         }
     }
     let outcomes = futures::future::join_all(handles.into_iter().map(|h| h.outcome())).await;
-    for outcome in outcomes {
-        if let Err(err) = outcome {
-            failures.add(format!("outcome: {err}"));
-        }
+    for err in outcomes.into_iter().filter_map(Result::err) {
+        failures.add(format!("outcome: {err}"));
     }
     started.elapsed()
 }
@@ -314,8 +319,26 @@ async fn drain_rate(
     }
     let js = jetstream::new(llmq.world.nats.client().await);
     let started = Instant::now();
-    for client in &clients {
-        submit_detached(client, tier, jobs / tenants, failures).await;
+    // Interleaved, as many tenants' producers publishing at once are.
+    let refused: Vec<String> = futures::stream::iter(0..jobs)
+        .map(|n| {
+            let client = &clients[n % tenants];
+            async move {
+                let mut job = job(PROMPT, false);
+                job.tier = tier;
+                client
+                    .submit_detached(job)
+                    .await
+                    .err()
+                    .map(|err| err.to_string())
+            }
+        })
+        .buffer_unordered(256)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    for err in refused {
+        failures.add(format!("submit: {err}"));
     }
     drained(&js).await;
     Ok(ThroughputStep {
