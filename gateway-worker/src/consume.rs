@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::{Live, WorkerContext};
-use crate::fair_share::{IDLE_REDISCOVERY, TenantTurns};
+use crate::fair_share::{BUSY_DISCOVERY, IDLE_REDISCOVERY, TenantTurns};
 use crate::job::{Disposition, apply, process};
 use crate::metrics;
 use crate::puller::{Pulled, Puller};
@@ -285,6 +285,14 @@ impl Consumer {
         if let Err(err) = turns.listen(&ctx).await {
             tracing::warn!(error = %err, model = %self.model, "cannot listen for batch jobs; retrying");
             return self.backoff.wait(&self.stops.fetching).await;
+        }
+        // Looked a moment ago (its tenants had jobs in flight, none queued): not again
+        // before the busy interval, unless a job is published meanwhile.
+        if !turns.discovery_due() {
+            tokio::select! {
+                () = turns.woken(BUSY_DISCOVERY) => {}
+                () = self.stops.fetching.cancelled() => return false,
+            }
         }
         if !self.discover(turns).await {
             return false;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use async_nats::jetstream;
 use futures::StreamExt;
-use llmq_schemas::{ModelName, Subjects, Tenant, Tier};
+use llmq_schemas::{ModelName, Subjects, Tier};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -730,8 +730,8 @@ async fn submit_batch(llmq: &Llmq, n: usize) -> Failures {
     failures
 }
 
-/// The batch consumer of the bench model (tenant `default`'s), its stream and the limits
-/// bucket.
+/// The batch consumer of the bench model (the producer's tenant's), its stream and the
+/// limits bucket.
 struct Queue {
     js: jetstream::Context,
     subjects: Subjects,
@@ -744,11 +744,7 @@ impl Queue {
         Ok(Queue {
             js: jetstream::new(llmq.world.nats.client().await),
             subjects: llmq.client.subjects().clone(),
-            consumer: Subjects::tenant_consumer_name(
-                &model,
-                Tier::Batch,
-                &Tenant::default_tenant(),
-            ),
+            consumer: Subjects::tenant_consumer_name(&model, Tier::Batch, llmq.client.tenant()),
         })
     }
 
@@ -772,9 +768,21 @@ impl Queue {
 
     /// Waits until every job is in the consumer and the worker has stopped pulling (its
     /// held jobs unchanged over a second); the state then.
+    /// The state once the tenant's batch consumer exists: a worker makes it when it sees
+    /// the tenant's first jobs.
+    async fn first_state(&self, give_up: Instant) -> anyhow::Result<QueueState> {
+        loop {
+            match self.state().await {
+                Ok(state) => return Ok(state),
+                Err(err) if Instant::now() >= give_up => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     async fn settled(&self, jobs: u64) -> anyhow::Result<QueueState> {
         let give_up = Instant::now() + Duration::from_secs(60);
-        let mut last = self.state().await?;
+        let mut last = self.first_state(give_up).await?;
         let mut steady_since = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
