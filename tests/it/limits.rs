@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use futures::StreamExt;
-use llmq_runtime::tenants::parse_registry;
 use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
 use llmq_submitter::ClientOptions;
 use llmq_tests::mock::MockOptions;
@@ -26,13 +25,6 @@ deployments = [{{ provider = "mock", model = "m", limits = {{ {deployment_limits
     ));
     setup.set("limits", "lease", "\"2s\"");
     setup
-}
-
-async fn apply(stack: &Stack, text: &str) {
-    let admin = stack.operator().await;
-    let entries = parse_registry(text).unwrap();
-    let changes = admin.tenants_diff(&entries, true).await.unwrap();
-    admin.apply_tenants(&changes, 1).await.unwrap();
 }
 
 async fn workers(setup: &WorkerSetup, n: usize, name: &str) -> Vec<WorkerProcess> {
@@ -112,8 +104,7 @@ async fn four_workers_never_put_more_than_a_deployments_concurrency_on_it() {
 #[tokio::test]
 async fn a_tenants_rate_holds_across_the_fleet_and_batch_jobs_wait_in_the_queue() {
     let stack = Stack::start().await;
-    apply(
-        &stack,
+    stack.apply_registry(
         "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nrpm = 10\nwindow = \"2s\"\n",
     )
     .await;
@@ -166,8 +157,7 @@ async fn a_tenants_rate_holds_across_the_fleet_and_batch_jobs_wait_in_the_queue(
 #[tokio::test]
 async fn an_interactive_job_waits_a_bounded_time_then_fails_rate_limited_with_a_retry_after() {
     let stack = Stack::start().await;
-    apply(
-        &stack,
+    stack.apply_registry(
         // Windows are aligned to the clock: a 1-minute window made this test fail when
         // the two jobs fell on either side of a minute's start; an hour's is 60 times
         // less likely to be crossed.
@@ -260,8 +250,7 @@ async fn a_broker_restart_while_jobs_wait_on_a_limit_loses_nothing_and_the_fleet
         },
     )
     .await;
-    apply(
-        &stack,
+    stack.apply_registry(
         "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nrpm = 5\nwindow = \"2s\"\n",
     )
     .await;
@@ -431,11 +420,11 @@ async fn a_providers_token_rate_holds_across_the_fleet() {
 #[tokio::test]
 async fn a_tenants_concurrency_holds_across_the_fleet() {
     let stack = Stack::with_slow_mock(Duration::from_millis(300)).await;
-    apply(
-        &stack,
-        "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nconcurrency = 3\n",
-    )
-    .await;
+    stack
+        .apply_registry(
+            "[tenants.acme]\nmodels = [\"chat\"]\n[tenants.acme.limits]\nconcurrency = 3\n",
+        )
+        .await;
     let mut setup = setup(&stack, "");
     setup.set("tenants", "mode", "\"enforced\"");
     let fleet = workers(&setup, 3, "tconc").await;
@@ -456,12 +445,12 @@ async fn a_tenants_concurrency_holds_across_the_fleet() {
 #[tokio::test]
 async fn a_tenants_limit_on_one_model_leaves_its_other_models_alone() {
     let stack = Stack::start().await;
-    apply(
-        &stack,
-        "[tenants.acme]\nmodels = [\"chat\", \"other\"]\n\
+    stack
+        .apply_registry(
+            "[tenants.acme]\nmodels = [\"chat\", \"other\"]\n\
          [tenants.acme.model_limits.chat]\nrpm = 4\nwindow = \"2s\"\n",
-    )
-    .await;
+        )
+        .await;
     let mut setup = setup(&stack, "");
     setup
         .body

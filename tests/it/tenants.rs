@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use llmq_runtime::tenants::{Lookup, Mode, Registry, parse_registry};
+use llmq_runtime::tenants::{Lookup, Mode, Registry};
 use llmq_schemas::{ErrorType, Job, Outcome, OutcomeStatus, PolicyRule, Tenant, Tier};
 use llmq_submitter::{ClientOptions, Operator, SubmitError};
 use llmq_tests::nats::NatsOptions;
@@ -43,13 +43,6 @@ fn tenant_client_options(tenant: &str) -> ClientOptions {
         check_catalog: false,
         ..ClientOptions::for_tenant(tenant)
     }
-}
-
-async fn apply(stack: &Stack, text: &str) {
-    let admin = stack.operator().await;
-    let entries = parse_registry(text).unwrap();
-    let changes = admin.tenants_diff(&entries, true).await.unwrap();
-    admin.apply_tenants(&changes, 1).await.unwrap();
 }
 
 /// Publishes `job` as `tenant` by raw JetStream, as a producer in another language would
@@ -165,7 +158,7 @@ async fn a_registry_file_is_applied_whole_or_not_at_all() {
 #[tokio::test]
 async fn policy_refuses_before_any_provider_call_whatever_path_the_job_came_by() {
     let stack = Stack::start().await;
-    apply(&stack, REGISTRY).await;
+    stack.apply_registry(REGISTRY).await;
     let worker = stack.worker(&enforced(&stack).await).await;
     let acme = chat_job("other", "may not");
     let mut too_big = chat_job("chat", &"x".repeat(5000));
@@ -245,7 +238,7 @@ async fn policy_refuses_before_any_provider_call_whatever_path_the_job_came_by()
 #[tokio::test]
 async fn an_allowed_job_runs_clamped_to_its_ceiling_and_carries_its_labels() {
     let stack = Stack::start().await;
-    apply(&stack, REGISTRY).await;
+    stack.apply_registry(REGISTRY).await;
     let worker = stack.worker(&enforced(&stack).await).await;
     let client = stack.client_with(tenant_client_options("acme")).await;
     let mut job = chat_job("chat", "as long as you like");
@@ -282,11 +275,11 @@ async fn an_allowed_job_runs_clamped_to_its_ceiling_and_carries_its_labels() {
 #[tokio::test]
 async fn a_job_cannot_make_a_worker_publish_into_another_tenants_inbox() {
     let stack = Stack::start().await;
-    apply(
-        &stack,
-        &format!("{REGISTRY}\n[tenants.beta]\nmodels = [\"chat\"]\n"),
-    )
-    .await;
+    stack
+        .apply_registry(&format!(
+            "{REGISTRY}\n[tenants.beta]\nmodels = [\"chat\"]\n"
+        ))
+        .await;
     let worker = stack.worker(&enforced(&stack).await).await;
     let nats = stack.nats.client().await;
     let mut spied = nats.subscribe("_INBOX_llmq.acme.spy.>").await.unwrap();
@@ -323,7 +316,7 @@ async fn a_job_cannot_make_a_worker_publish_into_another_tenants_inbox() {
 #[tokio::test]
 async fn a_registry_change_reaches_every_running_worker_within_seconds() {
     let stack = Stack::start().await;
-    apply(&stack, REGISTRY).await;
+    stack.apply_registry(REGISTRY).await;
     let setup = enforced(&stack).await;
     let (setup_a, setup_b) = (setup.clone().with_id("reg-a"), setup.with_id("reg-b"));
     let (a, b) = tokio::join!(stack.worker(&setup_a), stack.worker(&setup_b));
@@ -332,11 +325,11 @@ async fn a_registry_change_reaches_every_running_worker_within_seconds() {
     assert_eq!(denied_rule(&refused), Some(PolicyRule::UnknownTenant));
 
     let applied = Instant::now();
-    apply(
-        &stack,
-        &format!("{REGISTRY}\n[tenants.beta]\nmodels = [\"chat\"]\n"),
-    )
-    .await;
+    stack
+        .apply_registry(&format!(
+            "{REGISTRY}\n[tenants.beta]\nmodels = [\"chat\"]\n"
+        ))
+        .await;
     // Every job from now on must run, on whichever worker takes it.
     let mut workers = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -380,7 +373,7 @@ async fn a_registry_change_reaches_every_running_worker_within_seconds() {
 #[tokio::test]
 async fn an_unreadable_entry_refuses_that_tenant_only_and_the_worker_says_why() {
     let stack = Stack::start().await;
-    apply(&stack, REGISTRY).await;
+    stack.apply_registry(REGISTRY).await;
     let js = async_nats::jetstream::new(stack.nats.client().await);
     let bucket = js.get_key_value("LLMQ_TENANTS").await.unwrap();
     bucket.put("gamma", "{not an entry".into()).await.unwrap();
@@ -459,7 +452,7 @@ async fn a_registry_keeps_what_it_saw_while_the_broker_is_away() {
         },
     )
     .await;
-    apply(&stack, REGISTRY).await;
+    stack.apply_registry(REGISTRY).await;
     let js = async_nats::jetstream::new(stack.nats.client().await);
     let bucket = js.get_key_value("LLMQ_TENANTS").await.unwrap();
     let stop = CancellationToken::new();

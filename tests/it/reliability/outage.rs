@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use llmq_schemas::{ErrorType, OutcomeStatus, Tier};
 use llmq_tests::stack::{Stack, chat_job};
+use llmq_tests::worker::WorkerSetup;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP front for the mock that can be switched off: while off, it accepts each
@@ -45,10 +46,9 @@ async fn forward(mut client: TcpStream, upstream: std::net::SocketAddr) {
     }
 }
 
-#[tokio::test]
-async fn an_outage_longer_than_max_deliver_cooldowns_dead_letters_no_batch_job() {
-    let stack = Stack::start().await;
-    let switch = Switch::start(stack.mock.addr()).await;
+/// Model `chat` on the mock behind `switch`; a deployment cools down for 300 ms after
+/// two failed calls, retries start at 50 ms.
+fn behind(stack: &Stack, switch: &Switch) -> WorkerSetup {
     let mut setup = stack.setup(&format!(
         r#"[providers.mock]
 kind = "openai"
@@ -63,10 +63,18 @@ deployments = [{{ provider = "mock", model = "mock-model" }}]
         switch.base_url
     ));
     setup
-        .set("jetstream", "max_deliver", "2")
         .set("cooldown", "duration", "\"300ms\"")
         .set("cooldown", "min_calls", "2")
         .set("retry", "base_delay", "\"50ms\"");
+    setup
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_max_deliver_cooldowns_dead_letters_no_batch_job() {
+    let stack = Stack::start().await;
+    let switch = Switch::start(stack.mock.addr()).await;
+    let mut setup = behind(&stack, &switch);
+    setup.set("jetstream", "max_deliver", "2");
     let worker = stack.worker(&setup).await;
     let client = stack.client().await;
 
@@ -123,23 +131,7 @@ deployments = [{{ provider = "mock", model = "mock-model" }}]
 async fn a_batch_job_whose_deadline_comes_during_an_outage_ends_expired() {
     let stack = Stack::start().await;
     let switch = Switch::start(stack.mock.addr()).await;
-    let mut setup = stack.setup(&format!(
-        r#"[providers.mock]
-kind = "openai"
-base_url = "{}/v1"
-api_key_file = "{{key_file}}"
-max_concurrency = 64
-timeouts = {{ connect = "1s", first_token = "5s", inter_token = "5s", total = "10s" }}
-
-[models.chat]
-deployments = [{{ provider = "mock", model = "mock-model" }}]
-"#,
-        switch.base_url
-    ));
-    setup
-        .set("cooldown", "duration", "\"300ms\"")
-        .set("cooldown", "min_calls", "2")
-        .set("retry", "base_delay", "\"50ms\"");
+    let setup = behind(&stack, &switch);
     let worker = stack.worker(&setup).await;
     let client = stack.client().await;
     switch.set_up(false);

@@ -24,7 +24,7 @@ use super::load::Failures;
 use super::print_setup;
 use super::procstat::{Meter, ProcUsage, Watched};
 use super::report::{Facts, Report, Table, cores, rate};
-use super::setup::{Env, Llmq, MockChild, MockSpec, PROMPT, WorkerSpec, job};
+use super::setup::{Env, Llmq, MockChild, MockSpec, PROMPT, WorkerSpec, job, jobs_in_stream};
 
 /// B's batch behind A's backlog.
 #[derive(Debug, Clone, Serialize)]
@@ -222,14 +222,20 @@ async fn share(llmq: &Llmq, sizes: &Sizes, failures: &mut Failures) -> anyhow::R
     let a = llmq.world.client_for(Some("tenant-a")).await?;
     let b = llmq.world.client_for(Some("tenant-b")).await?;
     let alone = run_batch(&b, sizes.lines, failures).await;
-    submit_detached(&a, Tier::Batch, sizes.backlog, failures).await;
+    submit_detached(
+        std::slice::from_ref(&a),
+        Tier::Batch,
+        sizes.backlog,
+        failures,
+    )
+    .await;
     // A's backlog is running when B queues behind it.
-    while queued(&js).await + 2_000.min(sizes.backlog / 2) as u64 > sizes.backlog as u64 {
+    while jobs_in_stream(&js).await + 2_000.min(sizes.backlog / 2) as u64 > sizes.backlog as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let left_before = queued(&js).await;
+    let left_before = jobs_in_stream(&js).await;
     let behind = run_batch(&b, sizes.lines, failures).await;
-    let left_after = queued(&js).await;
+    let left_after = jobs_in_stream(&js).await;
     let completed = (left_before + sizes.lines as u64).saturating_sub(left_after);
     let rate = completed as f64 / behind.as_secs_f64().max(1e-9);
     let ideal = sizes.lines as f64 / (rate / 2.0).max(1e-9);
@@ -278,17 +284,21 @@ async fn run_batch(client: &Client, lines: usize, failures: &mut Failures) -> Du
     started.elapsed()
 }
 
-/// Publishes `count` jobs without waiting for them.
-async fn submit_detached(client: &Client, tier: Tier, count: usize, failures: &mut Failures) {
+/// Publishes `count` jobs without waiting for them, 256 at a time, the clients' in turn
+/// (as many tenants' producers publishing at once do).
+async fn submit_detached(clients: &[Client], tier: Tier, count: usize, failures: &mut Failures) {
     let refused: Vec<String> = futures::stream::iter(0..count)
-        .map(|_| async move {
-            let mut job = job(PROMPT, false);
-            job.tier = tier;
-            client
-                .submit_detached(job)
-                .await
-                .err()
-                .map(|err| err.to_string())
+        .map(|n| {
+            let client = &clients[n % clients.len()];
+            async move {
+                let mut job = job(PROMPT, false);
+                job.tier = tier;
+                client
+                    .submit_detached(job)
+                    .await
+                    .err()
+                    .map(|err| err.to_string())
+            }
         })
         .buffer_unordered(256)
         .filter_map(std::future::ready)
@@ -319,27 +329,7 @@ async fn drain_rate(
     }
     let js = jetstream::new(llmq.world.nats.client().await);
     let started = Instant::now();
-    // Interleaved, as many tenants' producers publishing at once are.
-    let refused: Vec<String> = futures::stream::iter(0..jobs)
-        .map(|n| {
-            let client = &clients[n % tenants];
-            async move {
-                let mut job = job(PROMPT, false);
-                job.tier = tier;
-                client
-                    .submit_detached(job)
-                    .await
-                    .err()
-                    .map(|err| err.to_string())
-            }
-        })
-        .buffer_unordered(256)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    for err in refused {
-        failures.add(format!("submit: {err}"));
-    }
+    submit_detached(&clients, tier, jobs, failures).await;
     drained(&js).await;
     Ok(ThroughputStep {
         path: path.to_owned(),
@@ -356,17 +346,9 @@ async fn idle(watched: &[Watched], span: Duration) -> Vec<ProcUsage> {
     meter.finish()
 }
 
-/// Jobs in the jobs stream (queued or running).
-async fn queued(js: &jetstream::Context) -> u64 {
-    match js.get_stream("LLMQ_JOBS").await {
-        Ok(stream) => stream.cached_info().state.messages,
-        Err(_) => 0,
-    }
-}
-
 /// Waits until the jobs stream is empty.
 async fn drained(js: &jetstream::Context) {
-    while queued(js).await > 0 {
+    while jobs_in_stream(js).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

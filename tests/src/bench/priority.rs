@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::load::Failures;
 use super::report::{Facts, Report, Table, ms};
-use super::setup::{Env, Llmq, MockChild, MockSpec, WorkerSpec, job, run_job};
+use super::setup::{Env, Llmq, MockChild, MockSpec, WorkerSpec, job, jobs_in_stream, run_job};
 use super::stats::{Latencies, Summary};
 use super::{Options, print_setup};
 
@@ -143,7 +143,8 @@ async fn interactive(llmq: &Llmq, phase: &str, count: usize) -> PriorityStep {
             Err(err) => failures.add(err),
         }
     }
-    let batch_queued_after = queued(llmq).await;
+    let js = async_nats::jetstream::new(llmq.world.nats.client().await);
+    let batch_queued_after = jobs_in_stream(&js).await;
     println!(
         "  {phase}: e2e p99 {} ms, batch queued after: {batch_queued_after}",
         ms(latency.summary().p99_us)
@@ -176,13 +177,4 @@ async fn submit_backlog(client: &Client, count: usize) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Jobs still in the jobs stream (queued or running).
-async fn queued(llmq: &Llmq) -> u64 {
-    let js = async_nats::jetstream::new(llmq.world.nats.client().await);
-    match js.get_stream("LLMQ_JOBS").await {
-        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
-        Err(_) => 0,
-    }
 }

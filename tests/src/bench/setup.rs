@@ -200,6 +200,14 @@ impl World {
     }
 }
 
+/// Jobs in the jobs stream, queued or running (0 if it cannot be read).
+pub async fn jobs_in_stream(js: &async_nats::jetstream::Context) -> u64 {
+    match js.get_stream("LLMQ_JOBS").await {
+        Ok(stream) => stream.cached_info().state.messages,
+        Err(_) => 0,
+    }
+}
+
 // ---- the job --------------------------------------------------------------------------
 
 /// A system prompt of the length real applications send (instructions plus context).
