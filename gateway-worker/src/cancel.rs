@@ -1,6 +1,7 @@
 //! Cancellation: a cancel reaches whichever worker holds the job, or waits for it.
 //!
-//! Producers put `<tenant>.<job id>` in the cancel bucket. Every worker watches the whole
+//! Producers put `<tenant>.<job id>` in the cancel bucket (`<tenant>.<batch id>` for a
+//! whole batch). Every worker watches the whole
 //! bucket (with history, so cancels made while it was down arrive too) and keeps the keys
 //! in memory: a job is checked against that set when it is picked up (no round trip per
 //! job), and a running job's token is fired when its cancel arrives, which aborts the
@@ -14,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use llmq_runtime::backoff::Backoff;
-use llmq_schemas::{JobId, Subjects, Tenant};
+use llmq_schemas::{BatchId, JobId, Subjects, Tenant};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,11 @@ impl CancelRegistry {
 
     pub fn is_requested(&self, tenant: &Tenant, job_id: JobId) -> bool {
         lock(&self.requested).contains_key(&Subjects::cancel_key(tenant, job_id))
+    }
+
+    /// Whether `batch` was cancelled: its lines not yet running end without a call.
+    pub fn is_batch_cancelled(&self, tenant: &Tenant, batch: &BatchId) -> bool {
+        lock(&self.requested).contains_key(&Subjects::batch_cancel_key(tenant, batch))
     }
 
     /// Registers a job as running; its token fires if a cancel arrives.

@@ -129,6 +129,7 @@ fn tenant_permissions(subjects: &Subjects, tenant: &Tenant, extra: &[String]) ->
     let tenants = subjects.tenants_bucket();
     let spend = crate::budget::spend_stream_config(subjects, 1, Default::default()).name;
     let limits = crate::limits::bucket_config(subjects, 1).bucket;
+    let batches = subjects.batches_bucket();
     let publish = vec![
         // Jobs under its own tenant token, any model and tier.
         format!("{prefix}.jobs.*.*.{t}"),
@@ -145,6 +146,11 @@ fn tenant_permissions(subjects: &Subjects, tenant: &Tenant, extra: &[String]) ->
         // Its usage events.
         format!("{api}.CONSUMER.CREATE.{usage}.*.{prefix}.usage.{t}.*"),
         format!("{api}.CONSUMER.MSG.NEXT.{usage}.*"),
+        // Its batch records: written, read by key, listed by a consumer filtered to them.
+        format!("$KV.{batches}.{t}.>"),
+        format!("{api}.DIRECT.GET.KV_{batches}.$KV.{batches}.{t}.>"),
+        format!("{api}.CONSUMER.CREATE.KV_{batches}.*.$KV.{batches}.{t}.>"),
+        format!("{api}.CONSUMER.MSG.NEXT.KV_{batches}.*"),
         // Its own registry entry (the submitter's policy pre-check), no other.
         format!("{api}.DIRECT.GET.KV_{tenants}.$KV.{tenants}.{t}"),
         // Its own budget (`submitter usage`): its spend counters, its reservations.

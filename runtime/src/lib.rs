@@ -33,4 +33,4 @@ pub mod tenants;
 pub use connect::{ConnectError, MINIMUM_SERVER_VERSION, check_server_version, connect};
 pub use nats_options::{NatsOptions, TlsOptions, redact_url_userinfo};
 pub use problems::{Problem, Problems};
-pub use publish::{Budget, Durable, PublishFailure, private_msg_id, publish_durable};
+pub use publish::{Budget, Durable, PublishFailure, keyed_msg_id, private_msg_id, publish_durable};

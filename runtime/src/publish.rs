@@ -35,7 +35,13 @@ use crate::backoff::Backoff;
 /// take the id first. The id reaches only the stream (workers and admins), never a tenant.
 pub fn private_msg_id(key: &str) -> String {
     static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
-    let secret = SECRET.get_or_init(rand::random);
+    keyed_msg_id(SECRET.get_or_init(rand::random), key)
+}
+
+/// [`private_msg_id`] under a secret of the caller's, for ids that must be the same in
+/// every process that knows the secret (a batch's lines, rerun by another process: the
+/// secret lives in the batch's record, which only its tenant reads).
+pub fn keyed_msg_id(secret: &[u8], key: &str) -> String {
     let digest = Sha256::new()
         .chain_update(secret)
         .chain_update(key.as_bytes())

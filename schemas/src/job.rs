@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::batch::BatchLine;
 use crate::blob::BlobRef;
 use crate::openai::ChatRequest;
 use crate::timestamp::Timestamp;
@@ -102,6 +103,10 @@ pub struct Job {
     /// Free-form producer data, echoed back in the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The batch and input line this job is, echoed back in the outcome, which is then
+    /// stored under the batch (`<prefix>.results.<tenant>.<batch id>.<job id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchLine>,
 }
 
 impl Job {
@@ -120,6 +125,7 @@ impl Job {
             submitted_at: None,
             custom_id: None,
             metadata: None,
+            batch: None,
         }
     }
 

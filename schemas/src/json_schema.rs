@@ -7,8 +7,8 @@
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
 use crate::{
-    BlobRef, CancelRequest, CatalogEntry, Job, Outcome, OutcomeBody, ReplyEvent, TenantEntry,
-    UsageEvent,
+    BatchRecord, BlobRef, CancelRequest, CatalogEntry, Job, Outcome, OutcomeBody, ReplyEvent,
+    TenantEntry, UsageEvent,
 };
 
 /// (file name, schema) for every message type on the wire.
@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("cancel-request.schema.json", schema::<CancelRequest>()),
         ("catalog-entry.schema.json", schema::<CatalogEntry>()),
         ("tenant-entry.schema.json", schema::<TenantEntry>()),
+        ("batch-record.schema.json", schema::<BatchRecord>()),
     ]
 }
 

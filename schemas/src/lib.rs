@@ -6,6 +6,7 @@
 //! a newer protocol instead of misreading it, and every type derives a JSON Schema
 //! (exported to `schemas/json/` and checked against the types by a test).
 
+pub mod batch;
 pub mod blob;
 pub mod cancel;
 pub mod catalog;
@@ -23,6 +24,7 @@ pub mod timestamp;
 pub mod timings;
 pub mod usage;
 
+pub use batch::{BatchCounts, BatchId, BatchLine, BatchRecord, BatchStatus};
 pub use blob::BlobRef;
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};

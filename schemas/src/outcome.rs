@@ -54,8 +54,9 @@ impl From<OutcomeStatus> for UsageStatus {
     }
 }
 
-/// The final outcome, stored once per job at `<prefix>.results.<tenant>.<job_id>` and sent
-/// to the job's `reply_to` as the `final` event.
+/// The final outcome, stored once per job at `<prefix>.results.<tenant>.<job_id>` (a batch
+/// line's at `<prefix>.results.<tenant>.<batch id>.<job_id>`) and sent to the job's
+/// `reply_to` as the `final` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
     pub v: u32,
@@ -69,6 +70,9 @@ pub struct Outcome {
     pub custom_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The job's batch and line, when it is a batch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::batch::BatchLine>,
     /// The `chat.completion` object, when `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<ChatCompletion>,

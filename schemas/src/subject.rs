@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use crate::batch::BatchId;
 use crate::job::{JobId, Tier};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +229,16 @@ impl Subjects {
         format!("{}_KEYS", self.upper)
     }
 
+    /// KV bucket of batch records, key `<tenant>.<batch id>`.
+    pub fn batches_bucket(&self) -> String {
+        format!("{}_BATCHES", self.upper)
+    }
+
+    /// A batch record's key in the batches bucket.
+    pub fn batch_key(tenant: &Tenant, batch: &BatchId) -> String {
+        format!("{tenant}.{batch}")
+    }
+
     /// The inbox prefix a tenant's producers use by default, and the only one its jobs may
     /// name as `reply_to` when the registry is enforced (besides the prefixes its entry
     /// grants): `_INBOX_llmq.<tenant>`. NATS permissions grant a tenant's user this prefix.
@@ -324,12 +335,26 @@ impl Subjects {
     pub fn results_stream_subjects(&self) -> Vec<String> {
         vec![
             format!("{}.results.*.*", self.prefix),
+            format!("{}.results.*.*.*", self.prefix),
             format!("{}.results.*.*.*.*", self.prefix),
         ]
     }
 
     pub fn result(&self, tenant: &Tenant, job_id: JobId) -> String {
         format!("{}.results.{}.{}", self.prefix, tenant, job_id)
+    }
+
+    /// Where a job's outcome is stored: under its batch when it is a batch's line.
+    pub fn outcome(&self, tenant: &Tenant, job_id: JobId, batch: Option<&BatchId>) -> String {
+        match batch {
+            Some(batch) => format!("{}.results.{}.{}.{}", self.prefix, tenant, batch, job_id),
+            None => self.result(tenant, job_id),
+        }
+    }
+
+    /// Every outcome of a batch's lines.
+    pub fn batch_outcomes_filter(&self, tenant: &Tenant, batch: &BatchId) -> String {
+        format!("{}.results.{}.{}.*", self.prefix, tenant, batch)
     }
 
     pub fn usage_stream_subjects(&self) -> Vec<String> {
@@ -384,6 +409,12 @@ impl Subjects {
     /// Key of a cancel request in the cancel bucket.
     pub fn cancel_key(tenant: &Tenant, job_id: JobId) -> String {
         format!("{tenant}.{job_id}")
+    }
+
+    /// Key of a whole batch's cancel in the cancel bucket: its lines not yet running end
+    /// `cancelled` when a worker picks them up. (A batch id is never a job id: `batch_`.)
+    pub fn batch_cancel_key(tenant: &Tenant, batch: &BatchId) -> String {
+        format!("{tenant}.{batch}")
     }
 
     /// Whether a producer-given reply subject is safe to publish to: a literal subject

@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod catalog;
 mod client;
 mod connect;
@@ -45,6 +46,10 @@ mod read_stream;
 mod session;
 mod stream_text;
 
+pub use batch::{
+    BatchError, BatchOptions, BatchProgress, LineProblem, OutputOrder, Plan, ResultsSummary,
+    SubmitProgress,
+};
 pub use catalog::{LIVE_HEARTBEAT, is_live};
 pub use client::{CancelStatus, Client, JobHandle, POLICY_CACHE};
 pub use connect::ConnectionEvents;

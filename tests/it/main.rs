@@ -4,6 +4,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 mod auth;
+mod batch;
 mod budgets;
 mod chaos;
 mod cli;

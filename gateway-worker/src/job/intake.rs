@@ -157,7 +157,8 @@ async fn answer_from_stored(
     processing: &Processing,
     reply: &mut ReplySink,
 ) -> Option<Disposition> {
-    match load_outcome(ctx, &processing.tenant, processing.job.id).await {
+    let batch = processing.job.batch.as_ref().map(|line| &line.id);
+    match load_outcome(ctx, &processing.tenant, processing.job.id, batch).await {
         Ok(Some(outcome)) => {
             metrics::outcome_resent();
             tracing::info!(job_id = %processing.job.id, status = %outcome.status, "redelivered job already has an outcome; re-sending it");

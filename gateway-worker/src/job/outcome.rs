@@ -168,6 +168,7 @@ fn build_outcome(ctx: &WorkerContext, processing: &Processing, finished: &Finish
         tier: processing.tier,
         custom_id: processing.job.custom_id.clone(),
         metadata: processing.job.metadata.clone(),
+        batch: processing.job.batch.clone(),
         response: finished.response.clone(),
         error: finished.error.clone(),
         partial: finished.partial.clone(),
@@ -292,7 +293,8 @@ async fn store_outcome(
     outcome: &Outcome,
     json: &Bytes,
 ) -> Result<Stored, NotStored> {
-    let subject = ctx.subjects.result(tenant, outcome.job_id);
+    let batch = outcome.batch.as_ref().map(|line| &line.id);
+    let subject = ctx.subjects.outcome(tenant, outcome.job_id, batch);
     // The tenant too: job ids are the producers', so another tenant's job with the same
     // id must not make this outcome a duplicate (dropped) within the window.
     let msg_id = format!("outcome-{tenant}.{}", outcome.job_id);
@@ -313,7 +315,7 @@ async fn store_outcome(
     if !already_stored {
         return result.map(|_| Stored::Ours).map_err(NotStored::from);
     }
-    match load_outcome(ctx, tenant, outcome.job_id).await {
+    match load_outcome(ctx, tenant, outcome.job_id, batch).await {
         Ok(Some(stored)) if stored.processing == outcome.processing => Ok(Stored::Ours),
         Ok(Some(stored)) => Ok(Stored::Theirs(Box::new(stored))),
         Ok(None) => result.map(|_| Stored::Ours).map_err(NotStored::from),
@@ -321,13 +323,14 @@ async fn store_outcome(
     }
 }
 
-/// The stored outcome of a job, if it has one.
+/// The stored outcome of a job (of `batch`'s, if it is a batch line), if it has one.
 pub async fn load_outcome(
     ctx: &WorkerContext,
     tenant: &Tenant,
     job_id: llmq_schemas::JobId,
+    batch: Option<&llmq_schemas::BatchId>,
 ) -> Result<Option<Outcome>, String> {
-    let subject = ctx.subjects.result(tenant, job_id);
+    let subject = ctx.subjects.outcome(tenant, job_id, batch);
     match ctx.setup.results.direct_get_last_for_subject(subject).await {
         Ok(message) => serde_json::from_slice(&message.payload)
             .map(Some)

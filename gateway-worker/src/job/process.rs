@@ -166,6 +166,14 @@ fn before_any_call<'m>(
         let message = "cancelled before it started".to_owned();
         return fail(OutcomeStatus::Cancelled, ErrorType::Cancelled, message);
     }
+    if let Some(line) = &job.batch
+        && ctx
+            .cancels
+            .is_batch_cancelled(&path.processing.tenant, &line.id)
+    {
+        let message = format!("batch {} was cancelled before this line started", line.id);
+        return fail(OutcomeStatus::Cancelled, ErrorType::Cancelled, message);
+    }
     if deadline_at.has_passed() {
         let message = format!("the deadline {deadline_at} passed before the job was picked up");
         return fail(OutcomeStatus::Expired, ErrorType::DeadlineExceeded, message);

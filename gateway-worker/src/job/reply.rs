@@ -182,6 +182,7 @@ mod tests {
             tier: Tier::Batch,
             custom_id: Some("c".into()),
             metadata: None,
+            batch: None,
             response: None,
             error: None,
             partial: None,

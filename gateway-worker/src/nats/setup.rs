@@ -112,6 +112,8 @@ pub struct Setup {
     pub dlq: stream::Stream,
     pub catalog: kv::Store,
     pub cancels: kv::Store,
+    /// Batch records (see `llmq_schemas::batch`): written and read by tenants only.
+    pub batches: kv::Store,
     /// The tenant registry, read by every worker (see `llmq_runtime::tenants`).
     pub tenants: kv::Store,
     /// The fleet-wide limits' shared state (see `llmq_runtime::limits`); budget
@@ -148,6 +150,7 @@ pub async fn ensure(
         dlq: stream(streams.dlq()).await?,
         catalog: bucket(streams.catalog(), streams.readers()).await?,
         cancels: bucket(streams.cancels(), TENANT_WRITABLE).await?,
+        batches: bucket(streams.batches(), streams.tenant_readable_writable()).await?,
         tenants: bucket(tenants, Guards::default()).await?,
         limits: bucket(limits, Guards::default()).await?,
         spend: stream(spend).await?,
@@ -164,6 +167,12 @@ const TENANT_WRITABLE: Guards = Guards {
     tenant_writable: true,
     readers: None,
 };
+
+/// The largest batch record (one is about 1 KiB, its metadata included).
+const BATCH_MAX_VALUE: i32 = 64 * 1024;
+
+/// What the batch records take at most, every tenant's together.
+const BATCHES_MAX_BYTES: i64 = 1 << 30;
 
 /// The configuration of each stream and bucket llmq uses.
 struct StreamConfigs<'a> {
@@ -315,6 +324,32 @@ impl StreamConfigs<'_> {
             storage: StorageType::File,
             num_replicas: self.config.replicas,
             ..Default::default()
+        }
+    }
+}
+
+impl StreamConfigs<'_> {
+    /// Tenants write their batch records here and list them through consumers: bounded
+    /// in size, no rollups ([`TENANT_WRITABLE`]), readers capped. A record lives as long
+    /// as its batch's outcomes.
+    fn batches(&self) -> kv::Config {
+        kv::Config {
+            bucket: self.subjects.batches_bucket(),
+            description: "llmq batch records, key <tenant>.<batch id>".into(),
+            history: 1,
+            max_age: self.config.results_max_age,
+            max_bytes: BATCHES_MAX_BYTES,
+            max_value_size: BATCH_MAX_VALUE,
+            storage: StorageType::File,
+            num_replicas: self.config.replicas,
+            ..Default::default()
+        }
+    }
+
+    fn tenant_readable_writable(&self) -> Guards {
+        Guards {
+            tenant_writable: true,
+            ..self.readers()
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use llmq_schemas::JobId;
-use llmq_submitter::{ClientError, ConnectError, SubmitError, WaitError};
+use llmq_submitter::{BatchError, ClientError, ConnectError, SubmitError, WaitError};
 
 /// The process's exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,8 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Wait(#[from] WaitError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error(
         "no outcome for job {job_id} within {}; it may still be queued or running: \
          `submitter result {job_id} --wait 10m`",
@@ -129,6 +131,7 @@ impl CliError {
             CliError::Submit(err) => submit_exit(err),
             CliError::Client(err) => client_exit(err),
             CliError::Wait(err) => wait_exit(err),
+            CliError::Batch(err) => batch_exit(err),
             CliError::NoOutcome { .. } | CliError::NotFound(_) => Exit::NotFound,
             CliError::OnDefaultUrl(inner) => inner.exit(),
             CliError::Io { .. } | CliError::Json { .. } => Exit::Unexpected,
@@ -184,6 +187,19 @@ fn client_exit(err: &ClientError) -> Exit {
         ClientError::Decode { .. } => Exit::Unexpected,
         ClientError::Blob { source, .. } if source.is_transient() => Exit::Unavailable,
         ClientError::Blob { .. } => Exit::Unexpected,
+    }
+}
+
+fn batch_exit(err: &BatchError) -> Exit {
+    match err {
+        BatchError::InvalidInput { .. } | BatchError::EmptyInput | BatchError::Ended { .. } => {
+            Exit::Rejected
+        }
+        BatchError::Io { .. } => Exit::Usage,
+        BatchError::NotFound(_) | BatchError::NotFinished { .. } => Exit::NotFound,
+        BatchError::InputChanged(_) | BatchError::BadRecord { .. } => Exit::Unexpected,
+        BatchError::Client(inner) => client_exit(inner),
+        BatchError::Submit(inner) => submit_exit(inner),
     }
 }
 

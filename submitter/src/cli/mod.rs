@@ -2,6 +2,7 @@
 //! and the exit-code table.
 
 mod auth;
+mod batch;
 mod cancel;
 mod chat;
 mod dlq;
@@ -32,6 +33,8 @@ Examples:
   echo '[{\"role\":\"user\",\"content\":\"hi\"}]' | submitter chat --model m --messages-file -
   submitter result 0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69 --wait 5m --json
   submitter cancel 0193a3c2-6c2e-7cc3-9c1d-3f1d2c4b5a69 --reason 'not needed'
+  submitter batch submit requests.jsonl --wait -o results.jsonl
+  submitter batch status batch_3f1d2c4b5a69a0b1c2d3e4f5
   submitter models
   submitter dlq list
   submitter dlq replay --all
@@ -72,6 +75,9 @@ pub enum Command {
     /// Print a job's stored outcome.
     #[command(after_help = Exit::help_table())]
     Result(result::ResultArgs),
+    /// Batches: a JSONL file of requests in, a results file out, resumable.
+    #[command(subcommand, after_help = Exit::help_table())]
+    Batch(batch::BatchCommand),
     /// Ask for a job to be cancelled.
     #[command(after_help = Exit::help_table())]
     Cancel(cancel::CancelArgs),
@@ -119,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Chat(args) => chat::run(args, options).await,
         Command::Result(args) => result::run(args, options).await,
         Command::Cancel(args) => cancel::run(args, options).await,
+        Command::Batch(command) => batch::run(command, options).await,
         Command::Models(args) => models::run(args, options).await,
         Command::Dlq(command) => dlq::run(command, options).await,
         Command::Usage(args) => usage::run(args, options).await,

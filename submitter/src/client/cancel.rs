@@ -74,7 +74,11 @@ impl Client {
         })
     }
 
-    fn cancel_error(&self, failure: llmq_runtime::PublishFailure, bucket: &str) -> ClientError {
+    pub(crate) fn cancel_error(
+        &self,
+        failure: llmq_runtime::PublishFailure,
+        bucket: &str,
+    ) -> ClientError {
         use llmq_runtime::PublishFailure;
         match failure {
             PublishFailure::NoStream => {

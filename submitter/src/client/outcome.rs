@@ -127,7 +127,7 @@ impl Client {
     /// The whole outcome: when the stored one was too large for one message, its body
     /// (`response`, `partial`, `metadata`) read back from the blob beside it, digest
     /// checked. Callers never see a `body_blob`.
-    pub(super) async fn with_body(&self, mut outcome: Outcome) -> Result<Outcome, ClientError> {
+    pub(crate) async fn with_body(&self, mut outcome: Outcome) -> Result<Outcome, ClientError> {
         let Some(blob) = outcome.body_blob.take() else {
             return Ok(outcome);
         };

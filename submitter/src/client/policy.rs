@@ -24,7 +24,7 @@ pub(super) type PolicyCache = tokio::sync::Mutex<Option<(Instant, Option<Lookup>
 impl Client {
     /// Refuses a job its tenant's registry entry does not allow. No entry (or none
     /// readable by this producer) lets it through: the worker decides.
-    pub(super) async fn check_policy(
+    pub(crate) async fn check_policy(
         &self,
         job: &Job,
         payload_bytes: usize,
@@ -57,5 +57,15 @@ impl Client {
         let lookup = self.inner.session.own_entry().await;
         *cache.lock().await = Some((Instant::now(), lookup.clone()));
         lookup
+    }
+}
+
+impl Client {
+    /// The largest request this tenant's registry entry lets through, if it says.
+    pub(crate) async fn own_max_request_bytes(&self) -> Option<u64> {
+        match self.own_lookup().await {
+            Some(Lookup::Known(policy)) => policy.entry.max_request_bytes,
+            _ => None,
+        }
     }
 }

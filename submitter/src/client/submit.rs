@@ -23,7 +23,8 @@ impl Client {
         let model = self.prepare(&mut job).await?;
         job.reply_to = Some(self.inner.inbox.reply_subject(job.id));
         let handle = JobHandle::register(self.clone(), job.id)?;
-        self.publish_job(&model, &mut job).await?;
+        let msg_id = llmq_runtime::private_msg_id(&job.id.to_string());
+        self.publish_job(&model, &mut job, &msg_id).await?;
         Ok(handle)
     }
 
@@ -42,7 +43,21 @@ impl Client {
                  subjects"
             )));
         }
-        self.publish_job(&model, &mut job).await?;
+        // Not the job id: another tenant could publish it first (README, "Outcome guarantees").
+        let msg_id = llmq_runtime::private_msg_id(&job.id.to_string());
+        self.publish_job(&model, &mut job, &msg_id).await?;
+        Ok(job.id)
+    }
+
+    /// Publishes a batch's line (`job.batch` set, no `reply_to`) under `msg_id`, the
+    /// batch's own (the same in every process that reruns it).
+    pub(crate) async fn submit_batch_line(
+        &self,
+        mut job: Job,
+        msg_id: &str,
+    ) -> Result<JobId, SubmitError> {
+        let model = self.prepare(&mut job).await?;
+        self.publish_job(&model, &mut job, msg_id).await?;
         Ok(job.id)
     }
 
@@ -69,19 +84,19 @@ impl Client {
 
     /// Publishes the job, its request as a blob first when the job would not fit in one
     /// message (see `request_blob.rs`).
-    async fn publish_job(&self, model: &ModelName, job: &mut Job) -> Result<(), SubmitError> {
+    async fn publish_job(
+        &self,
+        model: &ModelName,
+        job: &mut Job,
+        msg_id: &str,
+    ) -> Result<(), SubmitError> {
         let subject = self.subjects().job(model, job.tier, self.tenant());
         let payload = serde_json::to_vec(job)
             .map(Bytes::from)
             .map_err(|err| SubmitError::InvalidJob(format!("cannot serialize the job: {err}")))?;
         self.check_policy(job, payload.len()).await?;
         let payload = self.fitted(job, payload).await?;
-        // Not the job id: another tenant could publish it first (README, "Outcome guarantees").
-        let msg_id = llmq_runtime::private_msg_id(&job.id.to_string());
-        let published = self
-            .inner
-            .session
-            .publish(&subject, &msg_id, None, &payload);
+        let published = self.inner.session.publish(&subject, msg_id, None, &payload);
         let ack = self
             .inner
             .session

@@ -112,6 +112,7 @@ async fn a_redelivered_job_that_already_has_an_outcome_is_answered_from_it() {
         tier: Tier::Interactive,
         custom_id: None,
         metadata: None,
+        batch: None,
         response: None,
         error: None,
         partial: None,

@@ -1,0 +1,331 @@
+//! Publishing a batch's lines, from its record's checkpoint on.
+//!
+//! Lines are published many at a time, in file order; the record's `published` moves to
+//! the end of the acknowledged prefix every [`CHECKPOINT_EVERY`] lines. A rerun starts
+//! there: the lines after it may have been published by the run that died, so each of
+//! those is first looked up (a stored outcome means it ran: skipped), then published
+//! under the same `Nats-Msg-Id`, which JetStream drops as a copy within its duplicate
+//! window. A copy queued after the window, of a line whose first copy has not ended yet,
+//! is the one case where a line can run twice (at most the lines of one checkpoint).
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use futures::{StreamExt, stream};
+use llmq_schemas::{
+    BatchCounts, BatchId, BatchLine, BatchRecord, BatchStatus, Job, PROTOCOL_VERSION, Timestamp,
+};
+use tokio::sync::mpsc;
+
+use super::error::BatchError;
+use super::input::{self, InputLine, ReadError};
+use super::plan::{Plan, hex};
+use crate::Client;
+
+/// Lines between two checkpoints in the record.
+pub(crate) const CHECKPOINT_EVERY: u64 = 1024;
+/// Publishes awaiting their acknowledgement at once.
+const IN_FLIGHT: usize = 256;
+/// Lines read ahead of the publishes.
+const READ_AHEAD: usize = 1024;
+
+/// Where a submit is.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitProgress {
+    pub total: u64,
+    /// Lines published (a rerun counts those published before it too).
+    pub published: u64,
+    /// Lines skipped because their outcome was already stored.
+    pub already_done: u64,
+}
+
+impl Client {
+    /// Creates the batch's record (or finds it, for a rerun) and publishes every line not
+    /// yet published; returns the record once every line is.
+    pub async fn batch_submit(
+        &self,
+        plan: &Plan,
+        mut progress: impl FnMut(SubmitProgress),
+    ) -> Result<BatchRecord, BatchError> {
+        let record = self.open_batch(plan).await?;
+        if record.cancelled_at.is_some() || record.submit_done {
+            return Ok(record);
+        }
+        let start = record.published;
+        let mut lines = read_lines(plan, start);
+        let mut state = SubmitProgress {
+            total: plan.requests,
+            published: start,
+            already_done: 0,
+        };
+        progress(state);
+        let mut publishes = stream::poll_fn(|cx| lines.poll_recv(cx))
+            .map(|line| self.publish_line(&record, line, start))
+            .buffered(IN_FLIGHT);
+        while let Some(published) = publishes.next().await {
+            state.already_done += u64::from(!published?);
+            state.published += 1;
+            if state.published.is_multiple_of(CHECKPOINT_EVERY)
+                && self.checkpoint(&record.id, state.published).await?
+            {
+                return self.batch_record_or_missing(&record.id).await;
+            }
+            progress(state);
+        }
+        self.finish_submit(&record.id, plan, state.published).await
+    }
+
+    /// Publishes one line; false when its outcome was already stored (a rerun's).
+    async fn publish_line(
+        &self,
+        record: &BatchRecord,
+        line: Result<(u64, InputLine), BatchError>,
+        start: u64,
+    ) -> Result<bool, BatchError> {
+        let (index, line) = line?;
+        let job = line_job(record, index, line);
+        let uncertain = index < start + CHECKPOINT_EVERY + IN_FLIGHT as u64;
+        if uncertain && self.has_outcome(&record.id, job.id).await? {
+            return Ok(false);
+        }
+        let key = job.id.to_string();
+        let msg_id = llmq_runtime::keyed_msg_id(record.msg_key.as_bytes(), &key);
+        self.submit_batch_line(job, &msg_id).await?;
+        Ok(true)
+    }
+
+    async fn has_outcome(
+        &self,
+        batch: &BatchId,
+        job: llmq_schemas::JobId,
+    ) -> Result<bool, BatchError> {
+        let subject = self.subjects().outcome(self.tenant(), job, Some(batch));
+        Ok(self.stored_message(&subject).await?.is_some())
+    }
+
+    /// Moves the checkpoint; true if the batch was cancelled meanwhile (stop publishing).
+    async fn checkpoint(&self, id: &BatchId, published: u64) -> Result<bool, BatchError> {
+        let record = self
+            .update_record(id, |record| {
+                record.published = record.published.max(published);
+                true
+            })
+            .await?;
+        if record.cancelled_at.is_some() {
+            self.update_record(id, |record| {
+                record.submit_done = true;
+                true
+            })
+            .await?;
+        }
+        Ok(record.cancelled_at.is_some())
+    }
+
+    async fn finish_submit(
+        &self,
+        id: &BatchId,
+        plan: &Plan,
+        published: u64,
+    ) -> Result<BatchRecord, BatchError> {
+        if published != plan.requests {
+            return Err(BatchError::InputChanged(plan.path.display().to_string()));
+        }
+        self.update_record(id, |record| {
+            record.published = published;
+            record.submit_done = true;
+            true
+        })
+        .await
+    }
+
+    async fn batch_record_or_missing(&self, id: &BatchId) -> Result<BatchRecord, BatchError> {
+        self.batch_record(id)
+            .await?
+            .ok_or_else(|| BatchError::NotFound(id.clone()))
+    }
+
+    /// The batch's record: the one a previous run left, or a new one.
+    async fn open_batch(&self, plan: &Plan) -> Result<BatchRecord, BatchError> {
+        if let Some(found) = self.read_record(&plan.id).await? {
+            return Ok(found.record);
+        }
+        let record = new_record(self, plan);
+        match self.create_record(&record).await? {
+            Some(created) => Ok(created.record),
+            None => self.batch_record_or_missing(&plan.id).await,
+        }
+    }
+}
+
+fn new_record(client: &Client, plan: &Plan) -> BatchRecord {
+    let now = Timestamp::now();
+    BatchRecord {
+        v: PROTOCOL_VERSION,
+        id: plan.id.clone(),
+        tenant: client.tenant().to_string(),
+        status: BatchStatus::InProgress,
+        input_file: plan.path.display().to_string(),
+        input_sha256: plan.sha256.clone(),
+        model: plan.options.model.clone(),
+        tier: plan.options.tier,
+        expires_at: now.plus(plan.options.completion_window),
+        published: 0,
+        submit_done: false,
+        counts: BatchCounts {
+            total: plan.requests,
+            unsubmitted: plan.requests,
+            ..BatchCounts::default()
+        },
+        counted_at: None,
+        created_at: now,
+        cancelled_at: None,
+        finished_at: None,
+        metadata: plan.options.metadata.clone(),
+        skip_invalid: plan.options.skip_invalid,
+        skipped_models: plan.skipped_models.clone(),
+        msg_key: hex(uuid::Uuid::new_v4().as_bytes()) + &hex(uuid::Uuid::new_v4().as_bytes()),
+    }
+}
+
+fn line_job(record: &BatchRecord, index: u64, line: InputLine) -> Job {
+    let model = record.model.clone().or(line.model).unwrap_or_default();
+    let mut job = Job::new(model, line.body);
+    job.id = record.id.line_job_id(index);
+    job.tier = record.tier;
+    job.deadline = Some(record.expires_at);
+    job.custom_id = Some(line.custom_id);
+    job.batch = Some(BatchLine {
+        id: record.id.clone(),
+        line: index,
+    });
+    job
+}
+
+/// The plan's runnable lines from `start` on, numbered 0.. among runnable lines, read on
+/// a blocking thread.
+fn read_lines(plan: &Plan, start: u64) -> mpsc::Receiver<Result<(u64, InputLine), BatchError>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let (path, checks, sha256) = (plan.path.clone(), plan.checks, plan.sha256.clone());
+    let mut runnable = Runnable::new(
+        plan.options.skip_invalid,
+        plan.options.model.clone(),
+        &plan.skipped_models,
+    );
+    tokio::task::spawn_blocking(move || {
+        let name = path.display().to_string();
+        let reader = match input::open(&path) {
+            Ok(reader) => reader,
+            Err(source) => {
+                let _ = tx.blocking_send(Err(BatchError::Io {
+                    what: "cannot read",
+                    path: name,
+                    source,
+                }));
+                return;
+            }
+        };
+        let mut requests = input::requests(reader, &checks);
+        for read in requests.by_ref() {
+            let item = match runnable.next(read) {
+                Some(Ok(line)) => Ok(line),
+                Some(Err(())) => Err(BatchError::InputChanged(name.clone())),
+                None => continue,
+            };
+            let stop = item.is_err();
+            if (stop || item.as_ref().is_ok_and(|(i, _)| *i >= start))
+                && tx.blocking_send(item).is_err()
+            {
+                return;
+            }
+            if stop {
+                return;
+            }
+        }
+        if hex(&requests.sha256()) != sha256 {
+            let _ = tx.blocking_send(Err(BatchError::InputChanged(name)));
+        }
+    });
+    rx
+}
+
+/// Numbers the lines that run: with `skip`, bad lines and later duplicates are left out
+/// (as the check listed them); without, any bad line means the file changed.
+pub(crate) struct Runnable {
+    skip: bool,
+    model: Option<String>,
+    bad_models: HashSet<String>,
+    next_index: u64,
+    seen: HashSet<u128>,
+}
+
+impl Runnable {
+    pub(crate) fn new(skip: bool, model: Option<String>, bad_models: &[String]) -> Self {
+        let bad_models = bad_models.iter().cloned().collect();
+        Self {
+            skip,
+            model,
+            bad_models,
+            next_index: 0,
+            seen: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn next(
+        &mut self,
+        read: Result<InputLine, ReadError>,
+    ) -> Option<Result<(u64, InputLine), ()>> {
+        let line = match read {
+            Ok(line) => line,
+            Err(ReadError::Changed(_)) if self.skip => return None,
+            Err(_) => return Some(Err(())),
+        };
+        if self.skip && !self.runs(&line) {
+            return None;
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        Some(Ok((index, line)))
+    }
+}
+
+impl Runnable {
+    fn runs(&mut self, line: &InputLine) -> bool {
+        let model = self.model.as_ref().or(line.model.as_ref());
+        let bad_model = model.is_some_and(|model| self.bad_models.contains(model));
+        !bad_model && self.seen.insert(id_hash(&line.custom_id))
+    }
+}
+
+/// How many lines of `path` run, and the custom ids of those in `wanted`; `None` if the
+/// file cannot be read or is not the batch's input (`sha256`).
+pub(crate) fn custom_ids_of(
+    path: &std::path::Path,
+    (checks, mut runnable): (super::input::Checks, Runnable),
+    sha256: &str,
+    wanted: std::ops::Range<u64>,
+) -> Option<(u64, std::collections::HashMap<u64, String>)> {
+    let mut requests = input::requests(input::open(path).ok()?, &checks);
+    let mut ids = std::collections::HashMap::new();
+    let mut count = 0;
+    for read in requests.by_ref() {
+        if let Some(Ok((index, line))) = runnable.next(read) {
+            count = index + 1;
+            if wanted.contains(&index) {
+                ids.insert(index, line.custom_id);
+            }
+        }
+    }
+    (hex(&requests.sha256()) == sha256).then_some((count, ids))
+}
+
+/// 128 bits of two fixed-key hashes: a collision is not a practical worry.
+fn id_hash(id: &str) -> u128 {
+    let hash = |seed: u64| {
+        let mut hasher =
+            std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+        seed.hash(&mut hasher);
+        id.hash(&mut hasher);
+        hasher.finish()
+    };
+    (u128::from(hash(1)) << 64) | u128::from(hash(2))
+}

@@ -1,0 +1,207 @@
+//! Counting a batch's outcomes: the same reads that write its results file, so the
+//! record's counts and the file always agree.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::StreamExt;
+use llmq_schemas::{
+    BatchCounts, BatchId, BatchRecord, BatchStatus, Cost, OutcomeStatus, Timestamp, Usage,
+};
+use serde::Deserialize;
+
+use super::error::BatchError;
+use crate::Client;
+use crate::error::ClientError;
+use crate::read_stream::ReadRange;
+use crate::session::consumer_name;
+
+/// How often a wait re-reads the record (a cancel, the submit's checkpoint).
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// A batch as a wait sees it, after each outcome or second.
+#[derive(Debug, Clone)]
+pub struct BatchProgress {
+    pub status: BatchStatus,
+    pub published: u64,
+    pub counts: BatchCounts,
+}
+
+/// The outcomes counted so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    succeeded: u64,
+    failed: u64,
+    expired: u64,
+    cancelled: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: f64,
+}
+
+/// The part of an outcome a count reads.
+#[derive(Deserialize)]
+struct Counted {
+    status: OutcomeStatus,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    cost: Option<Cost>,
+}
+
+impl Tally {
+    fn add(&mut self, payload: &[u8]) {
+        let Ok(outcome) = serde_json::from_slice::<Counted>(payload) else {
+            self.failed += 1;
+            return;
+        };
+        *match outcome.status {
+            OutcomeStatus::Succeeded => &mut self.succeeded,
+            OutcomeStatus::Failed => &mut self.failed,
+            OutcomeStatus::Expired => &mut self.expired,
+            OutcomeStatus::Cancelled => &mut self.cancelled,
+        } += 1;
+        if let Some(usage) = outcome.usage {
+            self.prompt_tokens += usage.prompt_tokens;
+            self.completion_tokens += usage.completion_tokens;
+        }
+        self.cost_usd += outcome.cost.and_then(|c| c.total_usd()).unwrap_or(0.0);
+    }
+
+    fn ended(&self) -> u64 {
+        self.succeeded + self.failed + self.expired + self.cancelled
+    }
+}
+
+/// The record with `tally`'s counts and the status they make.
+pub(crate) fn settle(record: &mut BatchRecord, tally: &Tally) {
+    let total = record.counts.total;
+    let stopped = record.submit_done && tally.ended() >= record.published;
+    let unsubmitted = total.saturating_sub(record.published);
+    let cancelled = record.cancelled_at.is_some();
+    record.counts = BatchCounts {
+        total,
+        queued: record.published.saturating_sub(tally.ended()),
+        unsubmitted: if cancelled && stopped { 0 } else { unsubmitted },
+        succeeded: tally.succeeded,
+        failed: tally.failed,
+        expired: tally.expired,
+        cancelled: tally.cancelled + if cancelled && stopped { unsubmitted } else { 0 },
+        prompt_tokens: tally.prompt_tokens,
+        completion_tokens: tally.completion_tokens,
+        cost_usd: tally.cost_usd,
+    };
+    record.status = status(record, stopped);
+    record.counted_at = Some(Timestamp::now());
+    if record.status.is_final() && record.finished_at.is_none() {
+        record.finished_at = Some(Timestamp::now());
+    }
+}
+
+fn status(record: &BatchRecord, stopped: bool) -> BatchStatus {
+    let cancelled = record.cancelled_at.is_some();
+    match (cancelled, stopped) {
+        (true, true) => BatchStatus::Cancelled,
+        (true, false) => BatchStatus::Cancelling,
+        (false, true) if record.counts.expired > 0 => BatchStatus::Expired,
+        (false, true) => BatchStatus::Completed,
+        (false, false) => BatchStatus::InProgress,
+    }
+}
+
+impl Client {
+    /// The batch's record with its counts counted now from its stored outcomes (and
+    /// written back, so `batch list` shows them).
+    pub async fn batch_status(&self, id: &BatchId) -> Result<BatchRecord, BatchError> {
+        let tally = self.count_outcomes(id).await?;
+        self.update_record(id, |record| {
+            settle(record, &tally);
+            true
+        })
+        .await
+    }
+
+    /// Follows the batch's outcomes as they are stored, calling `progress` on each
+    /// change, until every line has one (or the batch is cancelled and its queued lines
+    /// ended); returns the settled record.
+    pub async fn batch_wait(
+        &self,
+        id: &BatchId,
+        mut progress: impl FnMut(&BatchProgress),
+    ) -> Result<BatchRecord, BatchError> {
+        let mut messages = self.follow_outcomes(id).await?;
+        let mut tally = Tally::default();
+        loop {
+            let record = self.settled(id, &tally).await?;
+            progress(&BatchProgress {
+                status: record.status,
+                published: record.published,
+                counts: record.counts.clone(),
+            });
+            if record.status.is_final() {
+                return self.batch_status(id).await;
+            }
+            let until = tokio::time::Instant::now() + RECORD_EVERY;
+            while let Ok(next) = tokio::time::timeout_at(until, messages.next()).await {
+                match next {
+                    Some(Ok(message)) => tally.add(&message.payload),
+                    Some(Err(err)) => {
+                        return Err(ClientError::nats("following outcomes", err).into());
+                    }
+                    None => return Err(ClientError::nats("following outcomes", "ended").into()),
+                }
+            }
+        }
+    }
+
+    async fn settled(&self, id: &BatchId, tally: &Tally) -> Result<BatchRecord, BatchError> {
+        let mut record = self
+            .batch_record(id)
+            .await?
+            .ok_or_else(|| BatchError::NotFound(id.clone()))?;
+        settle(&mut record, tally);
+        Ok(record)
+    }
+
+    /// Every stored outcome of the batch, counted.
+    pub(crate) async fn count_outcomes(&self, id: &BatchId) -> Result<Tally, BatchError> {
+        let mut tally = Tally::default();
+        let range = ReadRange {
+            filter_subject: self.subjects().batch_outcomes_filter(self.tenant(), id),
+            deliver_policy: DeliverPolicy::All,
+            until: None,
+        };
+        let stream = self.subjects().results_stream();
+        self.session()
+            .read_stream(&stream, range, |stored| tally.add(&stored.message.payload))
+            .await?;
+        Ok(tally)
+    }
+
+    async fn follow_outcomes(&self, id: &BatchId) -> Result<pull::Ordered, BatchError> {
+        let name = self.subjects().results_stream();
+        let stream = self
+            .session()
+            .js()
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|err| ClientError::nats("following outcomes", err))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(consumer_name()),
+                filter_subject: self.subjects().batch_outcomes_filter(self.tenant(), id),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| {
+                self.session()
+                    .consumer_error(err, &name, "following outcomes")
+            })?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ClientError::nats("following outcomes", err))?;
+        Ok(messages)
+    }
+}

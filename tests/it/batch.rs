@@ -1,0 +1,443 @@
+//! `submitter batch` against a real worker: a file in, one results line per input line,
+//! every bad line reported before anything runs, reruns that publish only what is
+//! missing and never pay for a line twice, and a cancel that ends queued lines without
+//! provider calls.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use llmq_schemas::{BatchRecord, BatchStatus};
+use llmq_submitter::{BatchOptions, Client, ClientOptions};
+use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, mock_text};
+use llmq_tests::nats::NatsOptions;
+use llmq_tests::stack::{Stack, eventually};
+use llmq_tests::worker::{TestWorker, openai_mock_provider, workspace_binary};
+use serde_json::{Value, json};
+
+const TOKENS: usize = 4;
+
+/// A stack whose mock answers after `delay`; models `chat` (works) and `bad` (400s).
+async fn stack(delay: Duration) -> (Stack, TestWorker) {
+    let mut mock = MockOptions {
+        tokens_per_reply: TOKENS,
+        first_token_delay: delay,
+        ..MockOptions::default()
+    };
+    mock.per_model.insert(
+        "broken".into(),
+        ModelBehavior {
+            always: Some(Fault::BadRequest),
+            ..ModelBehavior::default()
+        },
+    );
+    let stack = Stack::start_with(mock, NatsOptions::default()).await;
+    let mut setup = stack.setup(&format!(
+        "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"mock-model\" }}]\n[models.bad]\ndeployments = [{{ provider = \"mock\", model = \"broken\" }}]\n",
+        openai_mock_provider(64)
+    ));
+    setup.set("jetstream", "duplicate_window", "\"1s\"");
+    let worker = stack.worker(&setup).await;
+    (stack, worker)
+}
+
+fn line(custom_id: &str, model: &str, prompt: &str) -> String {
+    json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": prompt}]}})
+    .to_string()
+}
+
+fn write_input(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn submitter(stack: &Stack, dir: &Path, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(workspace_binary("submitter"));
+    command
+        .current_dir(dir)
+        .env("LLMQ__NATS__URL", stack.nats.url())
+        .args(args);
+    tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the CLI finished")
+        .expect("the CLI ran")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+async fn client(stack: &Stack) -> Client {
+    stack.client_with(ClientOptions::default()).await
+}
+
+#[tokio::test]
+async fn a_file_runs_to_one_results_line_per_input_line_in_input_order() {
+    let (stack, _worker) = stack(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A BOM, CRLF endings, a blank line, no final newline; line 30 fails at the provider.
+    let mut lines: Vec<String> = (0..60)
+        .map(|i| {
+            let model = if i == 30 { "bad" } else { "chat" };
+            line(&format!("req-{i}"), model, &format!("prompt {i}"))
+        })
+        .collect();
+    lines.insert(10, String::new());
+    let input = format!("\u{feff}{}", lines.join("\r\n"));
+    write_input(dir.path(), "in.jsonl", &input);
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &[
+            "batch",
+            "submit",
+            "in.jsonl",
+            "--wait",
+            "-o",
+            "out.jsonl",
+            "--errors",
+            "err.jsonl",
+            "--json",
+        ],
+    )
+    .await;
+    // One line failed: exit 3, as for a job that did not succeed.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "completed");
+    assert!(
+        record.get("msg_key").is_none(),
+        "the key is never shown: {record}"
+    );
+    let counts = &record["counts"];
+    assert_eq!(
+        (
+            counts["total"].as_u64(),
+            counts["succeeded"].as_u64(),
+            counts["failed"].as_u64()
+        ),
+        (Some(60), Some(59), Some(1))
+    );
+
+    let output = read_lines(&dir.path().join("out.jsonl"));
+    let errors = read_lines(&dir.path().join("err.jsonl"));
+    assert_eq!(
+        (output.len(), errors.len()),
+        (59, 1),
+        "counts equal the files"
+    );
+    let ids: Vec<&str> = output
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..60)
+        .filter(|i| *i != 30)
+        .map(|i| format!("req-{i}"))
+        .collect();
+    assert_eq!(ids, expected, "input order, every custom_id once");
+    for line in &output {
+        let i: usize = line["custom_id"].as_str().unwrap()[4..].parse().unwrap();
+        assert_eq!(line["response"]["status_code"], 200);
+        assert!(line["id"].as_str().unwrap().starts_with("batch_req_"));
+        assert_eq!(line["error"], Value::Null);
+        let content = &line["response"]["body"]["choices"][0]["message"]["content"];
+        assert_eq!(
+            content.as_str().unwrap(),
+            mock_text(&format!("prompt {i}"), TOKENS)
+        );
+    }
+    assert_eq!(errors[0]["custom_id"], "req-30");
+    assert_eq!(errors[0]["response"]["status_code"], 400, "{}", errors[0]);
+    assert!(errors[0]["response"]["body"]["error"]["message"].is_string());
+    assert_eq!(stack.mock.request_count(), 60, "one call per line");
+
+    // Status, list and results from another process agree with the files.
+    let id = record["id"].as_str().unwrap();
+    let status = submitter(&stack, dir.path(), &["batch", "status", id, "--json"]).await;
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counts"], record["counts"]);
+    let list = submitter(&stack, dir.path(), &["batch", "list"]).await;
+    assert!(text(&list.stdout).contains(id), "{}", text(&list.stdout));
+    let again = submitter(
+        &stack,
+        dir.path(),
+        &["batch", "results", id, "--completion-order"],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again.stderr));
+    let by_completion = read_lines(&dir.path().join(format!("{id}_output.jsonl")));
+    let set: HashSet<&str> = by_completion
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(set.len(), 59);
+}
+
+#[tokio::test]
+async fn every_bad_line_is_reported_and_nothing_runs_unless_told_to_skip_them() {
+    let (stack, _worker) = stack(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = [
+        line("a", "chat", "one"),
+        "{not json".to_owned(),
+        json!({"method": "POST", "url": "/v1/chat/completions", "body": {"model": "chat", "messages": [{"role": "user", "content": "x"}]}}).to_string(),
+        line("a", "chat", "duplicate"),
+        json!({"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"model": "chat", "input": "x"}}).to_string(),
+        line("f", "no-such-model", "x"),
+        line("g", "chat", "seven"),
+    ]
+    .join("\n");
+    write_input(dir.path(), "in.jsonl", &input);
+
+    let out = submitter(&stack, dir.path(), &["batch", "submit", "in.jsonl"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "line 2:",
+        "line 3:",
+        "custom_id",
+        "line 4:",
+        "duplicate",
+        "line 5:",
+        "/v1/embeddings",
+        "line 6:",
+        "no-such-model",
+        "nothing was published",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("line 1:") && !stderr.contains("line 7:"),
+        "{stderr}"
+    );
+    assert!(
+        client(&stack).await.batch_list().await.unwrap().is_empty(),
+        "no batch was made"
+    );
+    assert_eq!(stack.mock.request_count(), 0);
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &[
+            "batch",
+            "submit",
+            "in.jsonl",
+            "--skip-invalid",
+            "--wait",
+            "-o",
+            "out.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ids: Vec<String> = read_lines(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["a", "g"]);
+    assert_eq!(stack.mock.request_count(), 2);
+
+    // An empty file (a BOM and blank lines) is refused with its own message.
+    write_input(dir.path(), "empty.jsonl", "\u{feff}\n\r\n");
+    let out = submitter(&stack, dir.path(), &["batch", "submit", "empty.jsonl"]).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        text(&out.stderr).contains("no requests"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The batch is stopped halfway through its submit (as a killed process stops: the
+/// future dropped mid-publish), then run again, after the duplicate window, with the
+/// record's checkpoint lost too: every line runs exactly once.
+#[tokio::test]
+async fn a_rerun_publishes_only_what_is_missing_and_no_line_is_paid_twice() {
+    let (stack, _worker) = stack(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3000)
+        .map(|i| line(&format!("r{i}"), "chat", &format!("p{i}")))
+        .collect();
+    let path = write_input(dir.path(), "in.jsonl", &(lines.join("\n") + "\n"));
+    let client = client(&stack).await;
+    let plan = client
+        .batch_plan(&path, BatchOptions::default())
+        .await
+        .unwrap();
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let submit = client.batch_submit(&plan, |p| {
+        if p.published >= 1500 {
+            tx.take().map(|tx| tx.send(()));
+        }
+    });
+    tokio::select! {
+        _ = submit => panic!("the submit finished before it was stopped"),
+        _ = rx => {}
+    }
+    let record = client.batch_record(&plan.id).await.unwrap().unwrap();
+    assert!(
+        record.published >= 1024 && record.published < 3000,
+        "{}",
+        record.published
+    );
+    assert!(!record.submit_done);
+
+    // Past the duplicate window (1 s), every published line finished, the checkpoint
+    // rolled back to 0: the rerun publishes everything again.
+    eventually(
+        Duration::from_secs(60),
+        "the first run's lines ran",
+        || async { (stack.mock.request_count() as u64 >= record.published).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rewind_checkpoint(&stack, &record).await;
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &["batch", "submit", "in.jsonl", "--wait", "-o", "out.jsonl"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let output = read_lines(&dir.path().join("out.jsonl"));
+    assert_eq!(output.len(), 3000);
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for request in stack.mock.requests() {
+        let prompt = request.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *calls.entry(prompt).or_default() += 1;
+    }
+    assert_eq!(calls.len(), 3000, "every line was called");
+    let twice: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "lines called twice: {twice:?}");
+    // Once finished, the same command publishes nothing and writes the same results.
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &["batch", "submit", "in.jsonl", "--wait", "-o", "again.jsonl"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_lines(&dir.path().join("again.jsonl")), output);
+    assert_eq!(stack.mock.request_count(), 3000);
+}
+
+/// What a lost checkpoint looks like: the record as it was, `published` back to 0.
+async fn rewind_checkpoint(stack: &Stack, record: &BatchRecord) {
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let bucket = js.get_key_value("LLMQ_BATCHES").await.unwrap();
+    let mut rewound = record.clone();
+    rewound.published = 0;
+    let key = format!("{}.{}", record.tenant, record.id);
+    bucket
+        .put(key, serde_json::to_vec(&rewound).unwrap().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_ends_the_queued_lines_without_calls_and_the_files_hold_every_line() {
+    let (stack, _worker) = stack(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..400)
+        .map(|i| line(&format!("c{i}"), "chat", &format!("c{i}")))
+        .collect();
+    let path = write_input(dir.path(), "in.jsonl", &lines.join("\n"));
+    let client = client(&stack).await;
+    let plan = client
+        .batch_plan(&path, BatchOptions::default())
+        .await
+        .unwrap();
+    client.batch_submit(&plan, |_| {}).await.unwrap();
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &["batch", "cancel", plan.id.as_str(), "--json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let record = eventually(
+        Duration::from_secs(60),
+        "the batch is cancelled",
+        || async {
+            let record = client.batch_status(&plan.id).await.unwrap();
+            (record.status == BatchStatus::Cancelled).then_some(record)
+        },
+    )
+    .await;
+    let calls = stack.mock.request_count() as u64;
+    let c = &record.counts;
+    assert!(c.cancelled > 200, "most lines never ran: {c:?}");
+    assert_eq!(
+        c.succeeded + c.failed + c.cancelled + c.expired,
+        400,
+        "{c:?}"
+    );
+    assert_eq!(
+        c.succeeded, calls,
+        "a call for each line that ran, none for cancelled ones"
+    );
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &[
+            "batch",
+            "results",
+            plan.id.as_str(),
+            "-o",
+            "o.jsonl",
+            "--errors",
+            "e.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let (output, errors) = (
+        read_lines(&dir.path().join("o.jsonl")),
+        read_lines(&dir.path().join("e.jsonl")),
+    );
+    assert_eq!(output.len() as u64, c.succeeded);
+    assert_eq!(errors.len() as u64, c.cancelled);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["error"]["code"] == "batch_cancelled"),
+        "{:?}",
+        errors[0]
+    );
+    let again = submitter(&stack, dir.path(), &["batch", "cancel", plan.id.as_str()]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(5),
+        "an ended batch cannot be cancelled"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stack.mock.request_count() as u64,
+        calls,
+        "no call after the end"
+    );
+}
