@@ -483,7 +483,7 @@ impl Watched {
     }
 
     /// The server's next permission error, which must name `subject`.
-    async fn denied(&mut self, what: &str, subject: &str) {
+    pub(crate) async fn denied(&mut self, what: &str, subject: &str) {
         let message = tokio::time::timeout(Duration::from_secs(5), self.denials.recv())
             .await
             .unwrap_or_else(|_| panic!("{what}: no permission error from the server"))
@@ -494,7 +494,7 @@ impl Watched {
         );
     }
 
-    async fn publish_denied(&mut self, what: &str, subject: &str) {
+    pub(crate) async fn publish_denied(&mut self, what: &str, subject: &str) {
         self.nats
             .publish(subject.to_owned(), "{}".into())
             .await
@@ -504,7 +504,7 @@ impl Watched {
     }
 
     /// An API request: denied before any answer, so the request itself times out.
-    async fn request_denied(&mut self, what: &str, subject: &str) {
+    pub(crate) async fn request_denied(&mut self, what: &str, subject: &str) {
         let request = self.nats.request(subject.to_owned(), "{}".into());
         let _ = tokio::time::timeout(Duration::from_millis(500), request).await;
         self.denied(what, subject).await;

@@ -13,8 +13,10 @@ use llmq_submitter::{BatchOptions, Client, ClientOptions};
 use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, mock_text};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, eventually};
-use llmq_tests::worker::{TestWorker, openai_mock_provider, workspace_binary};
+use llmq_tests::worker::{TestWorker, WorkerProcess, openai_mock_provider, workspace_binary};
 use serde_json::{Value, json};
+
+use crate::auth::Secured;
 
 const TOKENS: usize = 4;
 
@@ -440,4 +442,237 @@ async fn a_cancel_ends_the_queued_lines_without_calls_and_the_files_hold_every_l
         calls,
         "no call after the end"
     );
+}
+
+/// Beta, on its generated credentials, against acme's batch: it cannot read, list,
+/// rewrite or cancel it, nor read its outcomes; a cancel key of its own with acme's
+/// batch id cancels only beta's lines.
+#[tokio::test]
+async fn another_tenant_can_neither_see_nor_touch_a_batch() {
+    let secured = Secured::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..20)
+        .map(|i| line(&format!("s{i}"), "chat", &format!("acme secret {i}")))
+        .collect();
+    let path = write_input(dir.path(), "in.jsonl", &lines.join("\n"));
+    let out_path = dir.path().join("out.jsonl");
+    let err_path = dir.path().join("e.jsonl");
+    let args = [
+        "batch",
+        "submit",
+        path.to_str().unwrap(),
+        "--wait",
+        "--json",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--errors",
+        err_path.to_str().unwrap(),
+    ];
+    let out = secured.cli("tenant-acme", &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = record["id"].as_str().unwrap().to_owned();
+    let violations = || secured.stack.nats.permission_violations();
+    assert_eq!(
+        violations(),
+        Vec::<String>::new(),
+        "acme's CLI needed nothing it may not do"
+    );
+
+    // Through the CLI, acme's batch does not exist for beta.
+    let status = secured.cli("tenant-beta", &["batch", "status", &id]).await;
+    assert_eq!(status.status.code(), Some(6), "{}", text(&status.stderr));
+    let list = secured
+        .cli("tenant-beta", &["batch", "list", "--json"])
+        .await;
+    assert_eq!(text(&list.stdout).trim(), "[]", "{}", text(&list.stderr));
+
+    let mut beta = secured.raw_tenant("beta").await;
+    let api = "$JS.API";
+    for (what, subject) in [
+        (
+            "acme's record by direct get",
+            format!("{api}.DIRECT.GET.KV_LLMQ_BATCHES.$KV.LLMQ_BATCHES.acme.{id}"),
+        ),
+        (
+            "a consumer on acme's records",
+            format!("{api}.CONSUMER.CREATE.KV_LLMQ_BATCHES.x.$KV.LLMQ_BATCHES.acme.>"),
+        ),
+        (
+            "a consumer on every record",
+            format!("{api}.CONSUMER.CREATE.KV_LLMQ_BATCHES.x.$KV.LLMQ_BATCHES.>"),
+        ),
+        (
+            "the bucket's info (its subjects)",
+            format!("{api}.STREAM.INFO.KV_LLMQ_BATCHES"),
+        ),
+        (
+            "acme's batch outcomes",
+            format!("{api}.CONSUMER.CREATE.LLMQ_RESULTS.x.llmq.results.acme.{id}.*"),
+        ),
+    ] {
+        beta.request_denied(what, &subject).await;
+    }
+    beta.publish_denied(
+        "rewriting acme's record",
+        &format!("$KV.LLMQ_BATCHES.acme.{id}"),
+    )
+    .await;
+    beta.publish_denied(
+        "cancelling acme's batch",
+        &format!("$KV.LLMQ_CANCEL.acme.{id}"),
+    )
+    .await;
+
+    // Its own record may not roll the bucket up.
+    let js = async_nats::jetstream::new(beta.nats.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "all");
+    let rollup = js
+        .publish_with_headers(format!("$KV.LLMQ_BATCHES.beta.{id}"), headers, "{}".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(rollup.is_err(), "a rollup on the batches bucket is refused");
+
+    // A cancel under beta's own key with acme's batch id: acme's rerun still runs.
+    js.publish(format!("$KV.LLMQ_CANCEL.beta.{id}"), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let denied_so_far = violations().len();
+    let fresh = [
+        "batch",
+        "submit",
+        path.to_str().unwrap(),
+        "--wait",
+        "--fresh",
+        "--json",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--errors",
+        err_path.to_str().unwrap(),
+    ];
+    let out = secured.cli("tenant-acme", &fresh).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_lines(&out_path).len(), 20);
+    assert_eq!(
+        violations().len(),
+        denied_so_far,
+        "acme's rerun needed nothing denied"
+    );
+}
+
+/// The CLI killed (SIGKILL) while it submits and again while it collects, a worker
+/// killed mid-batch, the broker restarted mid-batch: every line ends with exactly one
+/// results line, and the record's counts equal the files'.
+#[tokio::test]
+async fn killed_cli_killed_worker_and_restarted_broker_lose_no_line() {
+    let mut stack = Stack::start_with(
+        MockOptions {
+            tokens_per_reply: TOKENS,
+            first_token_delay: Duration::from_millis(20),
+            ..MockOptions::default()
+        },
+        NatsOptions::default(),
+    )
+    .await;
+    let mut setup = stack.simple_setup();
+    setup.set("worker", "max_inflight", "32");
+    let mut worker = WorkerProcess::spawn(&setup.clone().with_id("batch-a"), "batch-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3000)
+        .map(|i| line(&format!("k{i}"), "chat", &format!("k{i}")))
+        .collect();
+    let path = write_input(dir.path(), "in.jsonl", &lines.join("\n"));
+    let client = client(&stack).await;
+    let id = client
+        .batch_plan(&path, BatchOptions::default())
+        .await
+        .unwrap()
+        .id;
+
+    // Killed while submitting, once its first checkpoint is in the record.
+    let mut cli = spawn_cli(
+        &stack,
+        dir.path(),
+        &["batch", "submit", "in.jsonl", "--wait", "--json"],
+    );
+    eventually(Duration::from_secs(60), "a checkpoint", || async {
+        let record = client.batch_record(&id).await.unwrap();
+        record.is_some_and(|r| r.published >= 1024).then_some(())
+    })
+    .await;
+    cli.kill().await.unwrap();
+    assert!(
+        !client.batch_record(&id).await.unwrap().unwrap().submit_done,
+        "killed before the end of the submit"
+    );
+
+    // Run again; killed while it collects (every line published, some ended).
+    let mut cli = spawn_cli(
+        &stack,
+        dir.path(),
+        &["batch", "submit", "in.jsonl", "--wait", "--json"],
+    );
+    eventually(Duration::from_secs(60), "the submit's end", || async {
+        let record = client.batch_record(&id).await.unwrap().unwrap();
+        record.submit_done.then_some(())
+    })
+    .await;
+    cli.kill().await.unwrap();
+
+    // A worker dies with lines in flight; the broker restarts.
+    worker.kill().await;
+    worker = WorkerProcess::spawn(&setup.clone().with_id("batch-b"), "batch-b").await;
+    stack.nats.restart().await;
+
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &[
+            "batch",
+            "results",
+            id.as_str(),
+            "--wait",
+            "--json",
+            "-o",
+            "o.jsonl",
+            "--errors",
+            "e.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let output = read_lines(&dir.path().join("o.jsonl"));
+    let errors = read_lines(&dir.path().join("e.jsonl"));
+    assert_eq!(
+        (output.len(), errors.len()),
+        (3000, 0),
+        "{:?}",
+        errors.first()
+    );
+    let ids: Vec<&str> = output
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
+    assert_eq!(ids, expected, "each line once, in input order");
+    let record = client.batch_status(&id).await.unwrap();
+    assert_eq!(record.status, BatchStatus::Completed);
+    assert_eq!((record.counts.total, record.counts.succeeded), (3000, 3000));
+    drop(worker);
+}
+
+fn spawn_cli(stack: &Stack, dir: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(workspace_binary("submitter"))
+        .current_dir(dir)
+        .env("LLMQ__NATS__URL", stack.nats.url())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }

@@ -73,13 +73,19 @@ impl Progress {
     }
 
     pub fn submit_done(&mut self, record: &BatchRecord) {
-        if let Mode::Bar(bar) = &self.mode {
-            bar.println(format!(
-                "submitted {} lines of batch {}",
-                record.published, record.id
-            ));
-            bar.set_position(0);
-            bar.reset_eta();
+        let text = format!(
+            "submitted {} lines of batch {}",
+            record.published, record.id
+        );
+        match &self.mode {
+            Mode::Bar(bar) => {
+                bar.println(text);
+                bar.set_position(0);
+                bar.reset_eta();
+            }
+            Mode::Lines => note(text),
+            Mode::Json => note(json!({"event": "submitted", "batch": record.id,
+                "published": record.published})),
         }
         self.last_line = None;
     }
