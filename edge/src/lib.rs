@@ -19,8 +19,10 @@
 
 mod api_error;
 mod auth;
+mod batch_runner;
 pub mod config;
 mod error;
+mod files;
 mod lifecycle;
 pub mod metrics;
 mod request_id;

@@ -8,18 +8,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use llmq_runtime::api_keys::ApiKeys;
 use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::Registry;
+use llmq_schemas::Subjects;
 use llmq_submitter::{Client, ClientOptions, ConnectionEvents};
 use tokio::sync::OnceCell;
 use tokio_util::task::TaskTracker;
 
 use crate::api_error::ApiError;
-use crate::config::HttpConfig;
+use crate::config::{BatchesConfig, HttpConfig};
+use crate::files::Files;
 use crate::metrics::EdgeMetrics;
 
 pub(crate) struct EdgeState {
     pub nats: async_nats::Client,
     pub events: ConnectionEvents,
     pub http: HttpConfig,
+    pub batches: BatchesConfig,
     /// What every tenant's producer starts from (connection, prefix).
     pub client: ClientOptions,
     pub keys: ApiKeys,
@@ -30,6 +33,8 @@ pub(crate) struct EdgeState {
     /// Tasks a request leaves behind; a stopping edge waits for them.
     pub tasks: TaskTracker,
     pub clients: Clients,
+    /// The files bucket, opened on first use.
+    pub files: OnceCell<Files>,
 }
 
 /// One producer per tenant, made on its first request. A cell per tenant, so making one
@@ -46,6 +51,19 @@ impl Clients {
 }
 
 impl EdgeState {
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(&self.client.prefix).unwrap_or_else(|_| Subjects::default())
+    }
+
+    /// The files bucket (opened once; a worker makes it).
+    pub async fn files(&self) -> Result<&Files, ApiError> {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let subjects = self.subjects();
+        self.files
+            .get_or_try_init(|| Files::open(&js, &subjects))
+            .await
+    }
+
     /// The producer for `tenant` (one per tenant, on the shared connection, each with its
     /// own reply inbox under `_INBOX_llmq.<tenant>`).
     pub async fn client_for(&self, tenant: &str) -> Result<Client, ApiError> {

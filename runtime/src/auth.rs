@@ -111,6 +111,12 @@ fn edge(subjects: &Subjects) -> Permissions {
             format!("$KV.{}.>", subjects.cancel_bucket()),
             // API keys with a rate (`keys create --rpm`): the key's window counters.
             format!("$KV.{}.>", crate::limits::bucket_config(subjects, 1).bucket),
+            // The Files and Batches API: files, batch records, the batches to run and the
+            // acknowledgements of running them.
+            format!("$O.{}.>", subjects.files_bucket()),
+            format!("$KV.{}.>", subjects.batches_bucket()),
+            format!("{prefix}.batchruns.>"),
+            format!("$JS.ACK.{}.>", subjects.batch_runs_stream()),
             "$JS.API.>".into(),
             "$JS.FC.>".into(),
         ],

@@ -127,6 +127,11 @@ impl BatchStatus {
         }
     }
 
+    /// Whether every line has ended (the batch may still be writing its results files).
+    pub fn lines_ended(&self) -> bool {
+        self.is_final() || *self == BatchStatus::Finalizing
+    }
+
     /// Whether nothing will change any more.
     pub fn is_final(&self) -> bool {
         matches!(
@@ -207,6 +212,12 @@ pub struct BatchRecord {
     /// Free-form data of the submitter's, as OpenAI's batch `metadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// A batch made over HTTP (`POST /v1/batches`): its files, and when each stage began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpBatch>,
+    /// Why the batch failed: its input's problems (OpenAI's `errors.data`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<BatchProblem>,
     /// Bad lines were left out of the batch (`--skip-invalid`): lines the check refused,
     /// later duplicates, and lines on `skipped_models`.
     #[serde(default, skip_serializing_if = "crate::is_default")]
@@ -216,6 +227,49 @@ pub struct BatchRecord {
     /// The secret the lines' `Nats-Msg-Id`s are keyed with (hex): the same in every
     /// process that reruns the batch, unknown to other tenants, who cannot read the record.
     pub msg_key: String,
+}
+
+impl BatchRecord {
+    /// Whether every line has ended (a batch made over HTTP may still be writing its
+    /// results files: `finalizing`, or `cancelling` when it was cancelled).
+    pub fn lines_ended(&self) -> bool {
+        self.status.lines_ended()
+            || self
+                .http
+                .as_ref()
+                .is_some_and(|h| h.finalizing_at.is_some())
+    }
+}
+
+/// What OpenAI's Files and Batches API needs of a batch made over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpBatch {
+    pub input_file_id: String,
+    /// `/v1/chat/completions`.
+    pub endpoint: String,
+    /// As asked (`24h`).
+    pub completion_window: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress_at: Option<Timestamp>,
+    /// Every line ended; the results files are being written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizing_at: Option<Timestamp>,
+    /// The results files are written: the batch's status is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<Timestamp>,
+}
+
+/// One problem of a refused input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchProblem {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ pub mod timestamp;
 pub mod timings;
 pub mod usage;
 
-pub use batch::{BatchCounts, BatchId, BatchLine, BatchRecord, BatchStatus};
+pub use batch::{
+    BatchCounts, BatchId, BatchLine, BatchProblem, BatchRecord, BatchStatus, HttpBatch,
+};
 pub use blob::BlobRef;
 pub use cancel::CancelRequest;
 pub use catalog::{CatalogDeployment, CatalogEntry, CatalogModel};

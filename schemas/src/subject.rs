@@ -234,6 +234,36 @@ impl Subjects {
         format!("{}_BATCHES", self.upper)
     }
 
+    /// Object store of files uploaded over HTTP (`POST /v1/files`) and batches' results
+    /// files, object name `<tenant>.<file id>`.
+    pub fn files_bucket(&self) -> String {
+        format!("{}_FILES", self.upper)
+    }
+
+    /// A file's object name in the files bucket.
+    pub fn file_object(tenant: &Tenant, file_id: &str) -> String {
+        format!("{tenant}.{file_id}")
+    }
+
+    /// Work queue of batches made over HTTP, one message per batch until it is finished:
+    /// whichever edge holds the message runs the batch; another takes it over when that
+    /// edge dies.
+    pub fn batch_runs_stream(&self) -> String {
+        format!("{}_BATCH_RUNS", self.upper)
+    }
+
+    /// `<prefix>.batchruns.<tenant>`: the message that a batch is to be run.
+    pub fn batch_run(&self, tenant: &Tenant) -> String {
+        format!("{}.batchruns.{tenant}", self.prefix)
+    }
+
+    pub fn batch_runs_stream_subjects(&self) -> Vec<String> {
+        vec![format!("{}.batchruns.*", self.prefix)]
+    }
+
+    /// The one durable consumer every edge runs batches from.
+    pub const BATCH_RUNNERS: &'static str = "batch-runners";
+
     /// A batch record's key in the batches bucket.
     pub fn batch_key(tenant: &Tenant, batch: &BatchId) -> String {
         format!("{tenant}.{batch}")

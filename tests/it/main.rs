@@ -12,6 +12,7 @@ mod cluster;
 mod core;
 mod deploy;
 mod edge;
+mod edge_batches;
 mod fair_share;
 mod harness_smoke;
 mod isolation;

@@ -157,6 +157,11 @@ impl EdgeProcess {
         self.stderr.text()
     }
 
+    /// SIGKILL: the edge dies where it is.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let pid = self.child.id().expect("llmq-edge is running");

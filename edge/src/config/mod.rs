@@ -4,8 +4,7 @@
 //! the edge shares with the worker over it (`LLMQ__NATS__URL`, `LLMQ__JETSTREAM__PREFIX`,
 //! `LLMQ__LOG__LEVEL`, and its own `LLMQ__HTTP__*`), then the command line's flags.
 //! Parsed strictly (an unknown key is an error, not a silently ignored typo) and validated
-//! as a whole, every problem naming its field. Settings for files and batches join this
-//! tree as sections of their own.
+//! as a whole, every problem naming its field.
 
 mod load;
 mod validate;
@@ -33,6 +32,33 @@ pub struct EdgeConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub batches: BatchesConfig,
+}
+
+/// The Files and Batches API, and running the batches made through it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchesConfig {
+    /// The largest file `POST /v1/files` takes (OpenAI's limit: 200 MB).
+    pub max_file_bytes: usize,
+    /// Batches this edge runs at once (0: it runs none, other edges do). A batch is run
+    /// by one edge at a time; when that edge dies, another takes it over.
+    pub runners: usize,
+    /// A running batch's claim is renewed this often; an edge silent for three times
+    /// this has its batches taken over.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for BatchesConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 200 * 1024 * 1024,
+            runners: 2,
+            heartbeat: Duration::from_secs(10),
+        }
+    }
 }
 
 impl EdgeConfig {

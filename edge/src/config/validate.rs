@@ -6,7 +6,7 @@ use std::time::Duration;
 use llmq_runtime::{NatsOptions, Problems};
 use llmq_schemas::Subjects;
 
-use super::{EdgeConfig, HttpConfig};
+use super::{BatchesConfig, EdgeConfig, HttpConfig};
 
 /// Checks the whole config; every problem names its field.
 pub fn validate(config: &EdgeConfig) -> Result<(), Problems> {
@@ -16,6 +16,7 @@ pub fn validate(config: &EdgeConfig) -> Result<(), Problems> {
         problems.add("jetstream.prefix", err);
     }
     http(&config.http, &mut problems);
+    batches(&config.batches, &mut problems);
     problems.into_result()
 }
 
@@ -31,6 +32,24 @@ fn nats(nats: &NatsOptions, p: &mut Problems) {
         nats.tls.cert_file.is_some() == nats.tls.key_file.is_some(),
         "nats.tls",
         "cert_file and key_file go together",
+    );
+}
+
+fn batches(batches: &BatchesConfig, p: &mut Problems) {
+    p.check(
+        batches.max_file_bytes > 0,
+        "batches.max_file_bytes",
+        "must be at least 1",
+    );
+    p.check(
+        batches.runners <= 64,
+        "batches.runners",
+        "must be at most 64",
+    );
+    p.check(
+        batches.heartbeat >= Duration::from_millis(100),
+        "batches.heartbeat",
+        "must be at least 100ms",
     );
 }
 

@@ -58,6 +58,7 @@ impl Edge {
             nats,
             events,
             http: config.http.clone(),
+            batches: config.batches.clone(),
             client,
             keys: followed.keys,
             registry: followed.registry,
@@ -65,6 +66,7 @@ impl Edge {
             metrics,
             tasks: tasks.services.clone(),
             clients: Clients::default(),
+            files: Default::default(),
         };
         Ok(Edge {
             state: Arc::new(state),

@@ -89,6 +89,11 @@ impl Edge {
             tasks.stops.clone(),
             tasks.connections.clone(),
         ));
+        tasks.services.spawn(crate::batch_runner::run(
+            Arc::clone(&state),
+            state.batches.clone(),
+            tasks.background.clone(),
+        ));
         tracing::info!(%addr, "edge started");
         RunningEdge {
             addr,

@@ -16,12 +16,12 @@ use llmq_runtime::api_keys::ApiKeyEntry;
 use llmq_schemas::{Outcome, OutcomeStatus};
 use llmq_submitter::SubmitError;
 
+use super::caller::caller;
 use super::cancel::CancelOnDrop;
 use super::chat_job::{job_of, read_body};
 use super::headers::{describe, insert};
-use super::{key_rate, models, stream};
+use super::{models, stream};
 use crate::api_error::{ApiError, from_job_error};
-use crate::auth;
 use crate::request_id::RequestId;
 use crate::state::EdgeState;
 
@@ -52,11 +52,7 @@ async fn handle(
     body: &[u8],
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let key = auth::authenticate(&state.keys, headers).map_err(|refusal| {
-        state.metrics.auth_failure(refusal);
-        ApiError::from(refusal)
-    })?;
-    key_rate::admit(state, &key).await?;
+    let key = caller(state, headers).await?;
     let (mut job, asked) = job_of(&state.http, headers, body)?;
     job.id = ids.job_id;
     job.custom_id = ids.caller.clone();

@@ -3,9 +3,13 @@
 //! unknown routes included, carries `x-request-id` ([`crate::request_id`]) and speaks
 //! OpenAI's error JSON.
 
+mod batch_object;
+mod batches;
+mod caller;
 mod cancel;
 mod chat;
 mod chat_job;
+mod files;
 mod headers;
 mod key_rate;
 mod models;
@@ -30,6 +34,17 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
+        .route(
+            "/v1/files",
+            get(files::list)
+                .post(files::upload)
+                .layer(DefaultBodyLimit::max(state.batches.max_file_bytes)),
+        )
+        .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
+use async_nats::jetstream::{kv, object_store};
 use llmq_runtime::stream_guards::{Guards, ReaderLimits, guard_bucket};
 use llmq_schemas::{ModelName, Subjects, Tenant, Tier};
 
@@ -114,6 +114,8 @@ pub struct Setup {
     pub cancels: kv::Store,
     /// Batch records (see `llmq_schemas::batch`): written and read by tenants only.
     pub batches: kv::Store,
+    /// Batches made over HTTP, until an edge has run each (the edges' batch runners).
+    pub batch_runs: stream::Stream,
     /// The tenant registry, read by every worker (see `llmq_runtime::tenants`).
     pub tenants: kv::Store,
     /// The fleet-wide limits' shared state (see `llmq_runtime::limits`); budget
@@ -143,6 +145,8 @@ pub async fn ensure(
     // MiB in a debug build (a thread's stack is 2 MiB).
     let stream = |config| Box::pin(ensure_stream(js, config));
     let bucket = |config, guards| Box::pin(ensure_bucket(js, config, guards));
+    // Files uploaded over HTTP and batches' results files (the edges' `/v1/files`).
+    Box::pin(ensure_object_store(js, streams.files())).await?;
     Ok(Setup {
         jobs: stream(streams.jobs()).await?,
         results: stream(streams.results()).await?,
@@ -151,6 +155,7 @@ pub async fn ensure(
         catalog: bucket(streams.catalog(), streams.readers()).await?,
         cancels: bucket(streams.cancels(), TENANT_WRITABLE).await?,
         batches: bucket(streams.batches(), streams.tenant_readable_writable()).await?,
+        batch_runs: stream(streams.batch_runs()).await?,
         tenants: bucket(tenants, Guards::default()).await?,
         limits: bucket(limits, Guards::default()).await?,
         spend: stream(spend).await?,
@@ -346,6 +351,32 @@ impl StreamConfigs<'_> {
         }
     }
 
+    /// Only edges write here (tenants reach files through the edge's API): files live as
+    /// long as outcomes, unless deleted first.
+    fn files(&self) -> object_store::Config {
+        object_store::Config {
+            bucket: self.subjects.files_bucket(),
+            description: Some("llmq files: batch inputs and results, <tenant>.<file id>".into()),
+            max_age: self.config.results_max_age,
+            storage: StorageType::File,
+            num_replicas: self.config.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// One message per batch made over HTTP, removed when an edge has run it.
+    fn batch_runs(&self) -> stream::Config {
+        stream::Config {
+            retention: RetentionPolicy::WorkQueue,
+            description: Some("llmq batches made over HTTP, until run".into()),
+            ..self.file(
+                self.subjects.batch_runs_stream(),
+                self.subjects.batch_runs_stream_subjects(),
+                self.config.results_max_age,
+            )
+        }
+    }
+
     fn tenant_readable_writable(&self) -> Guards {
         Guards {
             tenant_writable: true,
@@ -445,6 +476,25 @@ fn check_immutable(found: &stream::Config, wanted: &stream::Config) -> Result<()
 
 /// Creates or updates the bucket, then gives its stream `guards` (a bucket is created
 /// with rollups allowed and no consumer limits: `kv::Config` has no say in them).
+/// The object store, made if missing (its stream's settings are few and fixed).
+async fn ensure_object_store(js: &Context, config: object_store::Config) -> Result<(), SetupError> {
+    if js.get_object_store(&config.bucket).await.is_ok() {
+        return Ok(());
+    }
+    let bucket = config.bucket.clone();
+    match js.create_object_store(config).await {
+        Ok(_) => Ok(()),
+        // Another worker made it meanwhile.
+        Err(err) => match js.get_object_store(&bucket).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(SetupError::Bucket {
+                bucket,
+                message: err.to_string(),
+            }),
+        },
+    }
+}
+
 async fn ensure_bucket(
     js: &Context,
     config: kv::Config,

@@ -8,6 +8,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::chat_request::ChatCompletionRequest;
 use super::completion::ChatCompletion;
@@ -94,6 +95,102 @@ pub enum BatchResponseBody {
 pub struct BatchError {
     pub code: String,
     pub message: String,
+}
+
+/// `POST /v1/batches`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateBatchRequest {
+    pub input_file_id: String,
+    pub endpoint: String,
+    pub completion_window: String,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// OpenAI's batch object (`GET /v1/batches/{id}`). Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchObject {
+    pub id: String,
+    /// Always `batch`.
+    pub object: String,
+    pub endpoint: String,
+    pub errors: Option<BatchErrors>,
+    pub input_file_id: String,
+    pub completion_window: String,
+    /// `validating`, `failed`, `in_progress`, `finalizing`, `completed`, `expired`,
+    /// `cancelling`, `cancelled`.
+    pub status: String,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    pub created_at: i64,
+    pub in_progress_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub finalizing_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub expired_at: Option<i64>,
+    pub cancelling_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub request_counts: RequestCounts,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestCounts {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+/// Why a batch failed: its input's problems.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchErrors {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<BatchErrorData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchErrorData {
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+    pub line: Option<u64>,
+}
+
+/// OpenAI's file object (`POST /v1/files`, `GET /v1/files/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileObject {
+    pub id: String,
+    /// Always `file`.
+    pub object: String,
+    pub bytes: u64,
+    pub created_at: i64,
+    pub filename: String,
+    /// `batch` (an input), `batch_output` (an output or errors file).
+    pub purpose: String,
+    /// Always `processed`: a file is whole once stored.
+    pub status: String,
+}
+
+/// `DELETE /v1/files/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileDeleted {
+    pub id: String,
+    /// Always `file`.
+    pub object: String,
+    pub deleted: bool,
+}
+
+/// A page of a list (`GET /v1/batches`, `GET /v1/files`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListPage<T> {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<T>,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub has_more: bool,
 }
 
 #[cfg(test)]

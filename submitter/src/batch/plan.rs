@@ -33,6 +33,9 @@ pub struct BatchOptions {
     pub skip_invalid: bool,
     /// A new batch even if this input ran before with these options.
     pub fresh: bool,
+    /// This id rather than one derived from the input (a batch made over HTTP has its
+    /// id before its input is read).
+    pub id: Option<BatchId>,
 }
 
 impl Default for BatchOptions {
@@ -44,6 +47,7 @@ impl Default for BatchOptions {
             metadata: None,
             skip_invalid: false,
             fresh: false,
+            id: None,
         }
     }
 }
@@ -58,11 +62,13 @@ pub struct Plan {
     pub requests: u64,
     /// The file's SHA-256, hex.
     pub sha256: String,
-    /// Lines left out (`skip_invalid`), the first [`MAX_REPORTED`](super::MAX_REPORTED).
+    /// Lines left out (`skip_invalid`), the first 100.
     pub skipped: Vec<LineProblem>,
     pub skipped_count: u64,
     /// Models the check refused: with `skip_invalid`, their lines are left out.
     pub skipped_models: Vec<String>,
+    /// Every model the lines run on.
+    pub models: Vec<String>,
     pub(crate) checks: Checks,
 }
 
@@ -103,14 +109,19 @@ impl Client {
             return Err(BatchError::InvalidInput { problems, count });
         }
         let sha256 = hex(&validated.sha256);
+        let models = models_run(&validated, &options);
         let mut plan = Plan {
-            id: batch_id(self.tenant().as_str(), &sha256, &options),
+            id: options
+                .id
+                .clone()
+                .unwrap_or_else(|| batch_id(self.tenant().as_str(), &sha256, &options)),
             path: path.to_owned(),
             options,
             requests: validated.requests,
             sha256,
             skipped: problems,
             skipped_count: count,
+            models,
             skipped_models,
             checks,
         };
@@ -143,6 +154,13 @@ impl Client {
             self.check_model(model, tier).await?;
         }
         Ok(())
+    }
+}
+
+fn models_run(validated: &Validated, options: &BatchOptions) -> Vec<String> {
+    match &options.model {
+        Some(model) => vec![model.clone()],
+        None => validated.models.keys().cloned().collect(),
     }
 }
 

@@ -55,7 +55,7 @@ impl Client {
         output: &mut (impl Write + Send),
         errors: &mut (impl Write + Send),
     ) -> Result<ResultsSummary, BatchError> {
-        if !record.status.is_final() {
+        if !record.lines_ended() {
             let pending = record.counts.total.saturating_sub(record.counts.ended());
             return Err(BatchError::NotFinished {
                 id: record.id.clone(),
@@ -221,12 +221,8 @@ pub(crate) fn output_line(outcome: &Outcome) -> (BatchOutputLine, bool) {
         .and_then(|e| e.provider_status.zip(Some(e.provider_code.clone())));
     let line = match provider {
         Some((status, code)) => {
-            let mut body = ErrorBody::new(
-                message,
-                kind.as_str(),
-                code.unwrap_or_else(|| kind.as_str().into()),
-            );
-            body.error.param = None;
+            let code = code.unwrap_or_else(|| kind.as_str().into());
+            let body = ErrorBody::new(message, openai_type(status), code);
             BatchOutputLine::answered(
                 id,
                 custom_id,
@@ -238,6 +234,17 @@ pub(crate) fn output_line(outcome: &Outcome) -> (BatchOutputLine, bool) {
         None => BatchOutputLine::failed(id, custom_id, error_code(outcome.status, kind), message),
     };
     (line, false)
+}
+
+/// OpenAI's `error.type` for an HTTP status of the provider's.
+fn openai_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    }
 }
 
 /// OpenAI's codes where it has one for the case.

@@ -10,6 +10,8 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use futures::{StreamExt, stream};
 use llmq_schemas::{
@@ -59,20 +61,41 @@ impl Client {
             already_done: 0,
         };
         progress(state);
-        let mut publishes = stream::poll_fn(|cx| lines.poll_recv(cx))
-            .map(|line| self.publish_line(&record, line, start))
-            .buffered(IN_FLIGHT);
+        // Set when a checkpoint finds the batch cancelled: no more lines are read, and
+        // those in flight are waited for, so that `published` counts exactly the lines
+        // that have a job (the rest are counted cancelled, never run).
+        let cancelled = AtomicBool::new(false);
+        let mut publishes = stream::poll_fn(|cx| match cancelled.load(Ordering::Relaxed) {
+            true => Poll::Ready(None),
+            false => lines.poll_recv(cx),
+        })
+        .map(|line| self.publish_line(&record, line, start))
+        .buffered(IN_FLIGHT);
         while let Some(published) = publishes.next().await {
             state.already_done += u64::from(!published?);
             state.published += 1;
             if state.published.is_multiple_of(CHECKPOINT_EVERY)
+                && !cancelled.load(Ordering::Relaxed)
                 && self.checkpoint(&record.id, state.published).await?
             {
-                return self.batch_record_or_missing(&record.id).await;
+                cancelled.store(true, Ordering::Relaxed);
             }
             progress(state);
         }
+        if cancelled.load(Ordering::Relaxed) {
+            return self.stop_submit(&record.id, state.published).await;
+        }
         self.finish_submit(&record.id, plan, state.published).await
+    }
+
+    /// A cancelled batch's submit ends: exactly `published` lines have a job.
+    async fn stop_submit(&self, id: &BatchId, published: u64) -> Result<BatchRecord, BatchError> {
+        self.update_record(id, |record| {
+            record.published = record.published.max(published);
+            record.submit_done = true;
+            true
+        })
+        .await
     }
 
     /// Publishes one line; false when its outcome was already stored (a rerun's).
@@ -111,13 +134,6 @@ impl Client {
                 true
             })
             .await?;
-        if record.cancelled_at.is_some() {
-            self.update_record(id, |record| {
-                record.submit_done = true;
-                true
-            })
-            .await?;
-        }
         Ok(record.cancelled_at.is_some())
     }
 
@@ -147,7 +163,12 @@ impl Client {
     /// The batch's record: the one a previous run left, or a new one.
     async fn open_batch(&self, plan: &Plan) -> Result<BatchRecord, BatchError> {
         if let Some(found) = self.read_record(&plan.id).await? {
-            return Ok(found.record);
+            if found.record.status != BatchStatus::Validating {
+                return Ok(found.record);
+            }
+            return self
+                .update_record(&plan.id, |record| validated(record, plan))
+                .await;
         }
         let record = new_record(self, plan);
         match self.create_record(&record).await? {
@@ -155,6 +176,96 @@ impl Client {
             None => self.batch_record_or_missing(&plan.id).await,
         }
     }
+}
+
+/// A record made before its input was read (over HTTP), once the input is checked.
+fn validated(record: &mut BatchRecord, plan: &Plan) -> bool {
+    if record.status != BatchStatus::Validating {
+        return false;
+    }
+    record.status = BatchStatus::InProgress;
+    record.input_sha256 = plan.sha256.clone();
+    record.counts = BatchCounts {
+        total: plan.requests,
+        unsubmitted: plan.requests,
+        ..BatchCounts::default()
+    };
+    record.skip_invalid = plan.options.skip_invalid;
+    record.skipped_models = plan.skipped_models.clone();
+    if let Some(http) = record.http.as_mut() {
+        http.in_progress_at = Some(Timestamp::now());
+    }
+    true
+}
+
+impl Client {
+    /// A record for a batch made over HTTP, before its input file is read: `validating`,
+    /// no lines yet. Whoever runs it ([`batch_plan`](Self::batch_plan) with this id, then
+    /// [`batch_submit`](Self::batch_submit)) fills it in.
+    pub async fn batch_create_http(
+        &self,
+        http: llmq_schemas::HttpBatch,
+        completion_window: std::time::Duration,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<BatchRecord, BatchError> {
+        let random = uuid::Uuid::new_v4();
+        let id = BatchId::from_digest(std::array::from_fn(|i| random.as_bytes()[i]));
+        let now = Timestamp::now();
+        let record = BatchRecord {
+            v: PROTOCOL_VERSION,
+            id: id.clone(),
+            tenant: self.tenant().to_string(),
+            status: BatchStatus::Validating,
+            input_file: http.input_file_id.clone(),
+            input_sha256: String::new(),
+            model: None,
+            tier: llmq_schemas::Tier::Batch,
+            expires_at: now.plus(completion_window),
+            published: 0,
+            submit_done: false,
+            counts: BatchCounts::default(),
+            counted_at: None,
+            created_at: now,
+            cancelled_at: None,
+            finished_at: None,
+            metadata,
+            http: Some(http),
+            errors: Vec::new(),
+            skip_invalid: false,
+            skipped_models: Vec::new(),
+            msg_key: msg_key(),
+        };
+        match self.create_record(&record).await? {
+            Some(created) => Ok(created.record),
+            None => Err(BatchError::BadRecord {
+                id,
+                message: "a batch with this id exists".into(),
+            }),
+        }
+    }
+
+    /// Ends a batch whose input was refused: `failed`, with the problems, nothing run.
+    pub async fn batch_fail(
+        &self,
+        id: &BatchId,
+        problems: Vec<llmq_schemas::BatchProblem>,
+    ) -> Result<BatchRecord, BatchError> {
+        self.update_record(id, |record| {
+            record.status = BatchStatus::Failed;
+            record.errors = problems.clone();
+            record.submit_done = true;
+            record.finished_at.get_or_insert_with(Timestamp::now);
+            if let Some(http) = record.http.as_mut() {
+                http.finalized_at.get_or_insert_with(Timestamp::now);
+            }
+            true
+        })
+        .await
+    }
+}
+
+fn msg_key() -> String {
+    hex(uuid::Uuid::new_v4().as_bytes()) + &hex(uuid::Uuid::new_v4().as_bytes())
 }
 
 fn new_record(client: &Client, plan: &Plan) -> BatchRecord {
@@ -183,7 +294,9 @@ fn new_record(client: &Client, plan: &Plan) -> BatchRecord {
         metadata: plan.options.metadata.clone(),
         skip_invalid: plan.options.skip_invalid,
         skipped_models: plan.skipped_models.clone(),
-        msg_key: hex(uuid::Uuid::new_v4().as_bytes()) + &hex(uuid::Uuid::new_v4().as_bytes()),
+        http: None,
+        errors: Vec::new(),
+        msg_key: msg_key(),
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Tally {
     prompt_tokens: u64,
     completion_tokens: u64,
     cost_usd: f64,
+    /// The stream sequence of the last outcome counted.
+    last_sequence: u64,
 }
 
 /// The part of an outcome a count reads.
@@ -50,7 +52,8 @@ struct Counted {
 }
 
 impl Tally {
-    fn add(&mut self, payload: &[u8]) {
+    fn add(&mut self, payload: &[u8], sequence: u64) {
+        self.last_sequence = self.last_sequence.max(sequence);
         let Ok(outcome) = serde_json::from_slice::<Counted>(payload) else {
             self.failed += 1;
             return;
@@ -91,7 +94,22 @@ pub(crate) fn settle(record: &mut BatchRecord, tally: &Tally) {
         completion_tokens: tally.completion_tokens,
         cost_usd: tally.cost_usd,
     };
-    record.status = status(record, stopped);
+    let checking = record.status == BatchStatus::Validating && record.cancelled_at.is_none();
+    if !checking && record.status != BatchStatus::Failed {
+        record.status = status(record, stopped);
+    }
+    if let Some(http) = record.http.as_mut()
+        && record.status.is_final()
+        && http.finalized_at.is_none()
+    {
+        // Its lines have ended; its results files are not written yet (OpenAI says
+        // `cancelling` until a cancelled batch's files are there).
+        http.finalizing_at.get_or_insert_with(Timestamp::now);
+        record.status = match record.cancelled_at {
+            Some(_) => BatchStatus::Cancelling,
+            None => BatchStatus::Finalizing,
+        };
+    }
     record.counted_at = Some(Timestamp::now());
     if record.status.is_final() && record.finished_at.is_none() {
         record.finished_at = Some(Timestamp::now());
@@ -109,6 +127,10 @@ fn status(record: &BatchRecord, stopped: bool) -> BatchStatus {
     }
 }
 
+fn sequence(message: &async_nats::jetstream::Message) -> u64 {
+    message.info().map(|info| info.stream_sequence).unwrap_or(0)
+}
+
 impl Client {
     /// The batch's record with its counts counted now from its stored outcomes (and
     /// written back, so `batch list` shows them).
@@ -123,14 +145,16 @@ impl Client {
 
     /// Follows the batch's outcomes as they are stored, calling `progress` on each
     /// change, until every line has one (or the batch is cancelled and its queued lines
-    /// ended); returns the settled record.
+    /// ended); returns the settled record (`finalizing` for a batch made over HTTP, until
+    /// [`batch_finalize`](Self::batch_finalize)).
     pub async fn batch_wait(
         &self,
         id: &BatchId,
         mut progress: impl FnMut(&BatchProgress),
     ) -> Result<BatchRecord, BatchError> {
-        let mut messages = self.follow_outcomes(id).await?;
-        let mut tally = Tally::default();
+        // What is stored already, counted at once; then what comes, as it comes.
+        let mut tally = self.count_outcomes(id).await?;
+        let mut messages = self.follow_outcomes(id, tally.last_sequence + 1).await?;
         loop {
             let record = self.settled(id, &tally).await?;
             progress(&BatchProgress {
@@ -138,13 +162,13 @@ impl Client {
                 published: record.published,
                 counts: record.counts.clone(),
             });
-            if record.status.is_final() {
+            if record.lines_ended() {
                 return self.batch_status(id).await;
             }
             let until = tokio::time::Instant::now() + RECORD_EVERY;
             while let Ok(next) = tokio::time::timeout_at(until, messages.next()).await {
                 match next {
-                    Some(Ok(message)) => tally.add(&message.payload),
+                    Some(Ok(message)) => tally.add(&message.payload, sequence(&message)),
                     Some(Err(err)) => {
                         return Err(ClientError::nats("following outcomes", err).into());
                     }
@@ -173,12 +197,15 @@ impl Client {
         };
         let stream = self.subjects().results_stream();
         self.session()
-            .read_stream(&stream, range, |stored| tally.add(&stored.message.payload))
+            .read_stream(&stream, range, |stored| {
+                tally.add(&stored.message.payload, stored.sequence)
+            })
             .await?;
         Ok(tally)
     }
 
-    async fn follow_outcomes(&self, id: &BatchId) -> Result<pull::Ordered, BatchError> {
+    /// The batch's outcomes from stream sequence `from` on, as they are stored.
+    async fn follow_outcomes(&self, id: &BatchId, from: u64) -> Result<pull::Ordered, BatchError> {
         let name = self.subjects().results_stream();
         let stream = self
             .session()
@@ -190,7 +217,9 @@ impl Client {
             .create_consumer(pull::OrderedConfig {
                 name: Some(consumer_name()),
                 filter_subject: self.subjects().batch_outcomes_filter(self.tenant(), id),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
                 ..Default::default()
             })
             .await
@@ -203,5 +232,27 @@ impl Client {
             .await
             .map_err(|err| ClientError::nats("following outcomes", err))?;
         Ok(messages)
+    }
+}
+
+impl Client {
+    /// Records a batch made over HTTP as whole: its results files are written.
+    pub async fn batch_finalize(
+        &self,
+        id: &BatchId,
+        output_file_id: Option<String>,
+        error_file_id: Option<String>,
+    ) -> Result<BatchRecord, BatchError> {
+        let tally = self.count_outcomes(id).await?;
+        self.update_record(id, |record| {
+            if let Some(http) = record.http.as_mut() {
+                http.output_file_id = output_file_id.clone();
+                http.error_file_id = error_file_id.clone();
+                http.finalized_at.get_or_insert_with(Timestamp::now);
+            }
+            settle(record, &tally);
+            true
+        })
+        .await
     }
 }

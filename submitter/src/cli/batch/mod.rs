@@ -36,6 +36,7 @@ pub struct SubmitArgs {
     /// Run every line on this model instead of its body's `model`.
     #[arg(long)]
     pub model: Option<String>,
+    /// `batch` (shared fairly between tenants, behind interactive jobs) or `interactive`.
     #[arg(long, default_value = "batch", value_parser = parse_tier)]
     pub tier: Tier,
     /// Lines not run this long after the batch was created end `expired`.
@@ -75,19 +76,23 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct IdArgs {
+    /// The batch's id (`batch_...`), as `batch submit` and `batch list` print it.
     pub id: BatchId,
+    /// The record as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// The records as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
+    /// The batch's id (`batch_...`).
     pub id: BatchId,
     #[command(flatten)]
     pub files: OutputArgs,
@@ -97,6 +102,7 @@ pub struct ResultsArgs {
     /// The batch's input file: gives the `custom_id`s of lines a cancel kept unsubmitted.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Progress and the files written as JSON lines on stderr.
     #[arg(long)]
     pub json: bool,
 }
@@ -124,7 +130,7 @@ async fn submit(args: SubmitArgs, options: ClientOptions) -> Result<Exit, CliErr
         .await?;
     progress.submit_done(&record);
     if !args.wait {
-        return show_record(&record, args.json);
+        return show_record(&client.batch_status(&record.id).await?, args.json);
     }
     let record = client
         .batch_wait(&record.id, |p| progress.waited(p))
@@ -207,6 +213,7 @@ fn batch_options(args: &SubmitArgs) -> BatchOptions {
         metadata,
         skip_invalid: args.skip_invalid,
         fresh: args.fresh,
+        id: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub async fn write(
     ] {
         finish(writer, partial, path)?;
     }
+    if summary.error_lines == 0 {
+        // No errors file, as OpenAI's batch then has no error file (a stale one goes too).
+        let _ = std::fs::remove_file(&errors);
+    }
     Ok(Written {
         output,
         errors,
@@ -66,12 +70,14 @@ pub fn report(written: &Written, json: bool) {
             "errors": written.errors, "error_lines": s.error_lines}),
         );
     } else {
+        let errors = match s.error_lines {
+            0 => "no errors".to_owned(),
+            n => format!("{n} error line(s) to {}", written.errors.display()),
+        };
         note(format!(
-            "wrote {} lines to {} and {} to {}",
+            "wrote {} line(s) to {}, {errors}",
             s.output_lines,
-            written.output.display(),
-            s.error_lines,
-            written.errors.display()
+            written.output.display()
         ));
     }
 }
