@@ -18,6 +18,7 @@ pub mod fair_share;
 pub mod job;
 pub mod keys;
 pub mod lifecycle;
+pub mod loop_lag;
 pub mod metrics;
 pub mod nats;
 pub mod pricing;

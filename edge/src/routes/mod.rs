@@ -19,8 +19,9 @@ mod stream;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -34,17 +35,7 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
-        .route(
-            "/v1/files",
-            get(files::list)
-                .post(files::upload)
-                .layer(DefaultBodyLimit::max(state.batches.max_file_bytes)),
-        )
-        .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
-        .route("/v1/files/{id}/content", get(files::content))
-        .route("/v1/batches", get(batches::list).post(batches::create))
-        .route("/v1/batches/{id}", get(batches::retrieve))
-        .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .merge(files_and_batches(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
@@ -53,6 +44,58 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
+}
+
+/// OpenAI's Files and Batches API, each request counted in the metrics under `files` or
+/// `batches`.
+fn files_and_batches(state: &Arc<EdgeState>) -> Router<Arc<EdgeState>> {
+    let files = Router::new()
+        .route(
+            "/v1/files",
+            get(files::list)
+                .post(files::upload)
+                .layer(DefaultBodyLimit::max(state.batches.max_file_bytes)),
+        )
+        .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            count_files,
+        ));
+    let batches = Router::new()
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            count_batches,
+        ));
+    files.merge(batches)
+}
+
+async fn count_files(
+    State(state): State<Arc<EdgeState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    counted(&state, "files", request, next).await
+}
+
+async fn count_batches(
+    State(state): State<Arc<EdgeState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    counted(&state, "batches", request, next).await
+}
+
+async fn counted(state: &EdgeState, route: &'static str, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request(route, response.status(), started.elapsed());
+    response
 }
 
 /// Ready while connected to NATS.
