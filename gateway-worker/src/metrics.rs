@@ -119,11 +119,6 @@ fn describe() {
         "From submission to pick-up, per model and tier."
     );
     describe_gauge!(JOBS_IN_FLIGHT, Unit::Count, "Jobs this worker holds now.");
-    describe_histogram!(
-        BATCH_GAVE_WAY,
-        Unit::Seconds,
-        "Time batch pulls waited for a late runtime while interactive jobs were around, per model."
-    );
     describe_counter!(
         REDELIVERIES,
         Unit::Count,
@@ -438,6 +433,11 @@ fn sample_limits(gates: &[GateView], seen: &mut HashSet<Scope>) {
 // --- the queue, sampled from consumer info (see `queue_gauges`): per model and tier ---
 
 fn describe_queue() {
+    describe_histogram!(
+        BATCH_GAVE_WAY,
+        Unit::Seconds,
+        "Time batch pulls waited for a late runtime while interactive jobs were around, per model."
+    );
     describe_gauge!(
         QUEUE_PENDING,
         Unit::Count,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::job::{JobId, Tier};
+use crate::tier::Tier;
 use crate::timestamp::Timestamp;
 
 /// `batch_` and 1 to 64 lowercase letters or digits: one subject token, one KV key token.
@@ -50,7 +50,7 @@ impl BatchId {
 
     /// The job id of the request at `index` (0-based) of this batch's input: the same on
     /// every run, so a rerun's publish of a line is the same job.
-    pub fn line_job_id(&self, index: u64) -> JobId {
+    pub fn line_job_id(&self, index: u64) -> Uuid {
         Uuid::new_v5(&LINE_NAMESPACE, format!("{}/{index}", self.0).as_bytes())
     }
 }

@@ -8,47 +8,13 @@ use uuid::Uuid;
 use crate::batch::BatchLine;
 use crate::blob::BlobRef;
 use crate::openai::ChatRequest;
+pub use crate::tier::Tier;
 use crate::timestamp::Timestamp;
 
 /// A job id: a UUID, v7 when the submitter makes it (time-ordered, so ids sort by
 /// submission). It is also the publish's `Nats-Msg-Id`, which is what makes a retried
 /// publish safe.
 pub type JobId = Uuid;
-
-/// Scheduling class. Workers reserve part of their capacity for `interactive` so that a
-/// large batch never starves a person waiting for an answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Tier {
-    #[default]
-    Interactive,
-    Batch,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 2] = [Tier::Interactive, Tier::Batch];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Tier::Interactive => "interactive",
-            Tier::Batch => "batch",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Tier> {
-        match text {
-            "interactive" => Some(Tier::Interactive),
-            "batch" => Some(Tier::Batch),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A chat-completion job, published to `<prefix>.jobs.<model>.<tier>.<tenant>`.
 ///

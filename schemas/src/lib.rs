@@ -20,6 +20,7 @@ pub mod openai;
 pub mod outcome;
 pub mod subject;
 pub mod tenant;
+pub mod tier;
 pub mod timestamp;
 pub mod timings;
 pub mod usage;
