@@ -345,6 +345,25 @@ async fn a_rerun_publishes_only_what_is_missing_and_no_line_is_paid_twice() {
     assert_eq!(stack.mock.request_count(), 3000);
 }
 
+/// A file of `count` lines (`custom_id` and prompt `<prefix><i>`) in `dir`, planned.
+async fn planned(
+    stack: &Stack,
+    dir: &Path,
+    count: usize,
+    prefix: &str,
+) -> (Client, llmq_submitter::Plan) {
+    let lines: Vec<String> = (0..count)
+        .map(|i| line(&format!("{prefix}{i}"), "chat", &format!("{prefix}{i}")))
+        .collect();
+    let path = write_input(dir, "in.jsonl", &lines.join("\n"));
+    let client = client(stack).await;
+    let plan = client
+        .batch_plan(&path, BatchOptions::default())
+        .await
+        .unwrap();
+    (client, plan)
+}
+
 /// What a lost checkpoint looks like: the record as it was, `published` back to 0.
 async fn rewind_checkpoint(stack: &Stack, record: &BatchRecord) {
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
@@ -362,15 +381,7 @@ async fn rewind_checkpoint(stack: &Stack, record: &BatchRecord) {
 async fn a_cancel_ends_the_queued_lines_without_calls_and_the_files_hold_every_line() {
     let (stack, _worker) = stack(Duration::from_millis(300)).await;
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..400)
-        .map(|i| line(&format!("c{i}"), "chat", &format!("c{i}")))
-        .collect();
-    let path = write_input(dir.path(), "in.jsonl", &lines.join("\n"));
-    let client = client(&stack).await;
-    let plan = client
-        .batch_plan(&path, BatchOptions::default())
-        .await
-        .unwrap();
+    let (client, plan) = planned(&stack, dir.path(), 400, "c").await;
     client.batch_submit(&plan, |_| {}).await.unwrap();
 
     let out = submitter(
@@ -703,15 +714,7 @@ async fn the_readme_batch_block_works_as_printed() {
 async fn a_cancel_during_the_submit_counts_every_line_once() {
     let (stack, _worker) = stack(Duration::from_millis(50)).await;
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..8000)
-        .map(|i| line(&format!("m{i}"), "chat", &format!("m{i}")))
-        .collect();
-    let path = write_input(dir.path(), "in.jsonl", &lines.join("\n"));
-    let client = client(&stack).await;
-    let plan = client
-        .batch_plan(&path, BatchOptions::default())
-        .await
-        .unwrap();
+    let (client, plan) = planned(&stack, dir.path(), 8000, "m").await;
     let canceller = self::client(&stack).await;
     let id = plan.id.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();

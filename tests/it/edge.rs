@@ -509,7 +509,7 @@ async fn a_revoked_key_is_refused_by_every_running_edge_within_seconds() {
 }
 
 /// A tool the SDK check needs, or a failure that says how to get it.
-fn tool(path: std::path::PathBuf) -> std::path::PathBuf {
+pub(crate) fn tool(path: std::path::PathBuf) -> std::path::PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run scripts/install-tools (it installs the pinned openai SDKs from PyPI \

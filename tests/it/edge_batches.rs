@@ -10,6 +10,8 @@ use llmq_tests::stack::{Stack, eventually};
 use llmq_tests::worker::{TestWorker, workspace_binary};
 use serde_json::{Value, json};
 
+use crate::edge::tool;
+
 /// Tenants acme and beta (enforced), models `chat` and `slow` (1 s), a worker, a key each.
 struct BatchStack {
     stack: Stack,
@@ -70,16 +72,6 @@ async fn key_for(stack: &Stack, tenant: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn tool(path: std::path::PathBuf) -> std::path::PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-tools (it installs the pinned openai SDKs from PyPI \
-         and npm; it needs python3 and Node.js 20+ with npm)",
-        path.display()
-    );
-    path
 }
 
 #[tokio::test]

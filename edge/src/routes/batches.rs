@@ -132,9 +132,7 @@ async fn retrieve_batch(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<BatchObject, ApiError> {
-    let key = caller(state, headers).await?;
-    let (client, _) = client_of(state, &key).await?;
-    let id = parse_id(id)?;
+    let (client, id) = caller_batch(state, headers, id).await?;
     let record = client.batch_status(&id).await.map_err(batch_error)?;
     Ok(batch_object(&record))
 }
@@ -144,11 +142,20 @@ async fn cancel_batch(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<BatchObject, ApiError> {
-    let key = caller(state, headers).await?;
-    let (client, _) = client_of(state, &key).await?;
-    let id = parse_id(id)?;
+    let (client, id) = caller_batch(state, headers, id).await?;
     let record = client.batch_cancel(&id).await.map_err(batch_error)?;
     Ok(batch_object(&record))
+}
+
+/// The caller's producer and the batch id it names (a malformed one is not found).
+async fn caller_batch(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Client, BatchId), ApiError> {
+    let key = caller(state, headers).await?;
+    let (client, _) = client_of(state, &key).await?;
+    Ok((client, parse_id(id)?))
 }
 
 async fn list_batches(

@@ -8,7 +8,6 @@ use llmq_schemas::{BatchId, BatchRecord, Subjects, Timestamp};
 
 use super::error::BatchError;
 use crate::Client;
-use crate::error::ClientError;
 
 /// How long a cancel waits for a running submit to see it and stop, before it takes
 /// that no submit is running.
@@ -41,24 +40,11 @@ impl Client {
     }
 
     async fn put_batch_cancel(&self, id: &BatchId) -> Result<(), BatchError> {
-        let bucket = self.subjects().cancel_bucket();
-        let subject = format!(
-            "$KV.{bucket}.{}",
-            Subjects::batch_cancel_key(self.tenant(), id)
-        );
+        let key = Subjects::batch_cancel_key(self.tenant(), id);
         let value = serde_json::json!({"v": 1, "batch": id, "tenant": self.tenant().as_str(),
             "requested_at": Timestamp::now()});
-        let payload = Bytes::from(value.to_string());
-        let msg_id = llmq_runtime::private_msg_id(&format!("cancel-{id}"));
-        let published = self.session().publish(&subject, &msg_id, None, &payload);
-        self.session()
-            .unless_denied(&[&bucket], published)
-            .await
-            .map_err(|denied| ClientError::PermissionDenied {
-                operation: "writing the cancel request",
-                denied,
-            })?
-            .map_err(|failure| self.cancel_error(failure, &bucket))?;
+        self.put_cancel(&key, id.as_str(), Bytes::from(value.to_string()))
+            .await?;
         Ok(())
     }
 

@@ -157,13 +157,7 @@ impl Client {
         &self,
         subject: &str,
     ) -> Result<Option<bytes::Bytes>, BatchError> {
-        let name = self.subjects().results_stream();
-        let stream = self
-            .session()
-            .js()
-            .get_stream_no_info(&name)
-            .await
-            .map_err(|err| ClientError::nats("opening the results stream", err))?;
+        let stream = self.results_stream().await?;
         match stream.direct_get_last_for_subject(subject).await {
             Ok(message) => Ok(Some(message.payload)),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),

@@ -207,12 +207,7 @@ impl Client {
     /// The batch's outcomes from stream sequence `from` on, as they are stored.
     async fn follow_outcomes(&self, id: &BatchId, from: u64) -> Result<pull::Ordered, BatchError> {
         let name = self.subjects().results_stream();
-        let stream = self
-            .session()
-            .js()
-            .get_stream_no_info(&name)
-            .await
-            .map_err(|err| ClientError::nats("following outcomes", err))?;
+        let stream = self.results_stream().await?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 name: Some(consumer_name()),

@@ -46,15 +46,24 @@ impl Client {
             what: "a cancel request".into(),
             source,
         })?;
+        let key = Subjects::cancel_key(tenant, job_id);
+        let unique = format!("{job_id}-{}", request.requested_at.unix_millis());
+        let revision = self.put_cancel(&key, &unique, Bytes::from(value)).await?;
+        Ok(CancelStatus::Requested { revision })
+    }
+
+    /// Stores a cancel under `key` of the cancel bucket; its revision.
+    pub(crate) async fn put_cancel(
+        &self,
+        key: &str,
+        unique: &str,
+        payload: Bytes,
+    ) -> Result<u64, ClientError> {
         let bucket = self.subjects().cancel_bucket();
-        let subject = format!("$KV.{bucket}.{}", Subjects::cancel_key(tenant, job_id));
+        let subject = format!("$KV.{bucket}.{key}");
         // Unguessable: a cancel id another tenant could publish first (to its own key;
         // the duplicate window is bucket-wide) would make this cancel a dropped duplicate.
-        let msg_id = llmq_runtime::private_msg_id(&format!(
-            "cancel-{job_id}-{}",
-            request.requested_at.unix_millis()
-        ));
-        let payload = Bytes::from(value);
+        let msg_id = llmq_runtime::private_msg_id(&format!("cancel-{unique}"));
         let published = self
             .inner
             .session
@@ -69,16 +78,10 @@ impl Client {
                 denied,
             })?
             .map_err(|failure| self.cancel_error(failure, &bucket))?;
-        Ok(CancelStatus::Requested {
-            revision: ack.sequence,
-        })
+        Ok(ack.sequence)
     }
 
-    pub(crate) fn cancel_error(
-        &self,
-        failure: llmq_runtime::PublishFailure,
-        bucket: &str,
-    ) -> ClientError {
+    fn cancel_error(&self, failure: llmq_runtime::PublishFailure, bucket: &str) -> ClientError {
         use llmq_runtime::PublishFailure;
         match failure {
             PublishFailure::NoStream => {

@@ -163,7 +163,7 @@ impl Client {
         self.subjects().result(self.tenant(), job_id)
     }
 
-    async fn results_stream(&self) -> Result<Stream<()>, ClientError> {
+    pub(crate) async fn results_stream(&self) -> Result<Stream<()>, ClientError> {
         self.inner
             .session
             .js()
