@@ -35,7 +35,6 @@ use tokio_util::task::TaskTracker;
 use crate::context::{Live, WorkerContext};
 use crate::fair_share::{BUSY_DISCOVERY, IDLE_REDISCOVERY, TenantTurns};
 use crate::job::{Disposition, apply, process};
-use crate::loop_lag::LoopLag;
 use crate::metrics;
 use crate::puller::{Pulled, Puller};
 use crate::routing::ModelRoute;
@@ -45,8 +44,6 @@ use crate::routing::ModelRoute;
 pub struct Capacity {
     all: Arc<Semaphore>,
     batch: Arc<Semaphore>,
-    /// The runtime's lateness: batch pulls give way to interactive jobs while it is late.
-    pub lag: Arc<LoopLag>,
 }
 
 /// A job slot; released on drop.
@@ -62,7 +59,6 @@ impl Capacity {
         Arc::new(Self {
             all: Arc::new(Semaphore::new(max_inflight)),
             batch: Arc::new(Semaphore::new(batch)),
-            lag: Arc::new(LoopLag::default()),
         })
     }
 
@@ -248,10 +244,6 @@ impl Consumer {
             if turns.discovery_due() && !self.discover(&mut turns).await {
                 break;
             }
-            let waited = self.jobs.capacity.lag.give_way().await;
-            if !waited.is_zero() {
-                metrics::batch_gave_way(self.model.as_str(), waited.as_secs_f64());
-            }
             let Some((turn, may)) = turns.current() else {
                 continue;
             };
@@ -406,9 +398,6 @@ impl Consumer {
             };
             received.taken += 1;
             received.queued = message.info().map(|info| info.pending).unwrap_or(0);
-            if self.tier == Tier::Interactive {
-                self.jobs.capacity.lag.interactive_seen();
-            }
             let slot = match slots.pop() {
                 Some(slot) => Some(slot),
                 None => tokio::select! {

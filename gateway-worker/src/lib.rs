@@ -18,7 +18,6 @@ pub mod fair_share;
 pub mod job;
 pub mod keys;
 pub mod lifecycle;
-pub mod loop_lag;
 pub mod metrics;
 pub mod nats;
 pub mod pricing;

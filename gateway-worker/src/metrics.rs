@@ -27,7 +27,6 @@ pub const JOBS_RECEIVED: &str = "llmq_jobs_received_total";
 pub const JOBS_FINISHED: &str = "llmq_jobs_finished_total";
 pub const JOB_DURATION: &str = "llmq_job_duration_seconds";
 pub const QUEUE_WAIT: &str = "llmq_job_queue_wait_seconds";
-pub const BATCH_GAVE_WAY: &str = "llmq_batch_gave_way_seconds";
 pub const JOBS_IN_FLIGHT: &str = "llmq_jobs_in_flight";
 pub const REDELIVERIES: &str = "llmq_job_redeliveries_total";
 pub const OUTCOMES_RESENT: &str = "llmq_outcomes_resent_total";
@@ -208,11 +207,6 @@ pub fn job_finished(model: &str, tier: Tier, status: OutcomeStatus, seconds: f64
 
 pub fn queue_wait(model: &str, tier: Tier, seconds: f64) {
     histogram!(QUEUE_WAIT, "model" => model.to_owned(), "tier" => tier.as_str()).record(seconds);
-}
-
-/// A batch loop waited `seconds` for the runtime to catch up (`loop_lag`).
-pub fn batch_gave_way(model: &str, seconds: f64) {
-    histogram!(BATCH_GAVE_WAY, "model" => model.to_owned()).record(seconds);
 }
 
 pub fn jobs_in_flight(delta: f64) {
@@ -433,11 +427,6 @@ fn sample_limits(gates: &[GateView], seen: &mut HashSet<Scope>) {
 // --- the queue, sampled from consumer info (see `queue_gauges`): per model and tier ---
 
 fn describe_queue() {
-    describe_histogram!(
-        BATCH_GAVE_WAY,
-        Unit::Seconds,
-        "Time batch pulls waited for a late runtime while interactive jobs were around, per model."
-    );
     describe_gauge!(
         QUEUE_PENDING,
         Unit::Count,

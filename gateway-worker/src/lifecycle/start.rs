@@ -42,9 +42,6 @@ impl RunningWorker {
         let keys = WatchedKeys::start(&ctx, &tasks);
         let admin_addr = serve_admin(&ctx, &tasks, metrics).await?;
         load_cancels(&ctx, &tasks).await;
-        let lag = Arc::clone(&tasks.capacity.lag);
-        let stop = tasks.background.clone();
-        tasks.services.spawn(async move { lag.measure(stop).await });
         let live = Live::new(Arc::clone(&ctx));
         start_consumers(&live, &tasks).await?;
         let started_at = announce(&live, &tasks).await;

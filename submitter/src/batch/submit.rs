@@ -49,11 +49,13 @@ impl Client {
         plan: &Plan,
         mut progress: impl FnMut(SubmitProgress),
     ) -> Result<BatchRecord, BatchError> {
-        let record = self.open_batch(plan).await?;
+        let (record, created) = self.open_batch(plan).await?;
         if record.cancelled_at.is_some() || record.submit_done {
             return Ok(record);
         }
         let start = record.published;
+        // A batch this run created has no outcome stored: nothing to look up.
+        let check_from = if created { u64::MAX } else { start };
         let mut lines = read_lines(plan, start);
         let mut state = SubmitProgress {
             total: plan.requests,
@@ -69,7 +71,7 @@ impl Client {
             true => Poll::Ready(None),
             false => lines.poll_recv(cx),
         })
-        .map(|line| self.publish_line(&record, line, start))
+        .map(|line| self.publish_line(&record, line, check_from))
         .buffered(IN_FLIGHT);
         while let Some(published) = publishes.next().await {
             state.already_done += u64::from(!published?);
@@ -98,16 +100,20 @@ impl Client {
         .await
     }
 
-    /// Publishes one line; false when its outcome was already stored (a rerun's).
+    /// Publishes one line; false when its outcome was already stored (a rerun's). Lines
+    /// from `check_from` (the checkpoint a rerun starts at) to the most an earlier run
+    /// may have published past it are looked up first.
     async fn publish_line(
         &self,
         record: &BatchRecord,
         line: Result<(u64, InputLine), BatchError>,
-        start: u64,
+        check_from: u64,
     ) -> Result<bool, BatchError> {
         let (index, line) = line?;
         let job = line_job(record, index, line);
-        let uncertain = index < start + CHECKPOINT_EVERY + IN_FLIGHT as u64;
+        let uncertain = (check_from
+            ..check_from.saturating_add(CHECKPOINT_EVERY + IN_FLIGHT as u64))
+            .contains(&index);
         if uncertain && self.has_outcome(&record.id, job.id).await? {
             return Ok(false);
         }
@@ -160,20 +166,20 @@ impl Client {
             .ok_or_else(|| BatchError::NotFound(id.clone()))
     }
 
-    /// The batch's record: the one a previous run left, or a new one.
-    async fn open_batch(&self, plan: &Plan) -> Result<BatchRecord, BatchError> {
+    /// The batch's record: the one a previous run left (false), or a new one (true).
+    async fn open_batch(&self, plan: &Plan) -> Result<(BatchRecord, bool), BatchError> {
         if let Some(found) = self.read_record(&plan.id).await? {
             if found.record.status != BatchStatus::Validating {
-                return Ok(found.record);
+                return Ok((found.record, false));
             }
-            return self
-                .update_record(&plan.id, |record| validated(record, plan))
-                .await;
+            // Made over HTTP before its input was read: nothing of it was published.
+            let record = self.update_record(&plan.id, |record| validated(record, plan));
+            return Ok((record.await?, found.record.published == 0));
         }
         let record = new_record(self, plan);
         match self.create_record(&record).await? {
-            Some(created) => Ok(created.record),
-            None => self.batch_record_or_missing(&plan.id).await,
+            Some(created) => Ok((created.record, true)),
+            None => Ok((self.batch_record_or_missing(&plan.id).await?, false)),
         }
     }
 }

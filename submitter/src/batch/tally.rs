@@ -166,7 +166,12 @@ impl Client {
                 return self.batch_status(id).await;
             }
             let until = tokio::time::Instant::now() + RECORD_EVERY;
-            while let Ok(next) = tokio::time::timeout_at(until, messages.next()).await {
+            // The record is read again after a second, or at once when every line it
+            // said was published has ended (it may be the end).
+            let all_in = |tally: &Tally| record.submit_done && tally.ended() >= record.published;
+            while !all_in(&tally)
+                && let Ok(next) = tokio::time::timeout_at(until, messages.next()).await
+            {
                 match next {
                     Some(Ok(message)) => tally.add(&message.payload, sequence(&message)),
                     Some(Err(err)) => {

@@ -24,7 +24,7 @@ use super::load::Failures;
 use super::print_setup;
 use super::procstat::{Meter, ProcUsage, Watched};
 use super::report::{Facts, Report, Table, cores, rate};
-use super::setup::{Env, Llmq, MockChild, MockSpec, PROMPT, WorkerSpec, job, jobs_in_stream};
+use super::setup::{Env, Llmq, MockSpec, PROMPT, batch_stack, job, jobs_in_stream};
 
 /// B's batch behind A's backlog.
 #[derive(Debug, Clone, Serialize)]
@@ -151,14 +151,7 @@ pub async fn run(options: &Options, env: &mut Env, report: &mut Report) -> anyho
             idle_span: Duration::from_secs(10),
         }
     };
-    let mock = MockChild::spawn(MockSpec::instant()).await?;
-    let spec = WorkerSpec {
-        max_inflight: 1024,
-        fetch_batch: options.fetch_batch,
-        max_concurrency: 4096,
-    };
-    let llmq = Llmq::start(&mock.url, spec, 1).await?;
-    env.nats_server = llmq.world.nats_version().await;
+    let (mock, llmq, spec) = batch_stack(MockSpec::instant(), options.fetch_batch, env).await?;
     let mut facts = Facts::default();
     facts
         .add("mock", MockSpec::instant().describe())
@@ -286,7 +279,12 @@ async fn run_batch(client: &Client, lines: usize, failures: &mut Failures) -> Du
 
 /// Publishes `count` jobs without waiting for them, 256 at a time, the clients' in turn
 /// (as many tenants' producers publishing at once do).
-async fn submit_detached(clients: &[Client], tier: Tier, count: usize, failures: &mut Failures) {
+pub(super) async fn submit_detached(
+    clients: &[Client],
+    tier: Tier,
+    count: usize,
+    failures: &mut Failures,
+) {
     let refused: Vec<String> = futures::stream::iter(0..count)
         .map(|n| {
             let client = &clients[n % clients.len()];
@@ -347,7 +345,7 @@ async fn idle(watched: &[Watched], span: Duration) -> Vec<ProcUsage> {
 }
 
 /// Waits until the jobs stream is empty.
-async fn drained(js: &jetstream::Context) {
+pub(super) async fn drained(js: &jetstream::Context) {
     while jobs_in_stream(js).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -21,6 +21,9 @@
 //! | `priority`      | interactive jobs' queue wait, idle and under a batch backlog      |
 //! | `fairness`      | a small batch behind another tenant's large one, against its fair |
 //! |                 | share; throughput and idle CPU with 100 tenants                   |
+//! | `batch-file`    | a 100,000-line file through `submitter batch submit --wait`:     |
+//! |                 | submit and completion rate (against the library), CLI peak RSS,  |
+//! |                 | the results file checked                                          |
 //!
 //! `policy` and `limits` compare variants of llmq running side by side, alternated round
 //! by round ([`ab`]), because the differences they measure are smaller than the
@@ -31,6 +34,7 @@
 
 pub mod ab;
 pub mod all;
+pub mod batch_file;
 pub mod chart;
 pub mod child;
 pub mod direct;
@@ -74,13 +78,14 @@ pub enum Scenario {
     Sizes,
     Priority,
     Fairness,
+    BatchFile,
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them (`direct` before `e2e`, whose
     /// overhead is computed against it).
-    pub const EACH: [Scenario; 13] = [
+    pub const EACH: [Scenario; 14] = [
         Scenario::JetstreamRaw,
         Scenario::Direct,
         Scenario::E2e,
@@ -94,6 +99,7 @@ impl Scenario {
         Scenario::Sizes,
         Scenario::Priority,
         Scenario::Fairness,
+        Scenario::BatchFile,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -111,6 +117,7 @@ impl Scenario {
             Scenario::Sizes => "sizes",
             Scenario::Priority => "priority",
             Scenario::Fairness => "fairness",
+            Scenario::BatchFile => "batch-file",
             Scenario::All => "all",
         }
     }
@@ -163,6 +170,8 @@ pub struct Options {
     /// sampled while they wait.
     pub wait_jobs: usize,
     pub wait_sample: Duration,
+    /// Lines of `batch-file`'s large file (its small one has a tenth).
+    pub batch_lines: usize,
     pub json_out: Option<PathBuf>,
     pub chart: Option<PathBuf>,
 }
@@ -194,6 +203,7 @@ impl Options {
             rounds: 3,
             wait_jobs: 10_000,
             wait_sample: Duration::from_secs(5),
+            batch_lines: 100_000,
             json_out: None,
             chart: None,
         }
@@ -221,6 +231,7 @@ impl Options {
             rounds: 1,
             wait_jobs: 300,
             wait_sample: Duration::from_secs(1),
+            batch_lines: 1_000,
             ..Options::full()
         }
     }
@@ -258,7 +269,8 @@ impl Options {
             .add("limits_workers", format!("{:?}", self.limits_workers))
             .add("rounds", self.rounds)
             .add("wait_jobs", self.wait_jobs)
-            .add("wait_sample", format!("{:?}", self.wait_sample));
+            .add("wait_sample", format!("{:?}", self.wait_sample))
+            .add("batch_lines", self.batch_lines);
         facts
     }
 }
@@ -315,6 +327,7 @@ pub async fn run_one(
         Scenario::Sizes => sizes::run(options, env, report).await,
         Scenario::Priority => priority::run(options, env, report).await,
         Scenario::Fairness => fairness::run(options, env, report).await,
+        Scenario::BatchFile => batch_file::run(options, env, report).await,
         Scenario::All => anyhow::bail!("`all` is not a single scenario"),
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::load::Failures;
 use super::report::{Facts, Report, Table, ms};
-use super::setup::{Env, Llmq, MockChild, MockSpec, WorkerSpec, job, jobs_in_stream, run_job};
+use super::setup::{Env, Llmq, MockSpec, batch_stack, job, jobs_in_stream, run_job};
 use super::stats::{Latencies, Summary};
 use super::{Options, print_setup};
 
@@ -88,14 +88,7 @@ pub async fn run(options: &Options, env: &mut Env, report: &mut Report) -> anyho
     } else {
         (50_000, 300)
     };
-    let mock = MockChild::spawn(mock_spec()).await?;
-    let spec = WorkerSpec {
-        max_inflight: 1024,
-        fetch_batch: options.fetch_batch,
-        max_concurrency: 4096,
-    };
-    let llmq = Llmq::start(&mock.url, spec, 1).await?;
-    env.nats_server = llmq.world.nats_version().await;
+    let (mock, llmq, spec) = batch_stack(mock_spec(), options.fetch_batch, env).await?;
     let mut facts = Facts::default();
     facts
         .add("mock", mock_spec().describe())

@@ -233,6 +233,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fairness: Option<super::fairness::FairnessReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_file: Option<super::batch_file::BatchFileReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
     /// Functional failures: any makes the run exit non-zero.
     pub failures: Vec<String>,
@@ -256,6 +258,7 @@ impl Report {
             sizes: None,
             priority: None,
             fairness: None,
+            batch_file: None,
             ratios: None,
             failures: Vec::new(),
         }

@@ -659,6 +659,25 @@ impl std::fmt::Debug for Variant<'_> {
     }
 }
 
+/// The stack of the batch-tier scenarios: a mock child answering as `mock` says and one
+/// worker with room for a backlog (1,024 jobs, 4,096 upstream requests at once); `env`
+/// learns the broker's version.
+pub async fn batch_stack(
+    mock: MockSpec,
+    fetch_batch: usize,
+    env: &mut Env,
+) -> anyhow::Result<(MockChild, Llmq, WorkerSpec)> {
+    let mock = MockChild::spawn(mock).await?;
+    let spec = WorkerSpec {
+        max_inflight: 1024,
+        fetch_batch,
+        max_concurrency: 4096,
+    };
+    let llmq = Llmq::start(&mock.url, spec, 1).await?;
+    env.nats_server = llmq.world.nats_version().await;
+    Ok((mock, llmq, spec))
+}
+
 impl Llmq {
     pub async fn start(mock_url: &str, spec: WorkerSpec, workers: usize) -> anyhow::Result<Llmq> {
         Self::start_with(mock_url, spec, workers, &Variant::default()).await

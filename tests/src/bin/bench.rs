@@ -62,6 +62,10 @@ enum Command {
     /// The batch tier shared between tenants: a small batch behind a large one against
     /// its fair share; throughput and idle CPU with many tenants.
     Fairness(Flags),
+    /// A large batch file through `submitter batch submit --wait` (the release
+    /// `submitter` binary beside this one): submit and completion rate against the
+    /// library, the CLI's peak RSS at the file's size and a tenth of it, the results file.
+    BatchFile(Flags),
     /// Every scenario, then the ratios, one JSON file and the chart.
     All(Flags),
     #[command(name = "__worker", hide = true)]
@@ -153,6 +157,9 @@ struct Flags {
     /// How long the limits scenario samples CPU while those jobs wait.
     #[arg(long, value_parser = humantime::parse_duration)]
     wait_sample: Option<Duration>,
+    /// Lines of the batch-file scenario's large file (the small one has a tenth).
+    #[arg(long)]
+    batch_lines: Option<usize>,
     /// Write the results as JSON here (`all` defaults to target/bench/all.json).
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -192,7 +199,8 @@ impl Flags {
             limits_workers,
             rounds,
             wait_jobs,
-            wait_sample
+            wait_sample,
+            batch_lines
         );
         o.json_out = self.json_out;
         o.chart = self.chart;
@@ -229,6 +237,7 @@ fn main() -> ExitCode {
         Command::Sizes(f) => (Scenario::Sizes, f),
         Command::Priority(f) => (Scenario::Priority, f),
         Command::Fairness(f) => (Scenario::Fairness, f),
+        Command::BatchFile(f) => (Scenario::BatchFile, f),
         Command::All(f) => (Scenario::All, f),
     };
     let options = flags.options();
