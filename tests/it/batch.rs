@@ -39,7 +39,11 @@ async fn stack(delay: Duration) -> (Stack, TestWorker) {
         "{}\n[models.chat]\ndeployments = [{{ provider = \"mock\", model = \"mock-model\" }}]\n[models.bad]\ndeployments = [{{ provider = \"mock\", model = \"broken\" }}]\n",
         openai_mock_provider(64)
     ));
-    setup.set("jetstream", "duplicate_window", "\"1s\"");
+    // Few batch slots: a cancel test's lines must still be queued when its cancel comes,
+    // however slowly this machine starts the CLI.
+    setup
+        .set("jetstream", "duplicate_window", "\"1s\"")
+        .set("worker", "max_inflight", "16");
     let worker = stack.worker(&setup).await;
     (stack, worker)
 }
