@@ -527,33 +527,19 @@ async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
     let tools = root.join(".tools");
     let python = tool(tools.join("venv/bin/python"));
     let node_sdk = tool(tools.join("node/node_modules/openai"));
-    let run = |program: &std::path::Path, script: &str| {
-        let mut command = tokio::process::Command::new(program);
-        command
-            .arg(root.join("tests/sdk").join(script))
-            .env("LLMQ_EDGE_URL", &edge.url)
-            .env("LLMQ_KEY", &edge.key)
-            .env("LLMQ_NARROW_KEY", &narrow)
-            .env("LLMQ_OPENAI_NODE", &node_sdk)
-            .kill_on_drop(true);
-        command
-    };
+    let node_sdk = node_sdk.display().to_string();
+    let env = [
+        ("LLMQ_EDGE_URL", edge.url.as_str()),
+        ("LLMQ_KEY", edge.key.as_str()),
+        ("LLMQ_NARROW_KEY", narrow.as_str()),
+        ("LLMQ_OPENAI_NODE", node_sdk.as_str()),
+    ];
     let mut broken_calls = 0;
     for (program, script) in [
         (python, "openai_check.py"),
         (which("node"), "openai_check.cjs"),
     ] {
-        let output = tokio::time::timeout(Duration::from_secs(120), run(&program, script).output())
-            .await
-            .unwrap_or_else(|_| panic!("{script} did not finish within 2 minutes"))
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "{script}: {text}");
-        println!("{}", text.trim());
+        run_sdk_check(&root, &program, script, &env).await;
         let now = calls_for(&edge.stack, "broken-model");
         assert_eq!(
             now,
@@ -565,7 +551,33 @@ async fn the_official_openai_sdks_work_unchanged_against_the_edge() {
     edge.stop().await;
 }
 
-fn which(program: &str) -> std::path::PathBuf {
+/// Runs `tests/sdk/<script>` with `program` and `env` (within 3 minutes); fails the test,
+/// with the script's output, unless it succeeds.
+pub(crate) async fn run_sdk_check(
+    root: &std::path::Path,
+    program: &std::path::Path,
+    script: &str,
+    env: &[(&str, &str)],
+) {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(root.join("tests/sdk").join(script))
+        .kill_on_drop(true);
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 3 minutes"))
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{script}: {text}");
+    println!("{}", text.trim());
+}
+
+pub(crate) fn which(program: &str) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)

@@ -10,7 +10,7 @@ use llmq_tests::stack::{Stack, eventually};
 use llmq_tests::worker::{TestWorker, workspace_binary};
 use serde_json::{Value, json};
 
-use crate::edge::tool;
+use crate::edge::{run_sdk_check, tool, which};
 
 /// Tenants acme and beta (enforced), models `chat` and `slow` (1 s), a worker, a key each.
 struct BatchStack {
@@ -82,29 +82,18 @@ async fn the_official_sdks_files_and_batches_calls_work_unchanged() {
     let tools = root.join(".tools");
     let python = tool(tools.join("venv/bin/python"));
     let node_sdk = tool(tools.join("node/node_modules/openai"));
+    let node_sdk = node_sdk.display().to_string();
+    let env = [
+        ("LLMQ_EDGE_URL", edge.url()),
+        ("LLMQ_KEY", batches.acme_key.as_str()),
+        ("LLMQ_OTHER_KEY", batches.beta_key.as_str()),
+        ("LLMQ_OPENAI_NODE", node_sdk.as_str()),
+    ];
     for (program, script) in [
         (python, "batch_check.py"),
-        (std::path::PathBuf::from("node"), "batch_check.cjs"),
+        (which("node"), "batch_check.cjs"),
     ] {
-        let mut command = tokio::process::Command::new(&program);
-        command
-            .arg(root.join("tests/sdk").join(script))
-            .env("LLMQ_EDGE_URL", edge.url())
-            .env("LLMQ_KEY", &batches.acme_key)
-            .env("LLMQ_OTHER_KEY", &batches.beta_key)
-            .env("LLMQ_OPENAI_NODE", &node_sdk)
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-            .await
-            .unwrap_or_else(|_| panic!("{script} did not finish within 3 minutes"))
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "{script}: {text}");
-        println!("{}", text.trim());
+        run_sdk_check(&root, &program, script, &env).await;
     }
     edge.stop().await;
 }
