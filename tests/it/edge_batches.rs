@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use llmq_runtime::tenants::parse_registry;
 use llmq_tests::edge::{EdgeProcess, TestEdge, edge_config};
 use llmq_tests::mock::{MockOptions, ModelBehavior};
 use llmq_tests::stack::{Stack, eventually};
@@ -32,14 +31,11 @@ impl BatchStack {
             },
         );
         let stack = Stack::start_with(mock, Default::default()).await;
-        let admin = stack.operator().await;
-        let registry =
-            "[tenants.acme]\nmodels = [\"chat\", \"slow\"]\n[tenants.beta]\nmodels = [\"chat\"]\n";
-        let changes = admin
-            .tenants_diff(&parse_registry(registry).unwrap(), true)
-            .await
-            .unwrap();
-        admin.apply_tenants(&changes, 1).await.unwrap();
+        stack
+            .apply_registry(
+                "[tenants.acme]\nmodels = [\"chat\", \"slow\"]\n[tenants.beta]\nmodels = [\"chat\"]\n",
+            )
+            .await;
         let mut setup = stack.simple_setup();
         setup.body.push_str(
             "[models.slow]\ndeployments = [{ provider = \"mock\", model = \"slow-model\" }]\n",

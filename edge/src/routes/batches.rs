@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use llmq_runtime::api_keys::ApiKeyEntry;
 use llmq_schemas::openai::batch::{BatchObject, CreateBatchRequest, ListPage};
@@ -19,6 +18,7 @@ use serde::Deserialize;
 
 use super::batch_object::batch_object;
 use super::caller::caller;
+use super::respond;
 use crate::api_error::ApiError;
 use crate::batch_runner::RunRequest;
 use crate::state::EdgeState;
@@ -63,13 +63,6 @@ pub(super) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Response {
     respond(list_batches(&state, &headers, query).await)
-}
-
-fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
-    match result {
-        Ok(value) => Json(value).into_response(),
-        Err(err) => err.into_response(),
-    }
 }
 
 async fn client_of(state: &EdgeState, key: &ApiKeyEntry) -> Result<(Client, Tenant), ApiError> {

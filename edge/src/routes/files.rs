@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,6 +14,7 @@ use llmq_schemas::openai::batch::{FileDeleted, FileObject, ListPage};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::caller::caller;
+use super::respond;
 use crate::api_error::ApiError;
 use crate::state::EdgeState;
 
@@ -56,13 +56,6 @@ pub(super) async fn content(
 ) -> Response {
     match file_content(&state, &headers, &id).await {
         Ok(response) => response,
-        Err(err) => err.into_response(),
-    }
-}
-
-fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
-    match result {
-        Ok(value) => Json(value).into_response(),
         Err(err) => err.into_response(),
     }
 }

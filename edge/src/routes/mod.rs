@@ -98,6 +98,14 @@ async fn counted(state: &EdgeState, route: &'static str, request: Request, next:
     response
 }
 
+/// A JSON answer, or the error's.
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
 /// Ready while connected to NATS.
 async fn ready(State(state): State<Arc<EdgeState>>) -> Response {
     match state.nats.connection_state() {
