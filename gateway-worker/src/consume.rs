@@ -32,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch_window::{BatchPermit, BatchWindow};
 use crate::context::{Live, WorkerContext};
 use crate::fair_share::{BUSY_DISCOVERY, IDLE_REDISCOVERY, TenantTurns};
 use crate::job::{Disposition, apply, process};
@@ -43,28 +44,29 @@ use crate::routing::ModelRoute;
 #[derive(Debug)]
 pub struct Capacity {
     all: Arc<Semaphore>,
-    batch: Arc<Semaphore>,
+    /// The batch tier's share, narrowed while interactive jobs wait.
+    pub batch: Arc<BatchWindow>,
 }
 
 /// A job slot; released on drop.
 #[derive(Debug)]
 pub struct Slot {
     _all: OwnedSemaphorePermit,
-    _batch: Option<OwnedSemaphorePermit>,
+    _batch: Option<BatchPermit>,
 }
 
 impl Capacity {
     pub fn new(max_inflight: usize, batch_share: f64) -> Arc<Self> {
-        let batch = ((max_inflight as f64 * batch_share).floor() as usize).max(1);
+        let batch = (max_inflight as f64 * batch_share).floor() as usize;
         Arc::new(Self {
             all: Arc::new(Semaphore::new(max_inflight)),
-            batch: Arc::new(Semaphore::new(batch)),
+            batch: BatchWindow::new(batch),
         })
     }
 
     async fn acquire(&self, tier: Tier) -> Option<Slot> {
         let batch = match tier {
-            Tier::Batch => Some(Arc::clone(&self.batch).acquire_owned().await.ok()?),
+            Tier::Batch => Some(self.batch.acquire().await?),
             Tier::Interactive => None,
         };
         let all = Arc::clone(&self.all).acquire_owned().await.ok()?;
@@ -81,7 +83,7 @@ impl Capacity {
 
     fn try_acquire(&self, tier: Tier) -> Option<Slot> {
         let batch = match tier {
-            Tier::Batch => Some(Arc::clone(&self.batch).try_acquire_owned().ok()?),
+            Tier::Batch => Some(self.batch.try_acquire()?),
             Tier::Interactive => None,
         };
         let all = Arc::clone(&self.all).try_acquire_owned().ok()?;

@@ -18,6 +18,7 @@ use llmq_runtime::budget::Budgets;
 use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::Registry;
 
+use crate::batch_window::BatchWindow;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics;
@@ -45,6 +46,8 @@ pub struct WorkerContext {
     pub limiter: Arc<Limiter>,
     /// Tenants' budgets: spend and this worker's reservations.
     pub budgets: Arc<Budgets>,
+    /// The batch tier's window, which interactive jobs' waits narrow.
+    pub batch_window: Arc<BatchWindow>,
 }
 
 impl WorkerContext {
@@ -70,6 +73,7 @@ impl WorkerContext {
             registry: Arc::clone(&self.registry),
             limiter: Arc::clone(&self.limiter),
             budgets: Arc::clone(&self.budgets),
+            batch_window: Arc::clone(&self.batch_window),
             config: Arc::new(config),
         })
     }

@@ -6,6 +6,7 @@
 //! drain it the same way; [`run`] is start, wait for the shutdown signal, drain.
 
 pub mod admin;
+pub mod batch_window;
 pub mod budget_metrics;
 pub mod cancel;
 pub mod catalog;

@@ -55,6 +55,7 @@ pub const QUEUE_PENDING: &str = "llmq_queue_jobs_pending";
 pub const QUEUE_UNACKED: &str = "llmq_queue_jobs_unacked";
 pub const QUEUE_OLDEST_AGE: &str = "llmq_queue_oldest_job_age_seconds";
 pub const MODEL_SERVED: &str = "llmq_worker_model_served";
+pub const BATCH_WINDOW: &str = "llmq_worker_batch_window";
 
 /// How often the limit gauges are read from the limiter.
 const LIMIT_SAMPLE: Duration = Duration::from_millis(250);
@@ -118,6 +119,11 @@ fn describe() {
         "From submission to pick-up, per model and tier."
     );
     describe_gauge!(JOBS_IN_FLIGHT, Unit::Count, "Jobs this worker holds now.");
+    describe_gauge!(
+        BATCH_WINDOW,
+        Unit::Count,
+        "Batch jobs this worker may run at once now: its batch share, narrowed while interactive jobs wait."
+    );
     describe_counter!(
         REDELIVERIES,
         Unit::Count,
@@ -211,6 +217,10 @@ pub fn queue_wait(model: &str, tier: Tier, seconds: f64) {
 
 pub fn jobs_in_flight(delta: f64) {
     gauge!(JOBS_IN_FLIGHT).increment(delta);
+}
+
+pub fn batch_window(window: usize) {
+    gauge!(BATCH_WINDOW).set(window as f64);
 }
 
 pub fn outcome_resent() {

@@ -53,6 +53,13 @@ impl Timestamp {
         std::time::Duration::try_from(left).unwrap_or_default()
     }
 
+    /// Microseconds since this instant, negative if it is in the future (another
+    /// machine's clock ahead of this one's).
+    pub fn micros_ago(&self) -> i64 {
+        let ago = (OffsetDateTime::now_utc() - self.0).whole_microseconds();
+        i64::try_from(ago).unwrap_or(if ago < 0 { i64::MIN } else { i64::MAX })
+    }
+
     /// How long ago this instant was; zero if it is in the future.
     pub fn elapsed(&self) -> std::time::Duration {
         let ago = OffsetDateTime::now_utc() - self.0;

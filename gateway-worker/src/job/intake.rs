@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 use llmq_runtime::policy::{self, JobFacts};
 use llmq_runtime::tenants::Lookup;
-use llmq_schemas::{ErrorType, JobError, Timestamp};
+use llmq_schemas::{ErrorType, JobError, Tier, Timestamp};
 use tokio::time::Instant;
 
 use super::decode::{Decoded, Delivery, Rejection, decode};
@@ -57,6 +57,11 @@ pub async fn intake(
     let subject_problem = ready.problem.take();
     let payload_bytes = ready.payload_bytes;
     let mut processing = Processing::new(*ready, picked_at, started_at);
+    if let (Tier::Interactive, 1, Some(submitted)) =
+        (processing.tier, processing.delivery, processing.submitted)
+    {
+        ctx.batch_window.interactive_waited(submitted.micros_ago());
+    }
     let verdict = policy(ctx, &mut processing, payload_bytes);
     let mut reply = reply_sink(ctx, &processing);
     if let Some(answered) = Box::pin(answer_from_stored(ctx, &processing, &mut reply)).await {

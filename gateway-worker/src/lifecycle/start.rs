@@ -122,6 +122,7 @@ async fn context(config: Config, tasks: &Tasks) -> Result<WorkerContext, RunErro
         registry,
         limiter,
         budgets,
+        batch_window: Arc::clone(&tasks.capacity.batch),
         setup,
         config,
     })

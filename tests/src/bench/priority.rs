@@ -4,12 +4,14 @@
 //! with nothing else queued, then while a backlog of batch jobs on the same model drains:
 //! their queue wait (publish to pick-up, from the outcome's timings) and their submit to
 //! outcome latency, against each other in the same run. The interactive tier has its own
-//! consumer and slots the batch tier cannot take (`batch_share`), so a backlog should add
-//! little more than the CPU the batch jobs use.
+//! consumer and slots the batch tier cannot take (`batch_share`), and the batch tier's
+//! window narrows while interactive jobs wait ([`gateway_worker::batch_window`]). The
+//! batch rate while giving way and once alone says what that costs the batch tier.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use gateway_worker::batch_window::QUIET;
 use llmq_schemas::Tier;
 use llmq_submitter::Client;
 use serde::Serialize;
@@ -28,6 +30,9 @@ pub struct PriorityStep {
     pub latency: Summary,
     /// Batch jobs still queued when the phase's last interactive job ended.
     pub batch_queued_after: u64,
+    /// Batch jobs done per second while the phase's interactive jobs ran: what giving
+    /// way to them cost the batch tier.
+    pub batch_rate: f64,
     pub failures: Failures,
 }
 
@@ -35,6 +40,9 @@ pub struct PriorityStep {
 pub struct PriorityReport {
     pub setup: Facts,
     pub steps: Vec<PriorityStep>,
+    /// Batch jobs done per second once no interactive job came for the window's quiet
+    /// spell: the batch tier at full share, to compare with the rate while giving way.
+    pub batch_alone_rate: Option<f64>,
 }
 
 impl PriorityReport {
@@ -49,6 +57,7 @@ impl PriorityReport {
                 "e2e p50 ms",
                 "e2e p99 ms",
                 "batch left",
+                "batch jobs/s meanwhile",
             ],
         );
         for s in &self.steps {
@@ -60,6 +69,7 @@ impl PriorityReport {
                 ms(s.latency.p50_us),
                 ms(s.latency.p99_us),
                 s.batch_queued_after.to_string(),
+                format!("{:.0}", s.batch_rate),
             ]);
         }
         if let [idle, busy] = self.steps.as_slice() {
@@ -67,6 +77,12 @@ impl PriorityReport {
                 "backlog adds: queue wait p99 {} ms, e2e p99 {} ms (goal: p99 at most 5 ms above idle)",
                 ms(busy.queue_wait.p99_us - idle.queue_wait.p99_us),
                 ms(busy.latency.p99_us - idle.latency.p99_us),
+            ));
+        }
+        if let Some(rate) = self.batch_alone_rate {
+            table.note(format!(
+                "the rest of the backlog after {} s with no interactive job: {rate:.0} batch jobs/s",
+                QUIET.as_secs()
             ));
         }
         vec![table]
@@ -104,11 +120,13 @@ pub async fn run(options: &Options, env: &mut Env, report: &mut Report) -> anyho
     let idle = interactive(&llmq, "idle", jobs).await;
     submit_backlog(&llmq.client, backlog).await?;
     let busy = interactive(&llmq, &format!("{backlog} batch queued"), jobs).await;
+    let batch_alone_rate = batch_alone(&llmq).await;
     llmq.stop().await?;
     mock.stop().await;
     let result = PriorityReport {
         setup: facts,
         steps: vec![idle, busy],
+        batch_alone_rate,
     };
     for table in result.tables() {
         println!("{table}");
@@ -122,6 +140,9 @@ pub async fn run(options: &Options, env: &mut Env, report: &mut Report) -> anyho
 
 /// `count` interactive jobs one at a time.
 async fn interactive(llmq: &Llmq, phase: &str, count: usize) -> PriorityStep {
+    let js = async_nats::jetstream::new(llmq.world.nats.client().await);
+    let batch_queued_before = jobs_in_stream(&js).await;
+    let phase_started = Instant::now();
     let mut waits = Latencies::new();
     let mut latency = Latencies::new();
     let mut failures = Failures::default();
@@ -136,10 +157,11 @@ async fn interactive(llmq: &Llmq, phase: &str, count: usize) -> PriorityStep {
             Err(err) => failures.add(err),
         }
     }
-    let js = async_nats::jetstream::new(llmq.world.nats.client().await);
     let batch_queued_after = jobs_in_stream(&js).await;
+    let batch_done = batch_queued_before.saturating_sub(batch_queued_after);
+    let batch_rate = batch_done as f64 / phase_started.elapsed().as_secs_f64();
     println!(
-        "  {phase}: e2e p99 {} ms, batch queued after: {batch_queued_after}",
+        "  {phase}: e2e p99 {} ms, batch queued after: {batch_queued_after}, {batch_rate:.0} batch jobs/s meanwhile",
         ms(latency.summary().p99_us)
     );
     PriorityStep {
@@ -147,8 +169,24 @@ async fn interactive(llmq: &Llmq, phase: &str, count: usize) -> PriorityStep {
         queue_wait: waits.summary(),
         latency: latency.summary(),
         batch_queued_after,
+        batch_rate,
         failures,
     }
+}
+
+/// The batch tier's rate on its own: waits out the window's quiet spell, then times the
+/// rest of the backlog (at most 10 s of it). `None` if too little was left to time.
+async fn batch_alone(llmq: &Llmq) -> Option<f64> {
+    let js = async_nats::jetstream::new(llmq.world.nats.client().await);
+    tokio::time::sleep(QUIET + Duration::from_millis(500)).await;
+    let before = jobs_in_stream(&js).await;
+    let started = Instant::now();
+    let mut left = before;
+    while left > 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = jobs_in_stream(&js).await;
+    }
+    (before >= 1_000).then(|| (before - left) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Publishes `count` batch jobs (their outcomes are stored; nobody waits for them).
