@@ -382,6 +382,11 @@ impl Subjects {
         }
     }
 
+    /// A batch line's outcome, whichever batch it is in.
+    pub fn any_batch_result(&self, tenant: &Tenant, job_id: JobId) -> String {
+        format!("{}.results.{}.*.{}", self.prefix, tenant, job_id)
+    }
+
     /// Every outcome of a batch's lines.
     pub fn batch_outcomes_filter(&self, tenant: &Tenant, batch: &BatchId) -> String {
         format!("{}.results.{}.{}.*", self.prefix, tenant, batch)

@@ -13,7 +13,9 @@ use llmq_submitter::{BatchOptions, Client, ClientOptions};
 use llmq_tests::mock::{Fault, MockOptions, ModelBehavior, mock_text};
 use llmq_tests::nats::NatsOptions;
 use llmq_tests::stack::{Stack, eventually};
-use llmq_tests::worker::{TestWorker, WorkerProcess, openai_mock_provider, workspace_binary};
+use llmq_tests::worker::{
+    TestWorker, WorkerProcess, WorkerSetup, openai_mock_provider, workspace_binary,
+};
 use serde_json::{Value, json};
 
 use crate::auth::Secured;
@@ -22,6 +24,14 @@ const TOKENS: usize = 4;
 
 /// A stack whose mock answers after `delay`; models `chat` (works) and `bad` (400s).
 async fn stack(delay: Duration) -> (Stack, TestWorker) {
+    stack_with(delay, |_| {}).await
+}
+
+/// [`stack`] with the worker's config changed by `configure` too.
+async fn stack_with(
+    delay: Duration,
+    configure: impl FnOnce(&mut WorkerSetup),
+) -> (Stack, TestWorker) {
     let mut mock = MockOptions {
         tokens_per_reply: TOKENS,
         first_token_delay: delay,
@@ -44,6 +54,7 @@ async fn stack(delay: Duration) -> (Stack, TestWorker) {
     setup
         .set("jetstream", "duplicate_window", "\"1s\"")
         .set("worker", "max_inflight", "16");
+    configure(&mut setup);
     let worker = stack.worker(&setup).await;
     (stack, worker)
 }
@@ -189,6 +200,48 @@ async fn a_file_runs_to_one_results_line_per_input_line_in_input_order() {
         .map(|l| l["custom_id"].as_str().unwrap())
         .collect();
     assert_eq!(set.len(), 59);
+
+    // A line's request id is its job id: `submitter result` finds it under its batch.
+    let request_id = output[5]["response"]["request_id"].as_str().unwrap();
+    let result = submitter(&stack, dir.path(), &["result", request_id, "--json"]).await;
+    assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
+    let outcome: Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(
+        (outcome["custom_id"].as_str(), outcome["job_id"].as_str()),
+        (Some("req-5"), Some(request_id))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_tenants_queue_waits_for_room_and_completes() {
+    let (stack, _worker) = stack_with(Duration::from_millis(20), |setup| {
+        setup.set("jetstream", "jobs_max_per_subject", "10");
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..80)
+        .map(|i| line(&format!("req-{i}"), "chat", &format!("prompt {i}")))
+        .collect();
+    write_input(dir.path(), "in.jsonl", &lines.join("\n"));
+    let out = submitter(
+        &stack,
+        dir.path(),
+        &[
+            "batch",
+            "submit",
+            "in.jsonl",
+            "--wait",
+            "-o",
+            "out.jsonl",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["counts"]["succeeded"], 80, "{record}");
+    assert_eq!(read_lines(&dir.path().join("out.jsonl")).len(), 80);
+    assert_eq!(stack.mock.request_count(), 80, "one call per line");
 }
 
 #[tokio::test]

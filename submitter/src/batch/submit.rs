@@ -7,13 +7,18 @@
 //! under the same `Nats-Msg-Id`, which JetStream drops as a copy within its duplicate
 //! window. A copy queued after the window, of a line whose first copy has not ended yet,
 //! is the one case where a line can run twice (at most the lines of one checkpoint).
+//! A line refused because the tenant's queue is full (`jetstream.jobs_max_per_subject`)
+//! waits for the workers to make room and is published again: a batch larger than the
+//! queue takes longer, it does not fail.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use llmq_runtime::backoff::Backoff;
 use llmq_schemas::{
     BatchCounts, BatchId, BatchLine, BatchRecord, BatchStatus, Job, PROTOCOL_VERSION, Timestamp,
 };
@@ -23,11 +28,16 @@ use super::error::BatchError;
 use super::input::{self, InputLine, ReadError};
 use super::plan::{Plan, hex};
 use crate::Client;
+use crate::error::SubmitError;
 
 /// Lines between two checkpoints in the record.
 pub(crate) const CHECKPOINT_EVERY: u64 = 1024;
 /// Publishes awaiting their acknowledgement at once.
 const IN_FLIGHT: usize = 256;
+/// How long a line refused for a full queue waits before it is published again: 50 ms
+/// doubling to 1 s.
+const QUEUE_FULL_MAX: Duration = Duration::from_secs(1);
+const QUEUE_FULL_BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(50), QUEUE_FULL_MAX);
 /// Lines read ahead of the publishes.
 const READ_AHEAD: usize = 1024;
 /// Lines sent from the reader thread at once.
@@ -112,7 +122,7 @@ impl Client {
         check_from: u64,
     ) -> Result<bool, BatchError> {
         let (index, line) = line?;
-        let job = line_job(record, index, line);
+        let mut job = line_job(record, index, line);
         let uncertain = (check_from
             ..check_from.saturating_add(CHECKPOINT_EVERY + IN_FLIGHT as u64))
             .contains(&index);
@@ -121,8 +131,19 @@ impl Client {
         }
         let key = job.id.to_string();
         let msg_id = llmq_runtime::keyed_msg_id(record.msg_key.as_bytes(), &key);
-        self.submit_batch_line(job, &msg_id).await?;
-        Ok(true)
+        let mut queue_full = QUEUE_FULL_BACKOFF.delays();
+        loop {
+            match self.submit_batch_line(&mut job, &msg_id).await {
+                Ok(_) => return Ok(true),
+                // A batch larger than the tenant's queue waits for the workers to make
+                // room (`jetstream.jobs_max_per_subject`); it never fails for it.
+                Err(SubmitError::TenantQueueFull { .. }) => {
+                    let delay = queue_full.next().unwrap_or(QUEUE_FULL_MAX);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     async fn has_outcome(

@@ -27,7 +27,25 @@ use crate::session::consumer_name;
 impl Client {
     /// The job's outcome, if one is stored.
     pub async fn get_outcome(&self, job_id: JobId) -> Result<Option<Outcome>, ClientError> {
-        let subject = self.result_subject(job_id);
+        match self
+            .get_outcome_at(self.result_subject(job_id), job_id)
+            .await?
+        {
+            Some(outcome) => Ok(Some(outcome)),
+            // A batch line's outcome is stored under its batch, which the id does not say.
+            None => {
+                let subject = self.subjects().any_batch_result(self.tenant(), job_id);
+                self.get_outcome_at(subject, job_id).await
+            }
+        }
+    }
+
+    /// The outcome stored last on `subject` (which may have a wildcard for the batch).
+    async fn get_outcome_at(
+        &self,
+        subject: String,
+        job_id: JobId,
+    ) -> Result<Option<Outcome>, ClientError> {
         let stream = self.results_stream().await?;
         let name = self.subjects().results_stream();
         let got = self

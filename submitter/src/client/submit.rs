@@ -53,11 +53,11 @@ impl Client {
     /// batch's own (the same in every process that reruns it).
     pub(crate) async fn submit_batch_line(
         &self,
-        mut job: Job,
+        job: &mut Job,
         msg_id: &str,
     ) -> Result<JobId, SubmitError> {
-        let model = self.prepare(&mut job).await?;
-        self.publish_job(&model, &mut job, msg_id).await?;
+        let model = self.prepare(job).await?;
+        self.publish_job(&model, job, msg_id).await?;
         Ok(job.id)
     }
 
