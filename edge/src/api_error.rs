@@ -9,6 +9,8 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llmq_runtime::api_keys::KeyRefusal;
+
+use crate::auth::Refusal;
 use llmq_schemas::openai::ErrorBody;
 use llmq_schemas::{ErrorType, JobError, JobId};
 use llmq_submitter::{ClientError, SubmitError, WaitError};
@@ -135,6 +137,26 @@ impl IntoResponse for ApiError {
             headers.insert(JOB_ID, value);
         }
         response
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Key(key) => key.into(),
+            Refusal::Token(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                refusal.to_string(),
+            ),
+            Refusal::UnknownTenant(_) => Self::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "unknown_tenant",
+                refusal.to_string(),
+            ),
+        }
     }
 }
 

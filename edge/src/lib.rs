@@ -25,6 +25,7 @@ mod error;
 mod files;
 mod lifecycle;
 pub mod metrics;
+pub mod oidc;
 mod request_id;
 mod routes;
 mod serve;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use llmq_runtime::api_keys::KeyRefusal;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{
     BuildError, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -88,15 +87,7 @@ impl EdgeMetrics {
         });
     }
 
-    pub fn auth_failure(&self, refusal: KeyRefusal) {
-        let reason = match refusal {
-            KeyRefusal::Missing => "missing",
-            KeyRefusal::Malformed => "malformed",
-            KeyRefusal::Unknown => "unknown",
-            KeyRefusal::Revoked => "revoked",
-            KeyRefusal::Expired => "expired",
-            KeyRefusal::Unreadable => "unreadable",
-        };
+    pub fn auth_failure(&self, reason: &'static str) {
         self.record(|| counter!(AUTH_FAILURES, "reason" => reason).increment(1));
     }
 
@@ -143,7 +134,9 @@ mod tests {
         let first = EdgeMetrics::new().unwrap();
         let second = EdgeMetrics::new().unwrap();
         first.request("chat", StatusCode::OK, Duration::from_millis(3));
-        first.auth_failure(KeyRefusal::Unknown);
+        first.auth_failure(
+            crate::auth::Refusal::from(llmq_runtime::api_keys::KeyRefusal::Unknown).reason(),
+        );
         let open = first.open_stream();
         let page = first.render();
         assert!(

@@ -17,6 +17,7 @@ use crate::api_error::ApiError;
 use crate::config::{BatchesConfig, HttpConfig};
 use crate::files::Files;
 use crate::metrics::EdgeMetrics;
+use crate::oidc::Verifier;
 
 pub(crate) struct EdgeState {
     pub nats: async_nats::Client,
@@ -35,6 +36,8 @@ pub(crate) struct EdgeState {
     pub clients: Clients,
     /// The files bucket, opened on first use.
     pub files: OnceCell<Files>,
+    /// Sign-in with the identity provider, when `[oidc]` is configured.
+    pub oidc: Option<Verifier>,
 }
 
 /// One producer per tenant, made on its first request. A cell per tenant, so making one

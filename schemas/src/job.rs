@@ -73,6 +73,11 @@ pub struct Job {
     /// stored under the batch (`<prefix>.results.<tenant>.<batch id>.<job id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchLine>,
+    /// The person behind the request, when the producer knows one (the HTTP edge: the
+    /// `sub` of a signed-in user's token). Recorded in the usage event, so spend can be
+    /// reported per person; never sent to a provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl Job {
@@ -90,6 +95,7 @@ impl Job {
             deadline: None,
             submitted_at: None,
             custom_id: None,
+            user: None,
             metadata: None,
             batch: None,
         }

@@ -186,6 +186,9 @@ pub struct UsageEvent {
     pub delivery: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
+    /// The job's `user`: the signed-in person it ran for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub at: Timestamp,
     /// The tenant's registry labels (team, cost centre), as when the job ran: what
     /// `submitter usage --by label:<name>` groups by.

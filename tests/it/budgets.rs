@@ -105,7 +105,7 @@ async fn spend(stack: &Stack, tenant: &str) -> Spend {
 }
 
 /// Every usage event of `tenant` in the usage stream.
-async fn usage_events(stack: &Stack, tenant: &str) -> Vec<UsageEvent> {
+pub(crate) async fn usage_events(stack: &Stack, tenant: &str) -> Vec<UsageEvent> {
     let js = jetstream::new(stack.nats.client().await);
     let stream = js.get_stream("LLMQ_USAGE").await.unwrap();
     let consumer = stream

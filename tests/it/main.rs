@@ -13,6 +13,7 @@ mod core;
 mod deploy;
 mod edge;
 mod edge_batches;
+mod edge_oidc;
 mod fair_share;
 mod harness_smoke;
 mod isolation;

@@ -34,6 +34,68 @@ pub struct EdgeConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub batches: BatchesConfig,
+    /// Sign-in with the company's identity provider (JWTs beside llmq API keys).
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Who may call with a JWT of an OIDC identity provider, and as which tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL: a token's `iss` must be exactly this.
+    pub issuer: String,
+    /// What a token's `aud` must hold (the client id llmq is registered under).
+    pub audience: String,
+    /// The provider's signing keys (JWKS). Default: the `jwks_uri` of
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The claim that names the caller's tenant: a string, or a list such as `groups`.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// Claim values to tenants (`"llm-search" = "search"`). Empty: the claim's value is
+    /// the tenant's name. With a list claim, the first value found here wins.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, String>,
+    /// A claim listing the models the caller may use (names and `*` globs, a list or a
+    /// space-separated string), within its tenant's. Absent from a token: the tenant's.
+    #[serde(default)]
+    pub models_claim: Option<String>,
+    /// Signature algorithms accepted: RS256/384/512, PS256/384/512, ES256/384. Never
+    /// HS*: a shared secret is not a provider's signature.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How long fetched keys are used before they are fetched again.
+    #[serde(default = "default_jwks_ttl", with = "humantime_serde")]
+    pub jwks_ttl: Duration,
+    /// A token signed with a key not (yet) known fetches the keys again, at most this
+    /// often (a rotated key is found at once; a flood of forged `kid`s costs one fetch).
+    #[serde(default = "default_jwks_refetch", with = "humantime_serde")]
+    pub jwks_refetch: Duration,
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwks_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_jwks_refetch() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The Files and Batches API, and running the batches made through it.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use llmq_runtime::{NatsOptions, Problems};
 use llmq_schemas::Subjects;
 
-use super::{BatchesConfig, EdgeConfig, HttpConfig};
+use super::{BatchesConfig, EdgeConfig, HttpConfig, OidcConfig};
+use crate::oidc::accepted_algorithm;
 
 /// Checks the whole config; every problem names its field.
 pub fn validate(config: &EdgeConfig) -> Result<(), Problems> {
@@ -17,6 +18,9 @@ pub fn validate(config: &EdgeConfig) -> Result<(), Problems> {
     }
     http(&config.http, &mut problems);
     batches(&config.batches, &mut problems);
+    if let Some(oidc) = &config.oidc {
+        self::oidc(oidc, &mut problems);
+    }
     problems.into_result()
 }
 
@@ -50,6 +54,52 @@ fn batches(batches: &BatchesConfig, p: &mut Problems) {
         batches.heartbeat >= Duration::from_millis(100),
         "batches.heartbeat",
         "must be at least 100ms",
+    );
+}
+
+fn oidc(oidc: &OidcConfig, p: &mut Problems) {
+    let is_url = |text: &str| text.starts_with("https://") || text.starts_with("http://");
+    p.check(
+        is_url(&oidc.issuer),
+        "oidc.issuer",
+        "must be an http(s) URL",
+    );
+    p.check(
+        !oidc.audience.is_empty(),
+        "oidc.audience",
+        "must not be empty",
+    );
+    if let Some(url) = &oidc.jwks_url {
+        p.check(is_url(url), "oidc.jwks_url", "must be an http(s) URL");
+    }
+    p.check(
+        !oidc.tenant_claim.is_empty(),
+        "oidc.tenant_claim",
+        "must not be empty",
+    );
+    p.check(
+        !oidc.algorithms.is_empty(),
+        "oidc.algorithms",
+        "must name at least one",
+    );
+    for name in &oidc.algorithms {
+        p.check(
+            accepted_algorithm(name).is_some(),
+            "oidc.algorithms",
+            format!(
+                "{name:?} is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384"
+            ),
+        );
+    }
+    for (value, tenant) in &oidc.tenants {
+        if let Err(err) = llmq_schemas::Tenant::parse(tenant) {
+            p.add(format!("oidc.tenants.{value}"), err);
+        }
+    }
+    p.check(
+        oidc.jwks_refetch >= Duration::from_secs(1),
+        "oidc.jwks_refetch",
+        "must be at least 1s",
     );
 }
 

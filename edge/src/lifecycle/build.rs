@@ -19,6 +19,7 @@ use super::{Edge, Tasks};
 use crate::config::{EdgeConfig, validate};
 use crate::error::EdgeError;
 use crate::metrics::EdgeMetrics;
+use crate::oidc::Verifier;
 use crate::state::{Clients, EdgeState};
 
 /// How long the edge's hold on a key's rate lasts without renewal.
@@ -67,6 +68,7 @@ impl Edge {
             tasks: tasks.services.clone(),
             clients: Clients::default(),
             files: Default::default(),
+            oidc: config.oidc.clone().map(Verifier::new),
         };
         Ok(Edge {
             state: Arc::new(state),

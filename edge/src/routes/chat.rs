@@ -56,6 +56,7 @@ async fn handle(
     let (mut job, asked) = job_of(&state.http, headers, body)?;
     job.id = ids.job_id;
     job.custom_id = ids.caller.clone();
+    job.user = key.user.clone();
     if !key.allows_model(&job.model) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

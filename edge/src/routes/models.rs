@@ -15,8 +15,8 @@ use llmq_schemas::openai::{Model, ModelList};
 
 use llmq_submitter::is_live;
 
+use super::caller::authenticated;
 use crate::api_error::ApiError;
-use crate::auth;
 use crate::state::EdgeState;
 
 pub(super) async fn list(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Response {
@@ -50,7 +50,7 @@ pub(super) async fn retrieve(
 }
 
 async fn models(state: &EdgeState, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let key = authenticate(state, headers)?;
+    let key = authenticated(state, headers).await?;
     let data = usable(state, &key)
         .await?
         .into_iter()
@@ -60,20 +60,13 @@ async fn models(state: &EdgeState, headers: &HeaderMap) -> Result<Response, ApiE
 }
 
 async fn model(state: &EdgeState, headers: &HeaderMap, id: &str) -> Result<Response, ApiError> {
-    let key = authenticate(state, headers)?;
+    let key = authenticated(state, headers).await?;
     let usable = usable(state, &key).await?;
     if usable.contains(id) {
         return Ok(axum::Json(Model::served(id)).into_response());
     }
     let usable: Vec<String> = usable.into_iter().collect();
     Err(ApiError::model_not_found(id, &usable))
-}
-
-fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Arc<ApiKeyEntry>, ApiError> {
-    auth::authenticate(&state.keys, headers).map_err(|refusal| {
-        state.metrics.auth_failure(refusal);
-        ApiError::from(refusal)
-    })
 }
 
 /// The models a live worker serves that `key` (and its tenant) may use, sorted.

@@ -261,6 +261,7 @@ fn build_usage_event(
         worker_id: ctx.worker_id.clone(),
         delivery: processing.delivery,
         custom_id: processing.job.custom_id.clone(),
+        user: processing.job.user.clone(),
         at: Timestamp::now(),
         labels: processing.labels.clone(),
         over_budget: Vec::new(),

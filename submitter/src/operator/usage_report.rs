@@ -281,6 +281,7 @@ mod tests {
         cost: Cost,
     ) -> UsageEvent {
         UsageEvent {
+            user: None,
             v: 1,
             id: Uuid::now_v7(),
             job_id: job,

@@ -172,6 +172,8 @@ pub struct Options {
     pub wait_sample: Duration,
     /// Lines of `batch-file`'s large file (its small one has a tenth).
     pub batch_lines: usize,
+    /// Filler bytes added to each of those lines' prompt.
+    pub batch_line_pad: usize,
     pub json_out: Option<PathBuf>,
     pub chart: Option<PathBuf>,
 }
@@ -204,6 +206,7 @@ impl Options {
             wait_jobs: 10_000,
             wait_sample: Duration::from_secs(5),
             batch_lines: 100_000,
+            batch_line_pad: 0,
             json_out: None,
             chart: None,
         }
@@ -232,6 +235,7 @@ impl Options {
             wait_jobs: 300,
             wait_sample: Duration::from_secs(1),
             batch_lines: 1_000,
+            batch_line_pad: 0,
             ..Options::full()
         }
     }
@@ -270,7 +274,8 @@ impl Options {
             .add("rounds", self.rounds)
             .add("wait_jobs", self.wait_jobs)
             .add("wait_sample", format!("{:?}", self.wait_sample))
-            .add("batch_lines", self.batch_lines);
+            .add("batch_lines", self.batch_lines)
+            .add("batch_line_pad", self.batch_line_pad);
         facts
     }
 }

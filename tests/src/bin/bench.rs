@@ -160,6 +160,10 @@ struct Flags {
     /// Lines of the batch-file scenario's large file (the small one has a tenth).
     #[arg(long)]
     batch_lines: Option<usize>,
+    /// Bytes of filler added to each batch-file line's prompt (a 2 GB file from fewer,
+    /// larger lines).
+    #[arg(long)]
+    batch_line_pad: Option<usize>,
     /// Write the results as JSON here (`all` defaults to target/bench/all.json).
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -200,7 +204,8 @@ impl Flags {
             rounds,
             wait_jobs,
             wait_sample,
-            batch_lines
+            batch_lines,
+            batch_line_pad
         );
         o.json_out = self.json_out;
         o.chart = self.chart;

@@ -20,16 +20,22 @@ use crate::bench::procstat::{self, ProcSample, Watched};
 use crate::bench::report::{mib, rate};
 use crate::bench::setup::{Llmq, MODEL, MockChild, PROMPT, chat_request};
 
-/// How long one CLI run may take before it counts as hung.
-const CLI_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long one CLI run may take before it counts as hung: 900 s, or 5 ms a line for
+/// more than 180,000 lines.
+fn cli_timeout(lines: usize) -> Duration {
+    Duration::from_secs(900)
+        .max(Duration::from_millis(5) * u32::try_from(lines).unwrap_or(u32::MAX))
+}
 /// Between two reads of the CLI's peak RSS.
 const POLL_EVERY: Duration = Duration::from_millis(10);
 /// Lines of the CLI's stderr kept for an error message.
 const STDERR_KEPT: usize = 20;
 
-/// Writes `lines` request lines to `path`; returns the file's size.
-fn write_input(path: &Path, lines: usize) -> anyhow::Result<u64> {
-    let mut body = serde_json::to_value(chat_request(PROMPT))?;
+/// Writes `lines` request lines to `path`, each prompt `pad` bytes longer; returns the
+/// file's size.
+fn write_input(path: &Path, lines: usize, pad: usize) -> anyhow::Result<u64> {
+    let prompt = format!("{PROMPT}{}", " filler".repeat(pad / 7));
+    let mut body = serde_json::to_value(chat_request(&prompt))?;
     body.as_object_mut()
         .ok_or_else(|| anyhow!("a chat request is not a JSON object"))?
         .insert("model".into(), Value::from(MODEL));
@@ -51,11 +57,12 @@ pub(super) async fn cli_run(
     llmq: &Llmq,
     mock: &MockChild,
     lines: usize,
+    pad: usize,
 ) -> anyhow::Result<CliRun> {
     let dir = llmq.world.dir.path();
     let [input, output, errors] =
         ["in", "out", "err"].map(|name| dir.join(format!("batch-{lines}-{name}.jsonl")));
-    let input_bytes = write_input(&input, lines)?;
+    let input_bytes = write_input(&input, lines, pad)?;
     let mut child = Command::new(cli)
         .current_dir(dir)
         .env("LLMQ__NATS__URL", llmq.world.nats.url())
@@ -74,11 +81,10 @@ pub(super) async fn cli_run(
         .id()
         .ok_or_else(|| anyhow!("the CLI exited at once"))?;
     let procs = processes(Watched::new("submitter", pid), llmq, mock)?;
-    let (watch, record) = tokio::time::timeout(CLI_TIMEOUT, follow(&mut child, &procs))
+    let timeout = cli_timeout(lines);
+    let (watch, record) = tokio::time::timeout(timeout, follow(&mut child, &procs))
         .await
-        .with_context(|| {
-            format!("the CLI did not finish {lines} lines within {CLI_TIMEOUT:?}")
-        })??;
+        .with_context(|| format!("the CLI did not finish {lines} lines within {timeout:?}"))??;
     let check = tokio::task::spawn_blocking(move || check_files(&output, &errors, lines)).await??;
     let run = measure(lines, input_bytes, &watch, &procs, record, check)?;
     println!(
@@ -230,7 +236,7 @@ mod tests {
     fn input_lines_parse_as_the_cli_reads_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
-        write_input(&path, 3).unwrap();
+        write_input(&path, 3, 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()

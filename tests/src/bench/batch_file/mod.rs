@@ -62,7 +62,7 @@ pub async fn run(options: &Options, env: &mut Env, report: &mut Report) -> anyho
     let mut failures = Failures::default();
     let mut runs = Vec::new();
     for n in [lines / 10, lines] {
-        let run = cli_run(&cli, &llmq, &mock, n).await?;
+        let run = cli_run(&cli, &llmq, &mock, n, options.batch_line_pad).await?;
         for problem in &run.check.problems {
             failures.add(format!("{n} lines: {problem}"));
         }
