@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use llmq_runtime::api_keys::ApiKeys;
 use llmq_runtime::limits::Limiter;
 use llmq_runtime::tenants::Registry;
+use llmq_schemas::BatchId;
 use llmq_schemas::Subjects;
-use llmq_submitter::{Client, ClientOptions, ConnectionEvents};
+use llmq_submitter::{BatchCount, Client, ClientOptions, ConnectionEvents};
 use tokio::sync::OnceCell;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +39,33 @@ pub(crate) struct EdgeState {
     pub files: OnceCell<Files>,
     /// Sign-in with the identity provider, when `[oidc]` is configured.
     pub oidc: Option<Verifier>,
+    /// Each polled batch's outcomes counted so far, so a poll reads only the new ones.
+    pub batch_counts: BatchCounts,
+}
+
+/// Batches' counts between two polls, by tenant and batch. Taken out while a poll counts
+/// on (no lock across the reads) and put back after; a poll that finds none counts the
+/// batch whole. At most [`BatchCounts::MOST`] batches are kept.
+#[derive(Default)]
+pub(crate) struct BatchCounts(Mutex<HashMap<(String, BatchId), BatchCount>>);
+
+impl BatchCounts {
+    const MOST: usize = 4096;
+
+    pub fn take(&self, tenant: &str, id: &BatchId) -> BatchCount {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        counts
+            .remove(&(tenant.to_owned(), id.clone()))
+            .unwrap_or_default()
+    }
+
+    pub fn put(&self, tenant: &str, id: &BatchId, count: BatchCount) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.len() >= Self::MOST {
+            counts.clear();
+        }
+        counts.insert((tenant.to_owned(), id.clone()), count);
+    }
 }
 
 /// One producer per tenant, made on its first request. A cell per tenant, so making one

@@ -47,8 +47,8 @@ mod session;
 mod stream_text;
 
 pub use batch::{
-    BatchError, BatchOptions, BatchProgress, LineProblem, OutputOrder, Plan, ResultsSummary,
-    SubmitProgress,
+    BatchCount, BatchError, BatchOptions, BatchProgress, LineProblem, OutputOrder, Plan,
+    ResultsSummary, SubmitProgress,
 };
 pub use catalog::{LIVE_HEARTBEAT, is_live};
 pub use client::{CancelStatus, Client, JobHandle, POLICY_CACHE};

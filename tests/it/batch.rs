@@ -838,3 +838,39 @@ async fn a_cancel_during_the_submit_counts_every_line_once() {
         assert_eq!(ids.len(), 8000, "{order} order: each custom_id once");
     }
 }
+
+#[tokio::test]
+async fn counting_on_between_polls_reads_only_new_outcomes_and_ends_with_the_full_count() {
+    // 8 batch slots against a 40 ms mock: 120 lines take several polls to end.
+    let (stack, _worker) = stack(Duration::from_millis(40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, plan) = planned(&stack, dir.path(), 120, "poll-").await;
+    let record = client.batch_submit(&plan, |_| {}).await.unwrap();
+    let mut count = llmq_submitter::BatchCount::default();
+    let mut seen_partway = Vec::new();
+    let last = loop {
+        let polled = client
+            .batch_status_counted(&record.id, &mut count)
+            .await
+            .unwrap();
+        if polled.lines_ended() {
+            break polled;
+        }
+        seen_partway.push(polled.counts.succeeded);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        seen_partway.iter().any(|done| *done > 0 && *done < 120),
+        "polled while the batch ran: {seen_partway:?}"
+    );
+    assert!(
+        seen_partway.windows(2).all(|pair| pair[0] <= pair[1]),
+        "counted on, never back: {seen_partway:?}"
+    );
+    let whole = client.batch_status(&record.id).await.unwrap();
+    assert_eq!(
+        last.counts, whole.counts,
+        "counting on ends where counting whole does"
+    );
+    assert_eq!(whole.counts.succeeded, 120);
+}

@@ -69,6 +69,7 @@ impl Edge {
             clients: Clients::default(),
             files: Default::default(),
             oidc: config.oidc.clone().map(Verifier::new),
+            batch_counts: Default::default(),
         };
         Ok(Edge {
             state: Arc::new(state),

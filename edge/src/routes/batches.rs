@@ -126,7 +126,15 @@ async fn retrieve_batch(
     id: &str,
 ) -> Result<BatchObject, ApiError> {
     let (client, id) = caller_batch(state, headers, id).await?;
-    let record = client.batch_status(&id).await.map_err(batch_error)?;
+    let tenant = client.tenant().as_str().to_owned();
+    let mut count = state.batch_counts.take(&tenant, &id);
+    let record = client
+        .batch_status_counted(&id, &mut count)
+        .await
+        .map_err(batch_error)?;
+    if !record.status.is_final() {
+        state.batch_counts.put(&tenant, &id, count);
+    }
     Ok(batch_object(&record))
 }
 

@@ -24,4 +24,4 @@ pub use input::{LineProblem, MAX_REPORTED};
 pub use plan::{BatchOptions, Plan};
 pub use results::{OutputOrder, ResultsSummary};
 pub use submit::SubmitProgress;
-pub use tally::BatchProgress;
+pub use tally::{BatchCount, BatchProgress};

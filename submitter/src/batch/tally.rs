@@ -131,16 +131,43 @@ fn sequence(message: &async_nats::jetstream::Message) -> u64 {
     message.info().map(|info| info.stream_sequence).unwrap_or(0)
 }
 
+/// A batch's outcomes counted up to a stream sequence: kept between two looks at the
+/// same batch (the edge's `GET /v1/batches/{id}` polls), so each look reads only the
+/// outcomes stored since the last.
+#[derive(Debug, Clone, Default)]
+pub struct BatchCount(Tally);
+
 impl Client {
     /// The batch's record with its counts counted now from its stored outcomes (and
     /// written back, so `batch list` shows them).
     pub async fn batch_status(&self, id: &BatchId) -> Result<BatchRecord, BatchError> {
-        let tally = self.count_outcomes(id).await?;
-        self.update_record(id, |record| {
-            settle(record, &tally);
-            true
-        })
-        .await
+        self.batch_status_counted(id, &mut BatchCount::default())
+            .await
+    }
+
+    /// [`batch_status`](Self::batch_status) counting on from `count` (which it moves on).
+    /// The record is written back only when its counts or status changed.
+    pub async fn batch_status_counted(
+        &self,
+        id: &BatchId,
+        count: &mut BatchCount,
+    ) -> Result<BatchRecord, BatchError> {
+        self.count_outcomes_from(id, &mut count.0).await?;
+        let tally = count.0.clone();
+        let record = self
+            .update_record(id, |record| {
+                let before = (record.counts.clone(), record.status);
+                settle(record, &tally);
+                before != (record.counts.clone(), record.status)
+            })
+            .await?;
+        if tally.ended() <= record.published {
+            return Ok(record);
+        }
+        // More outcomes than published lines: one was stored again and counted twice
+        // by counting on. Count the batch whole.
+        *count = BatchCount::default();
+        Box::pin(self.batch_status_counted(id, count)).await
     }
 
     /// Follows the batch's outcomes as they are stored, calling `progress` on each
@@ -195,9 +222,21 @@ impl Client {
     /// Every stored outcome of the batch, counted.
     pub(crate) async fn count_outcomes(&self, id: &BatchId) -> Result<Tally, BatchError> {
         let mut tally = Tally::default();
+        self.count_outcomes_from(id, &mut tally).await?;
+        Ok(tally)
+    }
+
+    /// Counts into `tally` the batch's outcomes stored after those it counted.
+    async fn count_outcomes_from(&self, id: &BatchId, tally: &mut Tally) -> Result<(), BatchError> {
+        let deliver_policy = match tally.last_sequence {
+            0 => DeliverPolicy::All,
+            last => DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+        };
         let range = ReadRange {
             filter_subject: self.subjects().batch_outcomes_filter(self.tenant(), id),
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             until: None,
         };
         let stream = self.subjects().results_stream();
@@ -206,7 +245,7 @@ impl Client {
                 tally.add(&stored.message.payload, stored.sequence)
             })
             .await?;
-        Ok(tally)
+        Ok(())
     }
 
     /// The batch's outcomes from stream sequence `from` on, as they are stored.
