@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures::StreamExt;
 use llmq_schemas::Tier;
-use llmq_submitter::Client;
+use llmq_submitter::{Client, SubmitError};
 use serde::Serialize;
 
 use super::Options;
@@ -291,11 +291,15 @@ pub(super) async fn submit_detached(
             async move {
                 let mut job = job(PROMPT, false);
                 job.tier = tier;
-                client
-                    .submit_detached(job)
-                    .await
-                    .err()
-                    .map(|err| err.to_string())
+                // A full queue waits for room, as `submitter batch submit` does.
+                loop {
+                    match client.submit_detached(job.clone()).await {
+                        Err(SubmitError::TenantQueueFull { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        done => return done.err().map(|err| err.to_string()),
+                    }
+                }
             }
         })
         .buffer_unordered(256)
