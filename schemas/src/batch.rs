@@ -261,6 +261,10 @@ pub struct HttpBatch {
     /// The results files are written: the batch's status is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalized_at: Option<Timestamp>,
+    /// The signed-in user who created it (the `sub` of its token): its lines' jobs, and
+    /// so their usage events, carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// One problem of a refused input.

@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use llmq_edge::config::OidcConfig;
 use llmq_runtime::tenants::parse_registry;
 use llmq_tests::edge::{TestEdge, edge_config};
-use llmq_tests::stack::Stack;
+use llmq_tests::stack::{Stack, eventually};
 use llmq_tests::worker::TestWorker;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -185,6 +185,53 @@ impl SignIn {
         }
     }
 
+    /// A batch of `lines` chat lines uploaded and created with `token`: its id.
+    async fn batch(&self, token: &str, lines: usize) -> String {
+        let input: String = (0..lines)
+            .map(|i| {
+                json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "chat", "messages": [{"role": "user", "content": format!("line {i}")}]}})
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(input.into_bytes()).file_name("in.jsonl"),
+            );
+        let url = self.edge.url();
+        let file: Value = self
+            .http
+            .post(format!("{url}/v1/files"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"});
+        let batch: Value = self
+            .http
+            .post(format!("{url}/v1/batches"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        batch["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{batch}"))
+            .to_owned()
+    }
+
     /// A chat request with `token`: its status and body.
     async fn chat(&self, token: &str) -> (u16, Value) {
         let response = self
@@ -239,6 +286,33 @@ async fn a_signed_in_user_runs_as_its_tenant_and_its_usage_names_it() {
     let token = rotated.sign(&provider.claims("ana@example.com", &["llm-search"]));
     let (status, body) = sign_in.chat(&token).await;
     assert_eq!(status, 200, "the rotated key is fetched: {body}");
+
+    // A batch a signed-in user creates over HTTP: its lines' usage names the user too.
+    let token = ec_key.sign(&provider.claims("di@example.com", &["llm-ads"]));
+    let id = sign_in.batch(&token, 3).await;
+    eventually(Duration::from_secs(60), "the batch completed", || async {
+        let batch: Value = sign_in
+            .http
+            .get(format!("{}/v1/batches/{id}", sign_in.edge.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (batch["status"] == "completed").then_some(())
+    })
+    .await;
+    let ads = usage_events(&sign_in.stack, "ads").await;
+    let by_di = ads
+        .iter()
+        .filter(|e| e.user.as_deref() == Some("di@example.com"))
+        .count();
+    assert_eq!(
+        by_di, 3,
+        "every line's usage event names the user who made the batch"
+    );
 }
 
 #[tokio::test]

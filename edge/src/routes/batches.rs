@@ -96,6 +96,7 @@ async fn create_batch(
         input_file_id: request.input_file_id.clone(),
         endpoint: ENDPOINT.into(),
         completion_window: request.completion_window.clone(),
+        user: key.user.clone(),
         ..HttpBatch::default()
     };
     let record = client

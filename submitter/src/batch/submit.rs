@@ -336,6 +336,7 @@ fn line_job(record: &BatchRecord, index: u64, line: InputLine) -> Job {
     job.tier = record.tier;
     job.deadline = Some(record.expires_at);
     job.custom_id = Some(line.custom_id);
+    job.user = record.http.as_ref().and_then(|http| http.user.clone());
     job.batch = Some(BatchLine {
         id: record.id.clone(),
         line: index,
