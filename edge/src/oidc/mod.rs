@@ -6,7 +6,7 @@
 //! the company's OIDC provider signs. What is trusted is the provider's signature only:
 //! the algorithm must be one the config accepts (never `none`, never HS*, so a token
 //! "signed" with the public key as an HMAC secret is refused before any key is looked
-//! at), the key comes from the provider's JWKS ([`jwks`]), and `iss`, `aud`, `exp` and
+//! at), the key comes from the provider's JWKS ([`Jwks`]), and `iss`, `aud`, `exp` and
 //! `nbf` are checked. A claim names the tenant, another may narrow the models, and the
 //! token's `sub` is recorded as the user in the job's usage event.
 
