@@ -11,6 +11,57 @@ use serde_json::{Value, json};
 
 use crate::edge::{run_sdk_check, tool, which};
 
+/// Uploads a batch file of `lines` chat lines on `model` to the edge at `url` and creates
+/// a batch of it, as `credential` (a key or a token): the batch's id.
+pub(crate) async fn create_batch(
+    http: &reqwest::Client,
+    url: &str,
+    credential: &str,
+    model: &str,
+    lines: usize,
+) -> String {
+    let input: String = (0..lines)
+        .map(|i| {
+            json!({"custom_id": format!("e{i}"), "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": model, "messages": [{"role": "user", "content": format!("edge line {i}")}]}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(input.into_bytes()).file_name("in.jsonl"),
+        );
+    let file: Value = http
+        .post(format!("{url}/v1/files"))
+        .bearer_auth(credential)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"});
+    let batch: Value = http
+        .post(format!("{url}/v1/batches"))
+        .bearer_auth(credential)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    batch["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{batch}"))
+        .to_owned()
+}
+
 /// Tenants acme and beta (enforced), models `chat` and `slow` (1 s), a worker, a key each.
 struct BatchStack {
     stack: Stack,
@@ -106,42 +157,7 @@ async fn a_batch_outlives_the_edge_that_took_it() {
     ];
     let mut first = EdgeProcess::spawn(&vars, &["--listen", "127.0.0.1:0"]).await;
     let http = reqwest::Client::new();
-    let lines: String = (0..24)
-        .map(|i| {
-            json!({"custom_id": format!("e{i}"), "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": "slow", "messages": [{"role": "user", "content": format!("edge line {i}")}]}})
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(lines.into_bytes()).file_name("in.jsonl"),
-        );
-    let file: Value = http
-        .post(format!("{}/v1/files", first.url))
-        .bearer_auth(&batches.acme_key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"});
-    let batch: Value = http
-        .post(format!("{}/v1/batches", first.url))
-        .bearer_auth(&batches.acme_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = batch["id"].as_str().unwrap().to_owned();
+    let id = create_batch(&http, &first.url, &batches.acme_key, "slow", 24).await;
 
     // Killed once the first lines ran: mid-batch.
     eventually(Duration::from_secs(30), "lines running", || async {

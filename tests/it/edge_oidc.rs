@@ -26,6 +26,7 @@ use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
 use crate::budgets::usage_events;
+use crate::edge_batches::create_batch;
 
 const AUDIENCE: &str = "llmq-gateway";
 
@@ -185,53 +186,6 @@ impl SignIn {
         }
     }
 
-    /// A batch of `lines` chat lines uploaded and created with `token`: its id.
-    async fn batch(&self, token: &str, lines: usize) -> String {
-        let input: String = (0..lines)
-            .map(|i| {
-                json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/chat/completions",
-                    "body": {"model": "chat", "messages": [{"role": "user", "content": format!("line {i}")}]}})
-                .to_string()
-                    + "\n"
-            })
-            .collect();
-        let form = reqwest::multipart::Form::new()
-            .text("purpose", "batch")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(input.into_bytes()).file_name("in.jsonl"),
-            );
-        let url = self.edge.url();
-        let file: Value = self
-            .http
-            .post(format!("{url}/v1/files"))
-            .bearer_auth(token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"});
-        let batch: Value = self
-            .http
-            .post(format!("{url}/v1/batches"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        batch["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{batch}"))
-            .to_owned()
-    }
-
     /// A chat request with `token`: its status and body.
     async fn chat(&self, token: &str) -> (u16, Value) {
         let response = self
@@ -289,7 +243,7 @@ async fn a_signed_in_user_runs_as_its_tenant_and_its_usage_names_it() {
 
     // A batch a signed-in user creates over HTTP: its lines' usage names the user too.
     let token = ec_key.sign(&provider.claims("di@example.com", &["llm-ads"]));
-    let id = sign_in.batch(&token, 3).await;
+    let id = create_batch(&sign_in.http, sign_in.edge.url(), &token, "chat", 3).await;
     eventually(Duration::from_secs(60), "the batch completed", || async {
         let batch: Value = sign_in
             .http
